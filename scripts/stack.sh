@@ -1,0 +1,616 @@
+#!/usr/bin/env bash
+# scripts/stack.sh - local server stack for the ingest project (no Docker needed).
+#
+#   bash scripts/stack.sh up       start (building/fetching on first use) and wait until ready
+#   bash scripts/stack.sh down     stop what we started (data is kept)
+#   bash scripts/stack.sh status   what runs where and whose it is (always exits 0)
+#   bash scripts/stack.sh env      export lines; use as: eval "$(bash scripts/stack.sh env)"
+#
+# Services (all on 127.0.0.1 only):
+#   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, queue "ingest-records" pre-created,
+#            port STACK_SQS_PORT (default 9324). Region us-east-1, account 000000000000.
+#   MongoDB  FerretDB v1.24.2 (built from the Go module) on port STACK_MONGO_PORT (default 27017),
+#            backed by PostgreSQL 15 on port STACK_PG_PORT (default 54329), database "ferretdb".
+#            An event trigger adds a GIN index on (_jsonb->'_id') to every collection table so
+#            that FerretDB's _id lookups (upserts) do not scan the whole table.
+#
+# If AWS_ENDPOINT_URL_SQS is already set (to something other than our own URL) no SQS is started;
+# if INGEST_MONGO_URI is already set (likewise) no PostgreSQL/FerretDB is started; `env` prints
+# such external values unchanged.
+#
+# Everything (data, logs, pids, built binaries) lives in .stack/ at the repo root (git-ignored).
+# Exception: if the postgres system user cannot write inside the checkout, PostgreSQL's data goes
+# to /tmp/ingest-stack-pg-<sha1(repo path)[:12]> (status says so).
+# Cross-clone cache: ${XDG_CACHE_HOME:-$HOME/.cache}/ingest-stack (FerretDB binary, ElasticMQ jars).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STACK=$ROOT/.stack
+RUN=$STACK/run
+LOGS=$STACK/logs
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ingest-stack
+
+SQS_PORT=${STACK_SQS_PORT:-9324}
+MONGO_PORT=${STACK_MONGO_PORT:-27017}
+PG_PORT=${STACK_PG_PORT:-54329}
+START_TIMEOUT=${STACK_START_TIMEOUT:-90}
+
+PG_BIN=/usr/lib/postgresql/15/bin
+ELASTICMQ_VERSION=1.7.1
+FERRETDB_VERSION=v1.24.2
+QUEUE_NAME=ingest-records
+ACCOUNT_ID=000000000000
+REGION=us-east-1
+
+export PATH="$PATH:/usr/local/go/bin"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# read_pid NAME -> pid (empty when no pid file)
+read_pid() { [[ -f "$RUN/$1.pid" ]] && head -n1 "$RUN/$1.pid" || true; }
+
+# our_pid NAME MARKER -> prints pid if the recorded process is alive and its cmdline has MARKER
+our_pid() {
+  local pid
+  pid=$(read_pid "$1")
+  if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"; then
+    echo "$pid"
+  fi
+}
+
+# recorded port of a service we started (falls back to the configured one)
+run_port() { if [[ -f "$RUN/$1.port" ]]; then cat "$RUN/$1.port"; else echo "$2"; fi; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_until DESCRIPTION LOGFILE PID CHECK-COMMAND...
+wait_until() {
+  local what=$1 logf=$2 pid=$3; shift 3
+  local deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if [[ -n "$pid" ]] && ! pid_alive "$pid"; then
+      fail_with_log "$what exited during startup" "$logf"
+    fi
+    sleep 0.3
+  done
+  fail_with_log "$what did not become ready within ${START_TIMEOUT}s" "$logf"
+}
+
+fail_with_log() {
+  printf '[stack] ERROR: %s. Last lines of %s:\n' "$1" "$2" >&2
+  tail -n 40 "$2" 2>/dev/null | sed 's/^/    | /' >&2 || true
+  exit 1
+}
+
+# stop_pid NAME PID: TERM, wait up to 15 s, then KILL
+stop_pid() {
+  local name=$1 pid=$2 i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 75; i++)); do pid_alive "$pid" || break; sleep 0.2; done
+  if pid_alive "$pid"; then log "$name ($pid) did not stop, killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+}
+
+# external SQS / Mongo: set in env and not pointing at our own default address
+sqs_own_url() { echo "http://127.0.0.1:$SQS_PORT"; }
+mongo_own_uri() { echo "mongodb://127.0.0.1:$MONGO_PORT/"; }
+sqs_external() {
+  [[ -n "${AWS_ENDPOINT_URL_SQS:-}" && "${AWS_ENDPOINT_URL_SQS%/}" != "$(sqs_own_url)" ]]
+}
+mongo_external() {
+  [[ -n "${INGEST_MONGO_URI:-}" && "${INGEST_MONGO_URI%/}/" != "$(mongo_own_uri)" ]]
+}
+
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+
+# ---------------------------------------------------------------- SQS (ElasticMQ)
+
+EMQ_DIR=$STACK/elasticmq
+EMQ_LIB=$EMQ_DIR/lib
+EMQ_CACHE=$CACHE/elasticmq-$ELASTICMQ_VERSION
+
+sqs_sqs_check() { curl -sf -m 2 "http://127.0.0.1:$1/?Action=ListQueues" >/dev/null; }
+
+elasticmq_fetch() {
+  [[ -f "$EMQ_LIB/.complete" ]] && return 0
+  mkdir -p "$EMQ_DIR"
+  rm -rf "$EMQ_LIB"
+  if [[ -f "$EMQ_CACHE/lib/.complete" ]]; then
+    log "ElasticMQ: copying jars from cache $EMQ_CACHE"
+    cp -r "$EMQ_CACHE/lib" "$EMQ_LIB"
+    return 0
+  fi
+  command -v mvn >/dev/null || die "mvn (Maven) not found; install it (apt-get install -y maven)"
+  log "ElasticMQ: resolving org.elasticmq:elasticmq-server_2.13:$ELASTICMQ_VERSION with Maven"
+  cat >"$EMQ_DIR/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.stack</groupId>
+  <artifactId>elasticmq-runner</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.elasticmq</groupId>
+      <artifactId>elasticmq-server_2.13</artifactId>
+      <version>$ELASTICMQ_VERSION</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>3.6.1</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+EOF
+  mkdir -p "$LOGS"
+  if ! (cd "$EMQ_DIR" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory=lib.tmp) >"$LOGS/elasticmq-fetch.log" 2>&1; then
+    fail_with_log "Maven could not fetch ElasticMQ" "$LOGS/elasticmq-fetch.log"
+  fi
+  mv "$EMQ_DIR/lib.tmp" "$EMQ_LIB"
+  touch "$EMQ_LIB/.complete"
+  mkdir -p "$EMQ_CACHE"
+  rm -rf "$EMQ_CACHE/lib.tmp" && cp -r "$EMQ_LIB" "$EMQ_CACHE/lib.tmp" \
+    && rm -rf "$EMQ_CACHE/lib" && mv "$EMQ_CACHE/lib.tmp" "$EMQ_CACHE/lib" || true
+}
+
+elasticmq_conf() {
+  cat >"$EMQ_DIR/elasticmq.conf" <<EOF
+include classpath("application.conf")
+
+node-address {
+  protocol = http
+  host = "127.0.0.1"
+  port = $SQS_PORT
+  context-path = ""
+}
+generate-node-address = false
+
+rest-sqs {
+  enabled = true
+  bind-port = $SQS_PORT
+  bind-hostname = "127.0.0.1"
+  sqs-limits = strict
+}
+
+rest-stats {
+  enabled = false
+  bind-port = 0
+  bind-hostname = "127.0.0.1"
+}
+
+aws {
+  region = $REGION
+  accountId = "$ACCOUNT_ID"
+}
+
+queues {
+  "$QUEUE_NAME" {}
+}
+EOF
+}
+
+sqs_up() {
+  if sqs_external; then
+    log "SQS: external ($AWS_ENDPOINT_URL_SQS from env), not starting ElasticMQ"
+    return 0
+  fi
+  local pid
+  pid=$(our_pid elasticmq org.elasticmq.server.Main)
+  if [[ -n "$pid" ]]; then
+    local p; p=$(run_port elasticmq "$SQS_PORT")
+    [[ "$p" == "$SQS_PORT" ]] || die "ElasticMQ already runs on port $p (pid $pid), not $SQS_PORT; run down first"
+    wait_until "ElasticMQ" "$LOGS/elasticmq.log" "$pid" sqs_sqs_check "$SQS_PORT"
+    log "SQS: ElasticMQ already running (pid $pid) at http://127.0.0.1:$SQS_PORT"
+    return 0
+  fi
+  port_open "$SQS_PORT" && die "port $SQS_PORT is in use by something else; set STACK_SQS_PORT or AWS_ENDPOINT_URL_SQS"
+  command -v java >/dev/null || die "java not found; install a JRE (apt-get install -y default-jre-headless)"
+  elasticmq_fetch
+  elasticmq_conf
+  mkdir -p "$LOGS" "$RUN"
+  log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT"
+  (
+    cd "$EMQ_DIR"
+    exec setsid nohup java -Xms64m -Xmx512m -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
+      -cp "$EMQ_LIB/*" org.elasticmq.server.Main >>"$LOGS/elasticmq.log" 2>&1 </dev/null
+  ) &
+  pid=$!
+  echo "$pid" >"$RUN/elasticmq.pid"
+  echo "$SQS_PORT" >"$RUN/elasticmq.port"
+  wait_until "ElasticMQ" "$LOGS/elasticmq.log" "$pid" sqs_sqs_check "$SQS_PORT"
+  log "SQS: ElasticMQ ready (pid $pid) at http://127.0.0.1:$SQS_PORT"
+}
+
+sqs_down() {
+  local pid; pid=$(our_pid elasticmq org.elasticmq.server.Main)
+  if [[ -n "$pid" ]]; then
+    log "SQS: stopping ElasticMQ (pid $pid)"
+    stop_pid ElasticMQ "$pid"
+  fi
+  rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port"
+}
+
+sqs_status() {
+  if sqs_external; then
+    echo "sqs:      external (from env) at $AWS_ENDPOINT_URL_SQS"
+    return 0
+  fi
+  local pid; pid=$(our_pid elasticmq org.elasticmq.server.Main)
+  if [[ -n "$pid" ]]; then
+    local p; p=$(run_port elasticmq "$SQS_PORT")
+    local ok=answering; sqs_sqs_check "$p" || ok="NOT answering"
+    echo "sqs:      ours, ElasticMQ $ELASTICMQ_VERSION at http://127.0.0.1:$p (pid $pid, $ok), log $LOGS/elasticmq.log"
+  else
+    echo "sqs:      not running"
+  fi
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+PG_BASE_CACHED=""
+# pg_base: folder owned by postgres holding data/, the socket and the log
+pg_base() {
+  if [[ -n "$PG_BASE_CACHED" ]]; then echo "$PG_BASE_CACHED"; return; fi
+  local d=$STACK/pg
+  mkdir -p "$d"
+  chown postgres:postgres "$d" && chmod 700 "$d"
+  if ! as_postgres test -w "$d" -a -x "$d"; then
+    d=/tmp/ingest-stack-pg-$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)
+    mkdir -p "$d"
+    chown postgres:postgres "$d" && chmod 700 "$d"
+  fi
+  PG_BASE_CACHED=$d
+  echo "$d"
+}
+
+# read-only variant for status/down: never creates folders
+pg_base_existing() {
+  local d=$STACK/pg t
+  t=/tmp/ingest-stack-pg-$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)
+  if [[ -f "$d/data/PG_VERSION" ]]; then echo "$d"
+  elif [[ -f "$t/data/PG_VERSION" ]]; then echo "$t"
+  fi
+}
+
+pg_ensure_installed() {
+  [[ -x "$PG_BIN/postgres" ]] && return 0
+  log "PostgreSQL 15 not found; installing with apt-get"
+  apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql >&2
+  [[ -x "$PG_BIN/postgres" ]] || die "PostgreSQL 15 binaries still missing at $PG_BIN"
+}
+
+pg_running_pid() {
+  local base=$1 pid
+  [[ -f "$base/data/postmaster.pid" ]] || return 0
+  pid=$(head -n1 "$base/data/postmaster.pid")
+  if pid_alive "$pid"; then echo "$pid"; fi
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres; }
+
+psql_pg() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+pg_setup_sql() {
+  if [[ "$(psql_pg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'")" != 1 ]]; then
+    psql_pg -d postgres -c "CREATE DATABASE ferretdb"
+  fi
+  psql_pg -d ferretdb >/dev/null <<'SQL'
+ALTER DATABASE ferretdb SET plan_cache_mode = force_custom_plan;
+
+-- FerretDB looks documents up by _id as `_jsonb->$1 @> $2`; its own btree _id index cannot serve
+-- that, so every collection table gets a GIN index on (_jsonb->'_id').
+CREATE OR REPLACE FUNCTION public.ingest_stack_add_id_gin() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  obj record;
+  rel name;
+BEGIN
+  FOR obj IN
+    SELECT * FROM pg_event_trigger_ddl_commands()
+    WHERE command_tag = 'CREATE TABLE' AND object_type = 'table'
+  LOOP
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = obj.objid AND attname = '_jsonb' AND NOT attisdropped) THEN
+      SELECT relname INTO rel FROM pg_class WHERE oid = obj.objid;
+      EXECUTE format(
+        'CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
+        left(rel, 40) || '_idgin_' || left(md5(rel), 8), obj.object_identity);
+    END IF;
+  END LOOP;
+END
+$fn$;
+
+DROP EVENT TRIGGER IF EXISTS ingest_stack_add_id_gin;
+CREATE EVENT TRIGGER ingest_stack_add_id_gin ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE')
+  EXECUTE FUNCTION public.ingest_stack_add_id_gin();
+
+-- tables created before the trigger existed
+DO $do$
+DECLARE t record;
+BEGIN
+  FOR t IN
+    SELECT c.oid, c.relname, format('%I.%I', n.nspname, c.relname) AS ident
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = '_jsonb' AND NOT a.attisdropped
+    WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  LOOP
+    EXECUTE format(
+      'CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
+      left(t.relname, 40) || '_idgin_' || left(md5(t.relname), 8), t.ident);
+  END LOOP;
+END
+$do$;
+SQL
+}
+
+pg_up() {
+  pg_ensure_installed
+  local base data pid sockdir
+  base=$(pg_base)
+  data=$base/data
+  [[ "$base" == "$STACK/pg" ]] || log "PostgreSQL: postgres user cannot write in $ROOT; data kept in $base"
+  mkdir -p "$LOGS" "$RUN"
+  ln -sfn "$base/postgres.log" "$LOGS/postgres.log"
+
+  pid=$(pg_running_pid "$base")
+  if [[ -n "$pid" ]]; then
+    local p; p=$(sed -n 4p "$data/postmaster.pid")
+    [[ "$p" == "$PG_PORT" ]] || die "our PostgreSQL already runs on port $p (pid $pid), not $PG_PORT; run down first"
+    wait_until "PostgreSQL" "$base/postgres.log" "$pid" pg_ready "$PG_PORT"
+    echo "$pid" >"$RUN/postgres.pid"
+    pg_setup_sql
+    log "PostgreSQL: already running (pid $pid) at 127.0.0.1:$PG_PORT"
+    return 0
+  fi
+  port_open "$PG_PORT" && die "port $PG_PORT is in use by something else; set STACK_PG_PORT"
+
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "PostgreSQL: initdb in $data"
+    rm -rf "$data"
+    as_postgres "$PG_BIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C \
+      >"$base/initdb.log" 2>&1 || fail_with_log "initdb failed" "$base/initdb.log"
+    echo "include_if_exists = 'stack.conf'" >>"$data/postgresql.conf"
+  fi
+  sockdir=$base
+  ((${#sockdir} <= 80)) || sockdir=/tmp
+  cat >"$data/stack.conf" <<EOF
+# written by scripts/stack.sh on every up
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$sockdir'
+synchronous_commit = off
+shared_buffers = 256MB
+max_connections = 100
+EOF
+  chown postgres:postgres "$data/stack.conf"
+  log "PostgreSQL: starting on 127.0.0.1:$PG_PORT"
+  as_postgres setsid "$PG_BIN/pg_ctl" -D "$data" -l "$base/postgres.log" -w -t "$START_TIMEOUT" start \
+    >>"$base/pg_ctl.log" 2>&1 || fail_with_log "PostgreSQL did not start" "$base/postgres.log"
+  pid=$(pg_running_pid "$base")
+  echo "$pid" >"$RUN/postgres.pid"
+  wait_until "PostgreSQL" "$base/postgres.log" "$pid" pg_ready "$PG_PORT"
+  pg_setup_sql
+  log "PostgreSQL: ready (pid $pid) at 127.0.0.1:$PG_PORT, data $data"
+}
+
+pg_down() {
+  local base; base=$(pg_base_existing)
+  if [[ -n "$base" && -n "$(pg_running_pid "$base")" ]]; then
+    log "PostgreSQL: stopping (pg_ctl stop -m fast)"
+    as_postgres "$PG_BIN/pg_ctl" -D "$base/data" -m fast -w -t 60 stop >&2 || true
+  fi
+  rm -f "$RUN/postgres.pid"
+}
+
+pg_status() {
+  local base pid p
+  base=$(pg_base_existing)
+  if [[ -n "$base" ]]; then pid=$(pg_running_pid "$base"); fi
+  if [[ -n "${pid:-}" ]]; then
+    p=$(sed -n 4p "$base/data/postmaster.pid")
+    local where="data $base/data"
+    [[ "$base" == "$STACK/pg" ]] || where="data $base/data (temporary folder: postgres user cannot write in the checkout)"
+    echo "postgres: ours, PostgreSQL 15 at postgres://postgres@127.0.0.1:$p/ferretdb (pid $pid), $where"
+  elif mongo_external; then
+    echo "postgres: not needed (Mongo is external)"
+  else
+    echo "postgres: not running${base:+ (data in $base/data)}"
+  fi
+}
+
+# ---------------------------------------------------------------- MongoDB (FerretDB)
+
+FDB_BIN=$STACK/bin/ferretdb
+FDB_CACHE=$CACHE/ferretdb-$FERRETDB_VERSION
+
+ferretdb_build() {
+  [[ -x "$FDB_BIN" ]] && return 0
+  mkdir -p "$STACK/bin" "$LOGS"
+  if [[ -x "$FDB_CACHE" ]]; then
+    log "FerretDB: copying binary from cache $FDB_CACHE"
+    cp "$FDB_CACHE" "$FDB_BIN.tmp" && mv "$FDB_BIN.tmp" "$FDB_BIN"
+    return 0
+  fi
+  command -v go >/dev/null || die "go not found (expected /usr/local/go/bin/go)"
+  local blog=$LOGS/ferretdb-build.log src=$STACK/build/ferretdb-src dir
+  log "FerretDB: building $FERRETDB_VERSION from the Go module (first time ~1-2 min), log $blog"
+  : >"$blog"
+  dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" 2>>"$blog" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p') || true
+  [[ -n "$dir" && -d "$dir" ]] || fail_with_log "go mod download of FerretDB failed" "$blog"
+  rm -rf "$src"
+  mkdir -p "$(dirname "$src")"
+  cp -r "$dir" "$src"
+  chmod -R u+w "$src"
+  printf '%s\n' "$FERRETDB_VERSION" >"$src/build/version/version.txt"
+  (cd "$src" && GOTOOLCHAIN=local go build -o "$FDB_BIN.tmp" ./cmd/ferretdb) >>"$blog" 2>&1 \
+    || fail_with_log "go build of FerretDB failed" "$blog"
+  mv "$FDB_BIN.tmp" "$FDB_BIN"
+  mkdir -p "$(dirname "$FDB_CACHE")"
+  cp "$FDB_BIN" "$FDB_CACHE.tmp.$$" && mv "$FDB_CACHE.tmp.$$" "$FDB_CACHE" || true
+  log "FerretDB: built $FDB_BIN"
+}
+
+# mongo_ping PORT: MongoDB OP_MSG {ping: 1} with the python stdlib (falls back to a TCP connect)
+mongo_ping() {
+  if ! command -v python3 >/dev/null; then port_open "$1"; return; fi
+  python3 - "$1" <<'PY'
+import socket, struct, sys
+port = int(sys.argv[1])
+def cstr(s): return s.encode() + b"\0"
+body = b"\x10" + cstr("ping") + struct.pack("<i", 1) + b"\x02" + cstr("$db") + struct.pack("<i", 6) + cstr("admin") + b"\0"
+doc = struct.pack("<i", len(body) + 4) + body
+msg = struct.pack("<I", 0) + b"\0" + doc
+hdr = struct.pack("<iiii", 16 + len(msg), 1, 0, 2013)
+s = socket.create_connection(("127.0.0.1", port), timeout=3)
+s.sendall(hdr + msg)
+buf = b""
+while len(buf) < 4 or len(buf) < struct.unpack("<i", buf[:4])[0]:
+    chunk = s.recv(65536)
+    if not chunk: sys.exit(1)
+    buf += chunk
+# reply document must contain ok: 1.0 (double)
+sys.exit(0 if b"\x01ok\x00" + struct.pack("<d", 1.0) in buf else 1)
+PY
+}
+
+mongo_up() {
+  if mongo_external; then
+    log "Mongo: external ($INGEST_MONGO_URI from env), not starting PostgreSQL/FerretDB"
+    return 0
+  fi
+  pg_up
+  local pid
+  pid=$(our_pid ferretdb "$FDB_BIN")
+  if [[ -n "$pid" ]]; then
+    local p; p=$(run_port ferretdb "$MONGO_PORT")
+    [[ "$p" == "$MONGO_PORT" ]] || die "FerretDB already runs on port $p (pid $pid), not $MONGO_PORT; run down first"
+    wait_until "FerretDB" "$LOGS/ferretdb.log" "$pid" mongo_ping "$MONGO_PORT"
+    log "Mongo: FerretDB already running (pid $pid) at mongodb://127.0.0.1:$MONGO_PORT/"
+    return 0
+  fi
+  port_open "$MONGO_PORT" && die "port $MONGO_PORT is in use by something else; set STACK_MONGO_PORT or INGEST_MONGO_URI"
+  ferretdb_build
+  mkdir -p "$STACK/ferretdb-state" "$LOGS" "$RUN"
+  log "Mongo: starting FerretDB on 127.0.0.1:$MONGO_PORT"
+  (
+    cd "$STACK"
+    exec setsid nohup "$FDB_BIN" \
+      --handler=postgresql \
+      --postgresql-url="postgres://postgres@127.0.0.1:$PG_PORT/ferretdb" \
+      --listen-addr="127.0.0.1:$MONGO_PORT" \
+      --debug-addr=- \
+      --state-dir="$STACK/ferretdb-state" \
+      --telemetry=disable \
+      --log-level=info \
+      >>"$LOGS/ferretdb.log" 2>&1 </dev/null
+  ) &
+  pid=$!
+  echo "$pid" >"$RUN/ferretdb.pid"
+  echo "$MONGO_PORT" >"$RUN/ferretdb.port"
+  wait_until "FerretDB" "$LOGS/ferretdb.log" "$pid" mongo_ping "$MONGO_PORT"
+  log "Mongo: FerretDB ready (pid $pid) at mongodb://127.0.0.1:$MONGO_PORT/"
+}
+
+mongo_down() {
+  local pid; pid=$(our_pid ferretdb "$FDB_BIN")
+  if [[ -n "$pid" ]]; then
+    log "Mongo: stopping FerretDB (pid $pid)"
+    stop_pid FerretDB "$pid"
+  fi
+  rm -f "$RUN/ferretdb.pid" "$RUN/ferretdb.port"
+  pg_down
+}
+
+mongo_status() {
+  if mongo_external; then
+    echo "mongo:    external (from env) at $INGEST_MONGO_URI"
+  else
+    local pid; pid=$(our_pid ferretdb "$FDB_BIN")
+    if [[ -n "$pid" ]]; then
+      local p; p=$(run_port ferretdb "$MONGO_PORT")
+      local ok=answering; mongo_ping "$p" >/dev/null 2>&1 || ok="NOT answering"
+      echo "mongo:    ours, FerretDB $FERRETDB_VERSION at mongodb://127.0.0.1:$p/ (pid $pid, $ok), log $LOGS/ferretdb.log"
+    else
+      echo "mongo:    not running"
+    fi
+  fi
+  pg_status
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  local t0=$SECONDS
+  mkdir -p "$STACK" "$RUN" "$LOGS"
+  sqs_up
+  mongo_up
+  log "stack is up ($((SECONDS - t0)) s); use: eval \"\$(bash scripts/stack.sh env)\""
+}
+
+cmd_down() {
+  sqs_down
+  mongo_down
+  log "stack is down (data kept in .stack/)"
+}
+
+cmd_status() {
+  sqs_status || true
+  mongo_status || true
+  return 0
+}
+
+emit() { printf 'export %s=%q\n' "$1" "$2"; }
+
+cmd_env() {
+  local sqs_url queue_url mongo_uri
+  if sqs_external; then
+    sqs_url=$AWS_ENDPOINT_URL_SQS
+    queue_url=${INGEST_QUEUE_URL:-${AWS_ENDPOINT_URL_SQS%/}/$ACCOUNT_ID/$QUEUE_NAME}
+  else
+    local p; p=$SQS_PORT
+    [[ -n "$(our_pid elasticmq org.elasticmq.server.Main)" ]] && p=$(run_port elasticmq "$SQS_PORT")
+    sqs_url=http://127.0.0.1:$p
+    queue_url=${INGEST_QUEUE_URL:-$sqs_url/$ACCOUNT_ID/$QUEUE_NAME}
+  fi
+  if mongo_external; then
+    mongo_uri=$INGEST_MONGO_URI
+  else
+    local m; m=$MONGO_PORT
+    [[ -n "$(our_pid ferretdb "$FDB_BIN")" ]] && m=$(run_port ferretdb "$MONGO_PORT")
+    mongo_uri=mongodb://127.0.0.1:$m/
+  fi
+  emit AWS_ENDPOINT_URL_SQS "$sqs_url"
+  emit AWS_DEFAULT_REGION "${AWS_DEFAULT_REGION:-$REGION}"
+  emit AWS_ACCESS_KEY_ID "${AWS_ACCESS_KEY_ID:-x}"
+  emit AWS_SECRET_ACCESS_KEY "${AWS_SECRET_ACCESS_KEY:-x}"
+  emit INGEST_MONGO_URI "$mongo_uri"
+  emit INGEST_DATABASE "${INGEST_DATABASE:-ingest}"
+  emit INGEST_QUEUE_URL "$queue_url"
+}
+
+usage() {
+  echo "usage: bash scripts/stack.sh up|down|status|env" >&2
+  echo "  ports: STACK_SQS_PORT (9324) STACK_MONGO_PORT (27017) STACK_PG_PORT (54329)" >&2
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  -h | --help | help) usage ;;
+  *) usage; exit 2 ;;
+esac

@@ -194,9 +194,9 @@ aws {
   accountId = "$ACCOUNT_ID"
 }
 
-queues {
-  "$QUEUE_NAME" {}
-}
+# No queues here: `ingest init` creates the queue and its dead-letter queue
+# with the redrive policy, as it would on AWS.
+queues {}
 EOF
 }
 
@@ -220,6 +220,7 @@ sqs_up() {
   elasticmq_conf
   mkdir -p "$LOGS" "$RUN"
   log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT"
+  echo "=== stack.sh up $(date -u +%FT%TZ): ElasticMQ on 127.0.0.1:$SQS_PORT ===" >>"$LOGS/elasticmq.log"
   (
     cd "$EMQ_DIR"
     exec setsid nohup java -Xms64m -Xmx512m -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
@@ -294,12 +295,12 @@ pg_running_pid() {
   local base=$1 pid
   [[ -f "$base/data/postmaster.pid" ]] || return 0
   pid=$(head -n1 "$base/data/postmaster.pid")
-  if pid_alive "$pid"; then echo "$pid"; fi
+  if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q postgres; then echo "$pid"; fi
 }
 
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres; }
 
-psql_pg() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+psql_pg() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
 
 pg_setup_sql() {
   if [[ "$(psql_pg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'ferretdb'")" != 1 ]]; then
@@ -320,9 +321,10 @@ BEGIN
     SELECT * FROM pg_event_trigger_ddl_commands()
     WHERE command_tag = 'CREATE TABLE' AND object_type = 'table'
   LOOP
-    IF EXISTS (SELECT 1 FROM pg_attribute
+    SELECT relname INTO rel FROM pg_class WHERE oid = obj.objid;
+    -- only collection tables (they have a _jsonb column); skip FerretDB's own metadata table
+    IF rel NOT LIKE '\_ferretdb\_%' AND EXISTS (SELECT 1 FROM pg_attribute
                WHERE attrelid = obj.objid AND attname = '_jsonb' AND NOT attisdropped) THEN
-      SELECT relname INTO rel FROM pg_class WHERE oid = obj.objid;
       EXECUTE format(
         'CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
         left(rel, 40) || '_idgin_' || left(md5(rel), 8), obj.object_identity);
@@ -345,6 +347,7 @@ BEGIN
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = '_jsonb' AND NOT a.attisdropped
     WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND c.relname NOT LIKE '\_ferretdb\_%'
   LOOP
     EXECUTE format(
       'CREATE INDEX IF NOT EXISTS %I ON %s USING gin ((_jsonb->''_id'') jsonb_path_ops) WITH (fastupdate = off)',
@@ -505,6 +508,7 @@ mongo_up() {
   ferretdb_build
   mkdir -p "$STACK/ferretdb-state" "$LOGS" "$RUN"
   log "Mongo: starting FerretDB on 127.0.0.1:$MONGO_PORT"
+  echo "=== stack.sh up $(date -u +%FT%TZ): FerretDB on 127.0.0.1:$MONGO_PORT ===" >>"$LOGS/ferretdb.log"
   (
     cd "$STACK"
     exec setsid nohup "$FDB_BIN" \
@@ -563,7 +567,7 @@ cmd_up() {
 cmd_down() {
   sqs_down
   mongo_down
-  log "stack is down (data kept in .stack/)"
+  log "stack is down (data kept)"
 }
 
 cmd_status() {

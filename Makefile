@@ -1,0 +1,54 @@
+# Two commands matter: `make demo` (the whole pipeline on local servers) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK := bash scripts/stack.sh
+# Every target that talks to servers loads the stack's environment first.
+WITH_ENV := eval "$$($(STACK) env)" &&
+
+.PHONY: help venv stack-up stack-down stack-status stack-env demo test test-unit lint bench bench-quick reliability soak demo-peak clean
+
+help:
+	@echo "make demo      run the whole pipeline end to end on local servers"
+	@echo "make test      unit and integration tests (starts the local stack)"
+	@echo "make stack-up | stack-down | stack-status | stack-env"
+	@echo "make lint | bench | bench-quick | reliability | soak MINUTES=30 | demo-peak"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+stack-env:
+	@$(STACK) env
+
+demo: venv stack-up
+	$(WITH_ENV) $(PY) -m scripts.demo
+
+test: venv stack-up
+	$(WITH_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit tests/contract -k "not sqs and not mongo"
+
+lint: venv
+	$(VENV)/bin/ruff check producer ingest tests bench scripts
+	$(VENV)/bin/ruff format --check producer ingest tests bench scripts
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,102 @@
+"""Acknowledge stage: dead-letter what is bad, delete what is durable, hand back the rest."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from ingest.errors import QueueUnavailable
+from ingest.inflight import InFlight
+from ingest.messages import DeadLetter, Message, Settlement
+from ingest.metrics import Metrics
+from ingest.queue import MessageQueue
+from ingest.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_LINE_PREFIX = re.compile(r"^line \d+: ")
+_NUMBERS = re.compile(r"\d+")
+
+
+class AckStage:
+    def __init__(
+        self,
+        queues: Mapping[str, MessageQueue],
+        inflight: InFlight,
+        metrics: Metrics,
+        retry_policy: RetryPolicy,
+    ) -> None:
+        self._queues = queues
+        self._inflight = inflight
+        self._metrics = metrics
+        self._retry = retry_policy
+
+    def apply(self, settlement: Settlement) -> None:
+        undelivered = self._dead_letter(settlement.dead_letters)
+        deletable = settlement.delete + [
+            m for m in settlement.delete_after_dead_letter if m.message_id not in undelivered
+        ]
+        # A message whose dead letter could not be sent stays in the source queue:
+        # its retries end in SQS's own redrive to the dead-letter queue, never in a loss.
+        retry = settlement.retry + [
+            m for m in settlement.delete_after_dead_letter if m.message_id in undelivered
+        ]
+        self._delete(deletable)
+        self._change_visibility([(m, self._retry.delay(m.receive_count)) for m in retry])
+        self._change_visibility([(m, 0) for m in settlement.release])
+        self._metrics.messages_released.inc(len(settlement.release))
+        self._inflight.remove(deletable + retry + settlement.release)
+        self._metrics.in_flight.set(len(self._inflight))
+
+    def _dead_letter(self, letters: Sequence[DeadLetter]) -> set[str]:
+        """Sends dead letters; returns the ids of source messages not fully dead-lettered."""
+        undelivered: set[str] = set()
+        for url, group in _by_queue(letters, lambda letter: letter.source.queue_url).items():
+            try:
+                failed = self._queues[url].dead_letter(group)
+            except QueueUnavailable as exc:
+                log.warning("dead-letter send failed: %s", exc)
+                failed = list(group)
+            undelivered.update(letter.source.message_id for letter in failed)
+            for letter in group:
+                if letter.source.message_id not in undelivered:
+                    self._metrics.records_dead_lettered.labels(_reason_label(letter.reason)).inc()
+                    log.info(
+                        "dead-lettered from message %s: %s", letter.source.message_id, letter.reason
+                    )
+        return undelivered
+
+    def _delete(self, messages: Sequence[Message]) -> None:
+        for url, group in _by_queue(messages, lambda m: m.queue_url).items():
+            try:
+                failed = self._queues[url].delete(group)
+            except QueueUnavailable as exc:
+                log.warning("delete of %d messages failed: %s", len(group), exc)
+                failed = list(group)
+            # An undeleted message comes back; its records then collapse as duplicates.
+            self._metrics.delete_failures.inc(len(failed))
+            self._metrics.messages_deleted.inc(len(group) - len(failed))
+
+    def _change_visibility(self, entries: Sequence[tuple[Message, int]]) -> None:
+        for url, group in _by_queue(entries, lambda e: e[0].queue_url).items():
+            try:
+                self._queues[url].change_visibility(group)
+            except QueueUnavailable as exc:
+                # The message turns visible when its timeout runs out anyway.
+                log.warning("visibility change of %d messages failed: %s", len(group), exc)
+
+
+def _by_queue(items: Sequence[T], url_of: Callable[[T], str]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        groups[url_of(item)].append(item)
+    return groups
+
+
+def _reason_label(reason: str) -> str:
+    """A low-cardinality label for the metric: the reason's first words."""
+    words = _NUMBERS.sub("N", _LINE_PREFIX.sub("", reason)).split()[:4]
+    return " ".join(words)[:48] or "unknown"

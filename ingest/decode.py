@@ -1,0 +1,43 @@
+"""Decode stage: raw messages -> records, bad records, or an unreadable message."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ingest.messages import DecodedMessage, Message
+from producer import wire
+from producer.wire import BadRecord, Record
+
+
+def decode(
+    message: Message, max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES
+) -> DecodedMessage:
+    """Never raises for bad input: every problem becomes a reason on the result."""
+    decoded = DecodedMessage(message)
+    try:
+        items = wire.decode_message(
+            message.body, message.attributes, max_decoded_bytes=max_decoded_bytes
+        )
+    except wire.WireError as exc:
+        decoded.error = str(exc)
+        return decoded
+    for item in items:
+        if isinstance(item, Record):
+            decoded.records.append(item)
+        else:
+            decoded.bad_records.append(item)
+    if not decoded.records and len(decoded.bad_records) == 1 and len(items) == 1:
+        # A one-record message whose record is bad: dead-letter the message as it came.
+        decoded.error = decoded.bad_records[0].reason
+        decoded.bad_records.clear()
+    return decoded
+
+
+def decode_all(
+    messages: Sequence[Message], max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES
+) -> list[DecodedMessage]:
+    return [decode(message, max_decoded_bytes) for message in messages]
+
+
+def bad_record_reason(bad: BadRecord) -> str:
+    return f"line {bad.line_number}: {bad.reason}"

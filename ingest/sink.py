@@ -1,0 +1,274 @@
+"""Where documents go: a small protocol, MongoDB behind it, and an in-memory twin.
+
+A sink answers every record with a typed outcome (written, duplicate, rejected
+with a reason, retry later). When the store itself is unreachable it raises
+SinkUnavailable instead: "retry everything" is not the same as "this record is bad"."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+from bson import json_util
+from bson.errors import InvalidDocument
+from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    BulkWriteError,
+    DocumentTooLarge,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.write_concern import WriteConcern
+
+from ingest.errors import SinkUnavailable
+from ingest.messages import DUPLICATE, WRITTEN, Outcome, rejected, retry
+from producer.wire import Record
+
+DUPLICATE_KEY_CODES: Final = frozenset({11000, 11001})
+# Per-document write errors that say "try again", not "this record is bad".
+TRANSIENT_CODES: Final = frozenset(
+    {6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 202, 262, 462, 9001, 10107, 11600, 11602, 13435,
+     13436, 16500}
+)  # fmt: skip
+# Codes that mean the server is overloaded: the rate limiter treats them as a strong signal.
+OVERLOAD_CODES: Final = frozenset({50, 112, 262, 462, 16500})
+
+
+class WriteMode(enum.StrEnum):
+    INSERT_ONCE = "insert-once"  # first write of an _id wins; duplicates collapse
+    REPLACE = "replace"  # last write wins
+    MERGE = "merge"  # $set of the record's fields, upserting
+
+
+class DocumentSink(Protocol):
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        """One outcome per record, in order. Raises SinkUnavailable for the whole batch."""
+        ...
+
+    def ping(self) -> None:
+        """Raises SinkUnavailable when the store cannot take writes."""
+        ...
+
+
+def _group_by_collection(records: Sequence[Record]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[record.collection].append(index)
+    return groups
+
+
+# ------------------------------------------------------------------- MongoDB
+
+
+class MongoSink:
+    """Unordered bulk writes keyed on _id.
+
+    insert-once: unordered inserts; a duplicate-key error on _id means an earlier
+    delivery already wrote the record. On FerretDB an insert costs a fifth of an
+    upsert, and on MongoDB it is no slower, so this keeps upsert semantics at
+    insert speed. `insert_strategy="set_on_insert"` gives the same result with
+    $setOnInsert upserts (kept for the equivalence test and the benchmark).
+    replace: inserts first, then only the duplicate-key conflicts as replace-upserts.
+    merge: $set upserts of the record's fields.
+    """
+
+    def __init__(
+        self,
+        database: Database[dict[str, Any]],
+        mode: WriteMode = WriteMode.INSERT_ONCE,
+        *,
+        write_concern: WriteConcern | None = None,
+        insert_strategy: str = "insert",
+    ) -> None:
+        self._db = database
+        self.mode = mode
+        self._write_concern = write_concern
+        self._insert_strategy = insert_strategy
+        self._collections: dict[str, Collection[dict[str, Any]]] = {}
+
+    def _collection(self, name: str) -> Collection[dict[str, Any]]:
+        found = self._collections.get(name)
+        if found is None:
+            found = self._db.get_collection(name, write_concern=self._write_concern)
+            self._collections[name] = found
+        return found
+
+    def ping(self) -> None:
+        try:
+            self._db.client.admin.command("ping")
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"MongoDB ping failed: {type(exc).__name__}") from exc
+
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        outcomes: list[Outcome] = [WRITTEN] * len(records)
+        for name, indexes in _group_by_collection(records).items():
+            group = [records[i] for i in indexes]
+            for index, outcome in zip(indexes, self._write_group(name, group), strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _write_group(self, name: str, records: list[Record]) -> list[Outcome]:
+        collection = self._collection(name)
+        try:
+            return self._write_mode(collection, records)
+        except (DocumentTooLarge, InvalidDocument):
+            # The driver refuses the whole bulk for one bad document: isolate it.
+            return [self._write_one(collection, record) for record in records]
+
+    def _write_mode(
+        self, collection: Collection[dict[str, Any]], records: list[Record]
+    ) -> list[Outcome]:
+        if self.mode is WriteMode.MERGE:
+            ops: list[Any] = [_merge_op(r) for r in records]
+            return _bulk(collection, ops, on_duplicate=retry("duplicate key on upsert"))
+        if self.mode is WriteMode.INSERT_ONCE and self._insert_strategy == "set_on_insert":
+            ops = [_set_on_insert_op(r) for r in records]
+            return _bulk(collection, ops, on_duplicate=DUPLICATE)
+        outcomes = _bulk(
+            collection, [InsertOne(r.document) for r in records], on_duplicate=DUPLICATE
+        )
+        if self.mode is WriteMode.REPLACE:
+            self._replace_duplicates(collection, records, outcomes)
+        return outcomes
+
+    def _replace_duplicates(
+        self, collection: Collection[dict[str, Any]], records: list[Record], outcomes: list[Outcome]
+    ) -> None:
+        conflicts = [i for i, outcome in enumerate(outcomes) if outcome is DUPLICATE]
+        if not conflicts:
+            return
+        ops: list[Any] = [_replace_op(records[i]) for i in conflicts]
+        for index, outcome in zip(conflicts, _bulk(collection, ops, ordered=True), strict=True):
+            outcomes[index] = outcome
+
+    def _write_one(self, collection: Collection[dict[str, Any]], record: Record) -> Outcome:
+        try:
+            return self._write_mode(collection, [record])[0]
+        except (DocumentTooLarge, InvalidDocument) as exc:
+            return rejected(f"MongoDB cannot store this document: {exc}")
+
+
+def _merge_op(record: Record) -> UpdateOne:
+    doc = record.document
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    update = {"$set": fields} if fields else {"$setOnInsert": {}}
+    return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
+
+
+def _set_on_insert_op(record: Record) -> UpdateOne:
+    doc = record.document
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    return UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True)
+
+
+def _replace_op(record: Record) -> ReplaceOne[dict[str, Any]]:
+    return ReplaceOne({"_id": record.document["_id"]}, record.document, upsert=True)
+
+
+def _bulk(
+    collection: Collection[dict[str, Any]],
+    ops: list[Any],
+    *,
+    on_duplicate: Outcome = DUPLICATE,
+    ordered: bool = False,
+) -> list[Outcome]:
+    outcomes: list[Outcome] = [WRITTEN] * len(ops)
+    try:
+        collection.bulk_write(ops, ordered=ordered)
+    except BulkWriteError as exc:
+        _apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
+    except (DocumentTooLarge, InvalidDocument):
+        raise
+    except OperationFailure as exc:
+        raise SinkUnavailable(f"MongoDB refused the write: {exc.code} {_short(exc)}") from exc
+    except PyMongoError as exc:
+        raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}") from exc
+    return outcomes
+
+
+def _apply_write_errors(
+    details: Mapping[str, Any], outcomes: list[Outcome], on_duplicate: Outcome, *, ordered: bool
+) -> None:
+    failed_at = len(outcomes)
+    for error in details.get("writeErrors", []):
+        index, code = int(error["index"]), int(error.get("code", 0))
+        failed_at = min(failed_at, index)
+        if code in DUPLICATE_KEY_CODES:
+            outcomes[index] = on_duplicate
+        elif code in TRANSIENT_CODES:
+            outcomes[index] = retry(f"MongoDB error {code}: {error.get('errmsg', '')[:200]}")
+        else:
+            outcomes[index] = rejected(f"MongoDB error {code}: {error.get('errmsg', '')[:300]}")
+    if ordered:
+        # An ordered bulk stops at its first error: what follows was never tried.
+        for index in range(failed_at + 1, len(outcomes)):
+            outcomes[index] = retry("not attempted after an earlier error in an ordered write")
+    if details.get("writeConcernErrors"):
+        # Written on the primary but not acknowledged as asked: write again later;
+        # the next attempt collapses into a duplicate.
+        for index, outcome in enumerate(outcomes):
+            if outcome is WRITTEN:
+                outcomes[index] = retry("write concern not satisfied")
+
+
+def _short(exc: PyMongoError) -> str:
+    return str(exc).splitlines()[0][:200]
+
+
+# ----------------------------------------------------------------- in memory
+
+
+class MemorySink:
+    """A dictionary per collection with the same write modes and outcomes."""
+
+    def __init__(
+        self,
+        mode: WriteMode = WriteMode.INSERT_ONCE,
+        *,
+        reject: Callable[[Record], str | None] | None = None,
+    ) -> None:
+        self.mode = mode
+        self.collections: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.unavailable = False  # flip to simulate an outage
+        self.write_calls = 0
+        self._reject = reject
+        self._lock = threading.Lock()
+
+    def ping(self) -> None:
+        if self.unavailable:
+            raise SinkUnavailable("memory sink is unavailable")
+
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        self.ping()
+        with self._lock:
+            self.write_calls += 1
+            return [self._write_one(record) for record in records]
+
+    def _write_one(self, record: Record) -> Outcome:
+        reason = self._reject(record) if self._reject else None
+        if reason:
+            return rejected(reason)
+        documents = self.collections[record.collection]
+        key = json_util.dumps(record.document["_id"])
+        existing = documents.get(key)
+        if existing is None:
+            documents[key] = dict(record.document)
+            return WRITTEN
+        if self.mode is WriteMode.INSERT_ONCE:
+            return DUPLICATE
+        if self.mode is WriteMode.REPLACE:
+            documents[key] = dict(record.document)
+        else:
+            existing.update(record.document)
+        return WRITTEN
+
+    def count(self, collection: str | None = None) -> int:
+        with self._lock:
+            if collection is not None:
+                return len(self.collections.get(collection, {}))
+            return sum(len(docs) for docs in self.collections.values())

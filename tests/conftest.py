@@ -1,0 +1,107 @@
+"""Shared fixtures. Integration fixtures talk to the real local stack
+(`make stack-up`: ElasticMQ and FerretDB) or to whatever the environment names
+(AWS_ENDPOINT_URL_SQS, INGEST_MONGO_URI); `make test` exports both."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the tests through `make test` (it starts the stack)")
+    return value
+
+
+@pytest.fixture(scope="session")
+def sqs_client() -> Any:
+    _require_env("AWS_ENDPOINT_URL_SQS")
+    return boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+@dataclass(frozen=True)
+class QueuePair:
+    url: str
+    dead_letter_url: str
+    name: str
+
+
+@pytest.fixture
+def make_queue(sqs_client: Any) -> Iterator[Callable[..., QueuePair]]:
+    """Creates a fresh queue with its dead-letter queue; deletes both afterwards."""
+    created: list[str] = []
+
+    def make(
+        *, visibility_timeout: int = 30, max_receive_count: int = 5, fifo: bool = False
+    ) -> QueuePair:
+        name = f"t-{uuid.uuid4().hex[:12]}"
+        suffix = ".fifo" if fifo else ""
+        fifo_attrs = {"FifoQueue": "true"} if fifo else {}
+        dlq = sqs_client.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=fifo_attrs)[
+            "QueueUrl"
+        ]
+        dlq_arn = sqs_client.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        attrs = {
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": (
+                f'{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}'
+            ),
+            **fifo_attrs,
+        }
+        url = sqs_client.create_queue(QueueName=f"{name}{suffix}", Attributes=attrs)["QueueUrl"]
+        created.extend([url, dlq])
+        return QueuePair(url=url, dead_letter_url=dlq, name=name + suffix)
+
+    yield make
+    for url in created:
+        try:
+            sqs_client.delete_queue(QueueUrl=url)
+        except Exception:  # noqa: BLE001 - cleanup is best effort
+            pass
+
+
+@pytest.fixture(scope="session")
+def mongo_uri() -> str:
+    return _require_env("INGEST_MONGO_URI")
+
+
+@pytest.fixture
+def mongo_db(mongo_uri: str) -> Iterator[Any]:
+    """A fresh, uniquely named database, dropped afterwards."""
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=5000)
+    db = client[f"t_{uuid.uuid4().hex[:10]}"]
+    yield db
+    client.drop_database(db.name)
+    client.close()
+
+
+def drain_queue(sqs_client: Any, url: str, wait: int = 1) -> list[dict[str, Any]]:
+    """Receive and delete everything in a queue; returns the messages."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        got = sqs_client.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        if not got:
+            return messages
+        messages.extend(got)
+        sqs_client.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+        )

@@ -1,0 +1,46 @@
+"""AsyncProducer: the Producer for asyncio apps. send() stays synchronous and
+non-blocking; flush() and close() wait in a worker thread, not on the loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from .core import Producer
+from .metrics import Stats
+
+
+class AsyncProducer:
+    def __init__(self, queue_url: str | Sequence[str], **kwargs: Any) -> None:
+        if kwargs.get("overflow") == "block":
+            raise ValueError(
+                'overflow="block" would stall the event loop; use "journal" or "raise"'
+            )
+        self.producer = Producer(queue_url, **kwargs)
+
+    def send(
+        self, collection: str, document: dict[str, Any], *, partition_key: str | None = None
+    ) -> Any:
+        return self.producer.send(collection, document, partition_key=partition_key)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.producer.flush, timeout)
+
+    async def close(self, timeout: float | None = 30.0) -> None:
+        await asyncio.to_thread(self.producer.close, timeout)
+
+    def stats(self) -> Stats:
+        return self.producer.stats()
+
+    async def __aenter__(self) -> AsyncProducer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

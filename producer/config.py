@@ -1,0 +1,66 @@
+"""The producer's options, checked once at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from . import wire
+from .journal import FSYNC_POLICIES
+
+OVERFLOW_POLICIES: Final = ("journal", "block", "raise")
+SQS_MAX_MESSAGE_BYTES: Final = 1024 * 1024  # SQS's own limit, per message and per batch
+MIN_MESSAGE_BYTES: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    queue_urls: tuple[str, ...]
+    max_message_bytes: int = 64 * 1024  # one 64 KiB SQS billing chunk
+    max_batch_bytes: int = 256 * 1024
+    linger_seconds: float = 0.05
+    compression: str = wire.IDENTITY
+    compression_level: int | None = None
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    overflow: str = "journal"
+    block_timeout: float = 1.0
+    exit_flush_timeout: float = 5.0
+    journal_fsync: str = "always"
+    max_attempts: int = 4  # SendMessageBatch attempts before the journal takes the records
+    retry_initial_seconds: float = 0.05
+    retry_max_seconds: float = 2.0
+    breaker_threshold: int = 3
+    breaker_reset_seconds: float = 10.0
+    probe_seconds: float = 1.0  # how often to try replaying the journal while it has records
+
+    def __post_init__(self) -> None:
+        if not self.queue_urls or not all(isinstance(u, str) and u for u in self.queue_urls):
+            raise ValueError("queue_url must be a URL or a non-empty sequence of URLs")
+        if len({url.endswith(".fifo") for url in self.queue_urls}) > 1:
+            raise ValueError("queues must be all FIFO or all standard")
+        if not MIN_MESSAGE_BYTES <= self.max_message_bytes <= SQS_MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_message_bytes must be in [{MIN_MESSAGE_BYTES}, {SQS_MAX_MESSAGE_BYTES}]"
+            )
+        if not self.max_message_bytes <= self.max_batch_bytes <= SQS_MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_batch_bytes must be in [max_message_bytes, {SQS_MAX_MESSAGE_BYTES}]"
+            )
+        _check_choice("compression", self.compression, wire.ENCODINGS)
+        _check_choice("overflow", self.overflow, OVERFLOW_POLICIES)
+        _check_choice("journal_fsync", self.journal_fsync, FSYNC_POLICIES)
+        if self.linger_seconds < 0 or self.block_timeout < 0 or self.exit_flush_timeout < 0:
+            raise ValueError("linger_seconds, block_timeout and exit_flush_timeout must be >= 0")
+        if self.max_attempts < 1 or self.breaker_threshold < 1:
+            raise ValueError("max_attempts and breaker_threshold must be >= 1")
+        if self.max_buffered_bytes < self.max_message_bytes:
+            raise ValueError("max_buffered_bytes must be at least max_message_bytes")
+
+    @property
+    def fifo(self) -> bool:
+        return self.queue_urls[0].endswith(".fifo")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -1,0 +1,246 @@
+"""Producer: the non-blocking front door. send() encodes on the caller's thread
+and appends to a memory buffer; a background thread does all network I/O."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bson.objectid import ObjectId
+
+from . import wire
+from .batcher import Buffer, Item
+from .breaker import Breaker, Router
+from .config import Config
+from .errors import BufferFull, ProducerClosed, RecordTooLarge
+from .journal import Journal, default_journal_dir
+from .metrics import Counters, Stats
+from .packing import Packer, single_record_limit
+from .sender import ErrorCallback, Sender
+
+log = logging.getLogger("producer")
+
+_live: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
+class Producer:
+    """Buffers records and ships them to SQS in packed batches from a background thread.
+
+    See docs/producer.md for every option. Thread-safe; fork-safe (a child
+    process starts with an empty buffer of its own)."""
+
+    def __init__(
+        self,
+        queue_url: str | Sequence[str],
+        *,
+        sqs_client: Any = None,
+        journal_dir: str | os.PathLike[str] | None = None,
+        on_error: ErrorCallback | None = None,
+        **options: Any,
+    ) -> None:
+        urls = (queue_url,) if isinstance(queue_url, str) else tuple(queue_url)
+        self.config = Config(queue_urls=urls, **options)
+        self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
+        self._given_client = sqs_client
+        self._on_error = on_error
+        self._record_limit = single_record_limit(self.config.max_message_bytes)
+        self._closed = False
+        self._setup()
+        _live.add(self)
+
+    def _setup(self) -> None:
+        """Fresh per-process state: at construction and in a forked child."""
+        config = self.config
+        self._pid = os.getpid()
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._client = self._given_client
+        self._counters = Counters()
+        packer = Packer(
+            config.max_message_bytes,
+            config.compression,
+            fifo=config.fifo,
+            level=config.compression_level,
+        )
+        self._journal = Journal(self.journal_dir, fsync=config.journal_fsync)
+        self._buffer = Buffer(config.max_buffered_bytes, full_bytes=0)
+        router = Router(config.queue_urls, self._make_breaker)
+        self._sender = Sender(
+            config,
+            self._buffer,
+            packer,
+            router,
+            self._journal,
+            self._counters,
+            self._get_client,
+            self._on_error,
+        )
+        self._buffer.set_full(self._sender.take_bytes())
+
+    def _make_breaker(self, url: str) -> Breaker:
+        return Breaker(
+            url,
+            threshold=self.config.breaker_threshold,
+            reset_seconds=self.config.breaker_reset_seconds,
+        )
+
+    def _get_client(self) -> Any:
+        # Built on the sender thread at first use, so import and setup cost
+        # nothing on the request path, and a forked child builds its own.
+        if self._client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            self._client = boto3.client(
+                "sqs",
+                config=BotoConfig(
+                    retries={"total_max_attempts": 1},  # the sender retries, with backoff
+                    connect_timeout=2,
+                    read_timeout=10,
+                    max_pool_connections=4,
+                ),
+            )
+        return self._client
+
+    # ---------------------------------------------------------------- sending
+
+    def send(
+        self,
+        collection: str,
+        document: dict[str, Any],
+        *,
+        partition_key: str | None = None,
+    ) -> Any:
+        """Queue one record for SQS and return its _id. No network I/O.
+
+        Stamps document["_id"] with a new ObjectId if absent (like pymongo's
+        insert_one). Raises WireError for a bad collection or document,
+        RecordTooLarge if the record cannot fit one message, BufferFull when
+        memory is full and overflow is "raise" or "block"."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._closed:
+            raise ProducerClosed("send() after close()")
+        wire.check_collection_name(collection)
+        if "_id" not in document:
+            document["_id"] = ObjectId()
+        wire.check_document(document)
+        line = wire.encode_record(collection, document)
+        if len(line) > self._record_limit:
+            raise RecordTooLarge(
+                f"record is {len(line)} bytes encoded; one message holds at most "
+                f"{self._record_limit} bytes of records (max_message_bytes="
+                f"{self.config.max_message_bytes} minus attributes)"
+            )
+        record_id = document["_id"]
+        id_key = f"{type(record_id).__name__}:{record_id}" if self.config.fifo else None
+        item = Item(line, partition_key, id_key)
+        if not self._started:
+            self._start()
+        if not self._buffer.put(item):
+            self._overflow(item)
+        return record_id
+
+    def _overflow(self, item: Item) -> None:
+        policy = self.config.overflow
+        limit = self.config.max_buffered_bytes
+        if policy == "block":
+            if not self._buffer.put_waiting(item, self.config.block_timeout):
+                raise BufferFull(
+                    f"buffer still full ({limit} bytes) after {self.config.block_timeout}s"
+                )
+        elif policy == "raise":
+            raise BufferFull(f"buffer full ({limit} bytes)")
+        else:
+            try:
+                self._journal.append([item])
+            except OSError as exc:
+                raise BufferFull(f"buffer full ({limit} bytes) and journal failed: {exc}") from exc
+            self._counters.add("journaled", 1)
+            self._buffer.count_bypass(1)
+            self._sender.note_journaled()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if not self._started:
+                self._sender.start()
+                self._started = True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record sent before this call is in SQS or the journal."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if not self._started:
+            return True
+        return self._buffer.wait_flushed(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, stop the sender thread, and journal whatever is still unsent
+        when timeout runs out. send() afterwards raises ProducerClosed."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._buffer.close()
+        if not self._sender.join(timeout):
+            left = self._buffer.abandon()
+            log.warning("close timed out; journaling %d unsent records", len(left))
+            self._sender.spill(left)
+        self._journal.close()
+        _live.discard(self)
+
+    def stats(self) -> Stats:
+        values = self._counters.snapshot()
+        return Stats(
+            accepted=self._buffer.accepted, buffered=self._buffer.buffered_records(), **values
+        )
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's buffer, thread and client.
+        The parent still owns (and will send) its records."""
+        if self._pid == os.getpid():
+            return
+        self._journal.forget_after_fork()
+        self._setup()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _close_all_at_exit() -> None:
+    for producer in list(_live):
+        if producer._pid == os.getpid():
+            try:
+                producer.close(timeout=producer.config.exit_flush_timeout)
+            except Exception:
+                log.exception("flush at exit failed")
+
+
+def _reset_all_in_child() -> None:
+    for producer in list(_live):
+        producer._after_fork()
+
+
+atexit.register(_close_all_at_exit)
+os.register_at_fork(after_in_child=_reset_all_in_child)
+
+__all__ = ["Producer"]

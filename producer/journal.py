@@ -1,0 +1,269 @@
+"""The journal: append-only segment files that hold records SQS could not take.
+
+A segment is a file ``<time_ns>-<pid>-<seq>.seg`` of lines
+``<json [partition_key, id_key]> TAB <record line>``. Names sort in write order.
+Whoever writes or replays a segment holds an exclusive flock on it, so several
+processes (gunicorn workers) can share one directory: a writer creates its
+segment under a hidden temporary name, locks it, then renames it into place,
+so a replayer can never grab a segment before its writer does. A replayer
+records its progress in ``<segment>.pos`` and deletes the segment only after
+every record in it was sent; a crash mid-replay re-sends at most the records
+since the last progress mark (the consumer de-duplicates by _id).
+
+Durability (``fsync``): "always" fsyncs after each append (a batch of records),
+so a journaled record survives a power cut; "never" leaves that to the OS page
+cache, which survives a process crash but not a machine crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from .batcher import Item
+
+log = logging.getLogger("producer.journal")
+
+SEGMENT_SUFFIX: Final = ".seg"
+REJECTED_FILE: Final = "rejected.jsonl"
+FSYNC_POLICIES: Final = ("always", "never")
+DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+
+
+def default_journal_dir(queue_urls: Sequence[str]) -> Path:
+    """$XDG_STATE_HOME (or ~/.local/state)/sqs-mongo-ingest/journal/<hash of the queue urls>."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    digest = hashlib.sha256("\n".join(queue_urls).encode()).hexdigest()[:12]
+    return Path(state) / "sqs-mongo-ingest" / "journal" / digest
+
+
+def encode_entry(item: Item) -> str:
+    header = json.dumps([item.partition_key, item.id_key], separators=(",", ":"))
+    return f"{header}\t{item.line}\n"  # JSON never holds a raw tab or newline
+
+
+def decode_entry(text: str) -> Item:
+    header, line = text.rstrip("\n").split("\t", 1)
+    key, id_key = json.loads(header)
+    if not (key is None or isinstance(key, str)) or not (id_key is None or isinstance(id_key, str)):
+        raise ValueError("bad journal entry header")
+    return Item(line, key, id_key)
+
+
+class Journal:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        fsync: str = "always",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"journal_fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync == "always"
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._seq = 0
+
+    # ---------------------------------------------------------------- writing
+
+    def append(self, items: Sequence[Item]) -> None:
+        """Write records to the current segment. Raises OSError (disk full...)."""
+        if not items:
+            return
+        data = "".join(encode_entry(item) for item in items).encode("utf-8")
+        with self._lock:
+            if self._fd is None:
+                self._open_segment()
+            assert self._fd is not None
+            try:
+                _write_all(self._fd, data)
+                if self.fsync:
+                    os.fsync(self._fd)
+            except OSError:
+                self._close_segment()  # later appends must not follow a torn line
+                raise
+            self._size += len(data)
+            if self._size >= self.segment_bytes:
+                self._close_segment()
+
+    def seal(self) -> None:
+        """Close the segment being written so that it can be replayed."""
+        with self._lock:
+            self._close_segment()
+
+    def _open_segment(self) -> None:
+        self._seq += 1
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
+        temporary = self.directory / f".{name}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # before the name is visible to replayers
+        path = self.directory / name
+        os.rename(temporary, path)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        self._fd, self._path, self._size = fd, path, 0
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+        self._fd, self._path, self._size = None, None, 0
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's open segment without writing to it.
+        Closing our copy of the descriptor leaves the parent's lock in place."""
+        self._lock = threading.Lock()
+        self._close_segment()
+
+    def close(self) -> None:
+        self.seal()
+
+    # ---------------------------------------------------------------- replay
+
+    def segments(self) -> list[Path]:
+        try:
+            names = sorted(e.name for e in os.scandir(self.directory) if _is_segment(e.name))
+        except FileNotFoundError:
+            return []
+        return [self.directory / name for name in names]
+
+    def pending(self) -> bool:
+        """Are there segments, ours or other processes', waiting to be replayed?"""
+        return bool(self.segments())
+
+    def claim(self) -> SegmentReader | None:
+        """Lock the oldest segment nobody else holds, for replay."""
+        with self._lock:
+            current = self._path
+        for path in self.segments():
+            if path != current and (reader := _try_claim(path)) is not None:
+                return reader
+        return None
+
+    # ---------------------------------------------------------------- rejected
+
+    def reject(self, items: Iterable[Item], reason: str, queue_url: str | None) -> None:
+        """Keep records SQS refused as our fault, for a human to look at."""
+        at = datetime.now(UTC).isoformat()
+        lines = (
+            json.dumps({"at": at, "queue": queue_url, "reason": reason, "record": item.line}) + "\n"
+            for item in items
+        )
+        data = "".join(lines).encode("utf-8")
+        fd = os.open(self.directory / REJECTED_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class SegmentReader:
+    """A locked segment being replayed. Read in chunks; commit progress; finish."""
+
+    def __init__(self, path: Path, fd: int, offset: int) -> None:
+        self.path = path
+        self._file = os.fdopen(fd, "rb")
+        self._file.seek(offset)
+        self.offset = offset
+
+    def read_chunk(self, max_bytes: int) -> tuple[list[Item], list[str], int]:
+        """Up to max_bytes of records from the current position: (records,
+        unreadable lines, offset after them). Empty records: end of segment."""
+        items: list[Item] = []
+        bad: list[str] = []
+        size = 0
+        position = self._file.tell()
+        while size < max_bytes:
+            raw = self._file.readline()
+            if not raw.endswith(b"\n"):
+                if raw:  # the writer died mid-line: that record was never complete
+                    log.warning("journal %s ends with a partial record; skipped", self.path.name)
+                break
+            position += len(raw)
+            size += len(raw)
+            text = raw.decode("utf-8", "replace")
+            try:
+                items.append(decode_entry(text))
+            except ValueError:
+                bad.append(text.rstrip("\n"))
+        return items, bad, position
+
+    def commit(self, offset: int) -> None:
+        """Everything before offset is sent; a later replay starts there."""
+        self.offset = offset
+        temporary = self.path.with_name(f".{self.path.name}.pos.tmp")
+        temporary.write_text(str(offset))
+        os.replace(temporary, _pos_path(self.path))
+
+    def finish(self) -> None:
+        """Every record is sent: delete the segment, then let go of the lock."""
+        self.path.unlink(missing_ok=True)
+        _pos_path(self.path).unlink(missing_ok=True)
+        self._file.close()
+
+    def release(self) -> None:
+        """Stop replaying for now; keep the segment and its progress."""
+        self._file.close()
+
+
+def _try_claim(path: Path) -> SegmentReader | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # A replayer that finished it may have unlinked it while we waited to open.
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            raise FileNotFoundError(path)
+        offset = _read_offset(path)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return SegmentReader(path, fd, offset)
+
+
+def _read_offset(path: Path) -> int:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        return int(_pos_path(path).read_text())
+    return 0
+
+
+def _pos_path(path: Path) -> Path:
+    return path.with_name(path.name + ".pos")
+
+
+def _is_segment(name: str) -> bool:
+    return name.endswith(SEGMENT_SUFFIX) and not name.startswith(".")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

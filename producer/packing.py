@@ -1,0 +1,144 @@
+"""Pack record lines into SQS messages and messages into SendMessageBatch calls.
+
+Sizes are what SQS counts: body bytes plus attribute names, types and values
+(wire.attributes_size). With compression the packer guesses how many raw
+bytes fit from the ratio it has seen so far, then checks the real size and
+splits a message that came out too large."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from . import wire
+from .batcher import Item
+
+MAX_BATCH_ENTRIES: Final = 10
+DEFAULT_GROUP: Final = "default"
+# A message's decoded body stays well under the consumer's decompression-bomb guard.
+MAX_RAW_BODY_BYTES: Final = 4 * 1024 * 1024
+_INITIAL_RATIO: Final = 0.4  # compressed base64 bytes per raw byte, before any evidence
+_SAFETY: Final = 0.9  # aim a little under the limit so few compressed messages need a split
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    body: str
+    attributes: dict[str, dict[str, str]]
+    items: tuple[Item, ...]
+    size: int  # body + attributes, as SQS counts toward its limits
+    group_id: str | None = None  # FIFO only
+    dedup_id: str | None = None  # FIFO only
+
+
+def attributes_overhead(encoding: str, record_count: int) -> int:
+    return wire.attributes_size(wire.message_attributes(encoding, record_count))
+
+
+def single_record_limit(max_message_bytes: int) -> int:
+    """Largest record line that fits alone in an uncompressed message."""
+    return max_message_bytes - attributes_overhead(wire.IDENTITY, 1)
+
+
+class Packer:
+    def __init__(
+        self,
+        max_message_bytes: int,
+        encoding: str = wire.IDENTITY,
+        *,
+        fifo: bool = False,
+        level: int | None = None,
+    ) -> None:
+        if encoding not in wire.ENCODINGS:
+            raise ValueError(f"compression must be one of {wire.ENCODINGS}, got {encoding!r}")
+        self.max_message_bytes = max_message_bytes
+        self.encoding = encoding
+        self.fifo = fifo
+        self._level = level
+        self.ratio = 1.0 if encoding == wire.IDENTITY else _INITIAL_RATIO
+
+    def raw_budget(self) -> int:
+        """Raw record bytes the packer expects to fit in one message."""
+        room = self.max_message_bytes - attributes_overhead(self.encoding, 99999)
+        if self.encoding == wire.IDENTITY:
+            return room
+        return min(MAX_RAW_BODY_BYTES, int(room * _SAFETY / self.ratio))
+
+    def pack(self, items: Sequence[Item]) -> list[Message]:
+        messages: list[Message] = []
+        for group in self._groups(items):
+            for chunk in self._chunks(group):
+                messages.extend(self._build(chunk))
+        return messages
+
+    def _groups(self, items: Sequence[Item]) -> Iterator[list[Item]]:
+        if not self.fifo:
+            yield list(items)
+            return
+        groups: dict[str | None, list[Item]] = {}
+        for item in items:  # dicts keep first-seen order, and each group its own order
+            groups.setdefault(item.partition_key, []).append(item)
+        yield from groups.values()
+
+    def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
+        budget = self.raw_budget()
+        chunk: list[Item] = []
+        size = 0
+        for item in items:
+            line_size = len(item.line) + 1  # + the newline that joins it
+            if chunk and size + line_size > budget:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(item)
+            size += line_size
+        if chunk:
+            yield chunk
+
+    def _build(self, chunk: list[Item]) -> list[Message]:
+        text = wire.join_lines(item.line for item in chunk)
+        message = self._encode(text, chunk, self.encoding)
+        if message.size <= self.max_message_bytes:
+            return [message]
+        if len(chunk) > 1:  # the ratio guess was optimistic: halve and retry
+            half = len(chunk) // 2
+            return self._build(chunk[:half]) + self._build(chunk[half:])
+        # One record that compresses badly: send it as it is (send() checked it fits).
+        return [self._encode(text, chunk, wire.IDENTITY)]
+
+    def _encode(self, text: str, chunk: list[Item], encoding: str) -> Message:
+        body = wire.compress_body(text, encoding, self._level)
+        if encoding != wire.IDENTITY:
+            self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(text)))
+            if len(body) >= len(text):
+                encoding, body = wire.IDENTITY, text  # compression did not pay
+        attributes = wire.message_attributes(encoding, len(chunk))
+        size = len(body.encode("utf-8")) + wire.attributes_size(attributes)
+        group, dedup = self._fifo_ids(chunk)
+        return Message(body, attributes, tuple(chunk), size, group, dedup)
+
+    def _fifo_ids(self, chunk: list[Item]) -> tuple[str | None, str | None]:
+        if not self.fifo:
+            return None, None
+        digest = hashlib.sha256()
+        for item in chunk:
+            digest.update((item.id_key or item.line).encode("utf-8"))
+            digest.update(b"\n")
+        return chunk[0].partition_key or DEFAULT_GROUP, digest.hexdigest()
+
+
+def batches(
+    messages: Sequence[Message], max_batch_bytes: int, max_entries: int = MAX_BATCH_ENTRIES
+) -> Iterator[list[Message]]:
+    """Group messages, in order, into SendMessageBatch calls within both limits."""
+    batch: list[Message] = []
+    size = 0
+    for message in messages:
+        if batch and (len(batch) >= max_entries or size + message.size > max_batch_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += message.size
+    if batch:
+        yield batch

@@ -1,0 +1,324 @@
+"""The background sender thread: buffer -> packed messages -> SendMessageBatch.
+
+Per call: entries SQS failed without blaming us, and throttling, 5xx and
+dropped connections for the whole call, are retried with exponential backoff
+and jitter (tenacity). Entries SQS failed as our fault (SenderFault) are
+surfaced and kept in the journal's rejected file. A queue that cannot be
+reached, or still fails after the retries, counts against its circuit breaker
+and the batch moves to the next healthy queue; with none left the records go
+to the journal, which this thread replays once a queue answers again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .batcher import Buffer, Item
+from .breaker import Router
+from .config import Config
+from .journal import Journal, SegmentReader
+from .metrics import Counters
+from .packing import Message, Packer, batches
+
+log = logging.getLogger("producer.sender")
+
+ErrorCallback = Callable[[list[str], str], None]
+
+_THROTTLING = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "KmsThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+    }
+)
+
+
+class QueueUnavailable(Exception):
+    """The queue could not take the call: unreachable, or still failing after retries."""
+
+
+class _RetryLater(Exception):
+    def __init__(self, whole_call: Exception | None = None) -> None:
+        super().__init__(str(whole_call) if whole_call else "entries failed")
+        self.whole_call = whole_call
+
+
+class Sender:
+    def __init__(
+        self,
+        config: Config,
+        buffer: Buffer,
+        packer: Packer,
+        router: Router,
+        journal: Journal,
+        counters: Counters,
+        get_client: Callable[[], Any],
+        on_error: ErrorCallback | None = None,
+    ) -> None:
+        self._config = config
+        self._buffer = buffer
+        self._packer = packer
+        self._router = router
+        self._journal = journal
+        self._counters = counters
+        self._get_client = get_client
+        self._on_error = on_error
+        self._thread: threading.Thread | None = None
+        self._replay: SegmentReader | None = None
+        self._journal_pending = True  # a crashed process may have left segments
+        self._next_probe = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sqs-producer", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the thread to finish; True if it did."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def note_journaled(self) -> None:
+        """A caller spilled records into the journal (overflow)."""
+        self._journal_pending = True
+
+    def _run(self) -> None:
+        try:
+            while self._step():
+                pass
+        finally:
+            if self._replay is not None:
+                self._replay.release()
+                self._replay = None
+            self._journal.seal()
+
+    def _step(self) -> bool:
+        buffer = self._buffer
+        until = self._wake_for_journal()
+        if buffer.wait_for_work(self._config.linger_seconds, until):
+            self._flush_once()
+        elif buffer.abandoned or (buffer.closing and not buffer.has_work()):
+            return False
+        if self._journal_pending and not buffer.closing:
+            self._replay_step()
+        return True
+
+    def _wake_for_journal(self) -> float | None:
+        if not self._journal_pending:
+            return None
+        return time.monotonic() if self._replay is not None else self._next_probe
+
+    # ---------------------------------------------------------------- live path
+
+    def take_bytes(self) -> int:
+        per_batch = max(1, min(10, self._config.max_batch_bytes // self._config.max_message_bytes))
+        return self._packer.raw_budget() * per_batch
+
+    def _flush_once(self) -> None:
+        items = self._buffer.take(self.take_bytes())
+        try:
+            unsent = self._deliver(self._packer.pack(items))
+            if unsent:
+                self.spill(unsent)
+        except Exception:  # a bug here must not lose records: journal them all
+            log.exception("unexpected error while sending; journaling %d records", len(items))
+            self.spill(items)
+        finally:
+            self._buffer.settle(items)
+            self._buffer.set_full(self.take_bytes())
+
+    def _deliver(self, messages: Sequence[Message]) -> list[Item]:
+        """Send messages; return the records no queue took (for the journal)."""
+        unsent: list[Item] = []
+        for batch in batches(messages, self._config.max_batch_bytes):
+            for message in self._deliver_batch(batch):
+                unsent.extend(message.items)
+        return unsent
+
+    def _deliver_batch(self, batch: list[Message]) -> list[Message]:
+        left = batch
+        tried: set[str] = set()
+        while left:
+            url = self._router.choose(tried)
+            if url is None:
+                break
+            tried.add(url)
+            try:
+                left = self._send_retrying(url, left)
+            except QueueUnavailable as exc:
+                log.warning("queue %s unavailable: %s", url, exc)
+                self._router.breakers[url].failure()
+                continue
+            self._router.breakers[url].success()
+        return left
+
+    def _send_retrying(self, url: str, batch: list[Message]) -> list[Message]:
+        """One SendMessageBatch with retries; returns entries still failing."""
+        left = batch
+        retrying = Retrying(
+            stop=stop_after_attempt(self._config.max_attempts),
+            wait=wait_exponential_jitter(
+                initial=self._config.retry_initial_seconds, max=self._config.retry_max_seconds
+            ),
+            retry=retry_if_exception_type(_RetryLater),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self._counters.add("retried", _records(left))
+                    left = self._call(url, left)
+                    if left:
+                        raise _RetryLater()
+        except _RetryLater as exc:
+            if exc.whole_call is not None:
+                raise QueueUnavailable(f"still failing after retries: {exc}") from exc
+        return left
+
+    def _call(self, url: str, batch: list[Message]) -> list[Message]:
+        entries = [_entry(str(index), message) for index, message in enumerate(batch)]
+        try:
+            response = self._get_client().send_message_batch(QueueUrl=url, Entries=entries)
+        except Exception as exc:
+            raise _classify(exc) from exc
+        done = {entry["Id"] for entry in response.get("Successful", ())}
+        faults = {f["Id"]: f for f in response.get("Failed", ()) if f.get("SenderFault")}
+        self._counters.add("sent", _records([m for i, m in enumerate(batch) if str(i) in done]))
+        for index, failure in faults.items():
+            reason = f"{failure.get('Code', '?')}: {failure.get('Message', '')}".strip()
+            self._reject(list(batch[int(index)].items), reason, url)
+        # Whatever SQS did not confirm, and did not blame on us, is worth another try.
+        return [m for i, m in enumerate(batch) if str(i) not in done and str(i) not in faults]
+
+    # ---------------------------------------------------------------- failures
+
+    def _reject(self, items: list[Item], reason: str, url: str | None) -> None:
+        """Records SQS will never take: log, count, call back, keep in the rejected file."""
+        log.error("SQS rejected %d records (%s) from %s", len(items), reason, url)
+        self._counters.add("failed", len(items))
+        try:
+            self._journal.reject(items, reason, url)
+        except OSError:
+            log.exception("could not write rejected records to %s", self._journal.directory)
+        if self._on_error is not None:
+            try:
+                self._on_error([item.line for item in items], reason)
+            except Exception:
+                log.exception("on_error callback raised")
+
+    def spill(self, items: Sequence[Item]) -> None:
+        try:
+            self._journal.append(items)
+        except OSError as exc:
+            log.exception("journal write failed: %d records lost", len(items))
+            self._counters.add("failed", len(items))
+            if self._on_error is not None:
+                try:
+                    self._on_error([item.line for item in items], f"journal write failed: {exc}")
+                except Exception:
+                    log.exception("on_error callback raised")
+            return
+        self._counters.add("journaled", len(items))
+        if not self._journal_pending:
+            self._next_probe = time.monotonic() + self._config.probe_seconds
+        self._journal_pending = True
+
+    # ---------------------------------------------------------------- replay
+
+    def _replay_step(self) -> None:
+        """Send one chunk of the oldest journal segment, if a probe is due."""
+        if self._replay is None:
+            if time.monotonic() < self._next_probe:
+                return
+            self._next_probe = time.monotonic() + self._config.probe_seconds
+            self._replay = self._claim()
+            if self._replay is None:
+                return
+        reader = self._replay
+        items, bad, offset = reader.read_chunk(self.take_bytes())
+        if bad:
+            self._reject([Item(line, None, None) for line in bad], "unreadable journal line", None)
+        if not items and not bad:
+            reader.finish()
+            log.info("journal segment %s replayed", reader.path.name)
+            self._replay, self._next_probe = None, time.monotonic()
+            return
+        unsent = self._deliver(self._packer.pack(items)) if items else []
+        if unsent:
+            reader.release()  # try again at the next probe, from the last commit
+            self._replay = None
+            return
+        reader.commit(offset)
+        self._counters.add("replayed", len(items))
+
+    def _claim(self) -> SegmentReader | None:
+        reader = self._journal.claim()
+        if reader is None:
+            # Only our own open segment may be left: close it so it can be replayed.
+            self._journal.seal()
+            reader = self._journal.claim()
+        if reader is None:
+            self._journal_pending = self._journal.pending()  # others' segments: keep probing
+        return reader
+
+
+def _records(messages: Sequence[Message]) -> int:
+    return sum(len(message.items) for message in messages)
+
+
+def _entry(entry_id: str, message: Message) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Id": entry_id,
+        "MessageBody": message.body,
+        "MessageAttributes": message.attributes,
+    }
+    if message.group_id is not None:
+        entry["MessageGroupId"] = message.group_id
+        entry["MessageDeduplicationId"] = message.dedup_id
+    return entry
+
+
+def _classify(exc: Exception) -> Exception:
+    """Map a whole-call failure to "retry with backoff" or "queue unavailable"."""
+    if isinstance(exc, ConnectionError):
+        return QueueUnavailable(f"cannot reach SQS: {exc}")
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # a fake client without botocore installed
+        return QueueUnavailable(repr(exc))
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
+        return QueueUnavailable(f"cannot reach SQS: {exc}")
+    if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
+        return _RetryLater(exc)
+    if isinstance(exc, boto.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _THROTTLING or status >= 500:
+            return _RetryLater(exc)
+        log.error("SQS refused the whole call: %s", exc)
+    return QueueUnavailable(repr(exc))

@@ -36,6 +36,7 @@ TRANSIENT_CODES: Final = frozenset(
      13436, 16500}
 )  # fmt: skip
 # Codes that mean the server is overloaded: the rate limiter treats them as a strong signal.
+FERRETDB_UNSUPPORTED: Final = '"$numberDecimal"'
 OVERLOAD_CODES: Final = frozenset({50, 112, 262, 462, 16500})
 
 
@@ -90,6 +91,18 @@ class MongoSink:
         self._write_concern = write_concern
         self._insert_strategy = insert_strategy
         self._collections: dict[str, Collection[dict[str, Any]]] = {}
+        self._ferretdb: bool | None = None
+
+    @property
+    def is_ferretdb(self) -> bool:
+        """FerretDB speaks MongoDB's protocol but not every type: see `_unsupported`."""
+        if self._ferretdb is None:
+            try:
+                info = self._db.client.admin.command("buildInfo")
+            except PyMongoError as exc:
+                raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}") from exc
+            self._ferretdb = "ferretdbVersion" in info
+        return self._ferretdb
 
     def _collection(self, name: str) -> Collection[dict[str, Any]]:
         found = self._collections.get(name)
@@ -107,12 +120,30 @@ class MongoSink:
     def write(self, records: Sequence[Record]) -> list[Outcome]:
         outcomes: list[Outcome] = [WRITTEN] * len(records)
         for name, indexes in _group_by_collection(records).items():
+            if self.is_ferretdb:
+                indexes = self._reject_unsupported(records, indexes, outcomes)
             group = [records[i] for i in indexes]
             for index, outcome in zip(indexes, self._write_group(name, group), strict=True):
                 outcomes[index] = outcome
         return outcomes
 
+    @staticmethod
+    def _reject_unsupported(
+        records: Sequence[Record], indexes: list[int], outcomes: list[Outcome]
+    ) -> list[int]:
+        """FerretDB 1.24 drops the connection on Decimal128, failing the whole bulk as
+        if the server were down; reject such records alone (real MongoDB stores them)."""
+        kept = []
+        for index in indexes:
+            if FERRETDB_UNSUPPORTED in records[index].line:
+                outcomes[index] = rejected("FerretDB cannot store Decimal128 values")
+            else:
+                kept.append(index)
+        return kept
+
     def _write_group(self, name: str, records: list[Record]) -> list[Outcome]:
+        if not records:
+            return []
         collection = self._collection(name)
         try:
             return self._write_mode(collection, records)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -64,10 +65,8 @@ def make_queue(sqs_client: Any) -> Iterator[Callable[..., QueuePair]]:
 
     yield make
     for url in created:
-        try:
+        with contextlib.suppress(Exception):
             sqs_client.delete_queue(QueueUrl=url)
-        except Exception:  # noqa: BLE001 - cleanup is best effort
-            pass
 
 
 @pytest.fixture(scope="session")
@@ -103,5 +102,7 @@ def drain_queue(sqs_client: Any, url: str, wait: int = 1) -> list[dict[str, Any]
         messages.extend(got)
         sqs_client.delete_message_batch(
             QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ],
         )

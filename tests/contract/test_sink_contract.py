@@ -1,0 +1,122 @@
+"""The same outcomes from the in-memory sink and from MongoDB (FerretDB here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from ingest.messages import DUPLICATE, WRITTEN, OutcomeKind
+from ingest.sink import DocumentSink, MemorySink, MongoSink, WriteMode
+from producer import wire
+
+SinkFactory = Callable[
+    [WriteMode], tuple[DocumentSink, Callable[[str, Any], dict[str, Any] | None]]
+]
+
+
+@pytest.fixture(params=["memory", "mongo"])
+def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
+    if request.param == "memory":
+
+        def memory(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
+            sink = MemorySink(mode)
+            return sink, lambda coll, _id: sink.collections[coll].get(wire.json_util.dumps(_id))
+
+        return memory
+    db = request.getfixturevalue("mongo_db")
+
+    def mongo(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
+        return MongoSink(db, mode), lambda coll, _id: db[coll].find_one({"_id": _id})
+
+    return mongo
+
+
+def record(collection: str, **fields: Any) -> wire.Record:
+    document = {"_id": fields.pop("_id", None) or ObjectId(), **fields}
+    return wire.decode_line(wire.encode_record(collection, document))
+
+
+def test_insert_once_first_write_wins_and_duplicates_collapse(make_sink: SinkFactory) -> None:
+    sink, find = make_sink(WriteMode.INSERT_ONCE)
+    first = record("events", n=1)
+    again = record("events", _id=first.document["_id"], n=2)
+    other = record("audit", n=3)
+    assert sink.write([first, other]) == [WRITTEN, WRITTEN]
+    assert sink.write([again]) == [DUPLICATE]
+    assert find("events", first.document["_id"])["n"] == 1  # type: ignore[index]
+    assert find("audit", other.document["_id"])["n"] == 3  # type: ignore[index]
+
+
+def test_duplicates_inside_one_batch_collapse(make_sink: SinkFactory) -> None:
+    sink, find = make_sink(WriteMode.INSERT_ONCE)
+    first = record("events", n=1)
+    twin = record("events", _id=first.document["_id"], n=1)
+    assert sink.write([first, twin]) == [WRITTEN, DUPLICATE]
+    assert find("events", first.document["_id"]) is not None
+
+
+def test_replace_mode_last_write_wins(make_sink: SinkFactory) -> None:
+    sink, find = make_sink(WriteMode.REPLACE)
+    first = record("events", n=1, keep="x")
+    later = record("events", _id=first.document["_id"], n=2)
+    sink.write([first])
+    assert sink.write([later]) == [WRITTEN]
+    stored = find("events", first.document["_id"])
+    assert stored is not None and stored["n"] == 2 and "keep" not in stored
+
+
+def test_replace_mode_in_one_batch_keeps_arrival_order(make_sink: SinkFactory) -> None:
+    sink, find = make_sink(WriteMode.REPLACE)
+    first = record("events", n=1)
+    later = record("events", _id=first.document["_id"], n=2)
+    assert [o.kind for o in sink.write([first, later])] == [OutcomeKind.WRITTEN] * 2
+    assert find("events", first.document["_id"])["n"] == 2  # type: ignore[index]
+
+
+def test_merge_mode_sets_fields(make_sink: SinkFactory) -> None:
+    sink, find = make_sink(WriteMode.MERGE)
+    first = record("events", a=1, b=1)
+    patch = record("events", _id=first.document["_id"], b=2, c=3)
+    sink.write([first])
+    assert sink.write([patch]) == [WRITTEN]
+    stored = find("events", first.document["_id"])
+    assert stored is not None and (stored["a"], stored["b"], stored["c"]) == (1, 2, 3)
+
+
+def test_types_survive_the_write(make_sink: SinkFactory) -> None:
+    import datetime
+
+    from bson import Binary
+
+    sink, find = make_sink(WriteMode.INSERT_ONCE)
+    at = datetime.datetime(2026, 1, 2, 3, 4, 5, 678000)
+    r = record("events", at=at, blob=Binary(b"\x00\x01"), big=2**40, f=1.5, none=None)
+    sink.write([r])
+    stored = find("events", r.document["_id"])
+    assert stored is not None
+    assert stored["at"].replace(tzinfo=None) == at
+    assert (stored["f"], stored["none"]) == (1.5, None)
+    assert bytes(stored["blob"]) == b"\x00\x01"
+    assert stored["big"] == 2**40
+
+
+def test_decimal128_is_stored_except_on_ferretdb(make_sink: SinkFactory) -> None:
+    """FerretDB 1.24 cannot store Decimal128 (it drops the connection): there the
+    record alone is rejected, and the good record beside it is still written."""
+    from bson import Decimal128
+
+    sink, find = make_sink(WriteMode.INSERT_ONCE)
+    priced = record("events", price=Decimal128("9.99"))
+    plain = record("events", n=1)
+    outcomes = sink.write([priced, plain])
+    assert outcomes[1] == WRITTEN
+    if isinstance(sink, MongoSink) and sink.is_ferretdb:
+        assert outcomes[0].kind is OutcomeKind.REJECTED
+        assert "Decimal128" in outcomes[0].reason
+        assert find("events", priced.document["_id"]) is None
+    else:
+        assert outcomes[0] == WRITTEN
+        assert find("events", priced.document["_id"])["price"] == Decimal128("9.99")  # type: ignore[index]

@@ -1,0 +1,123 @@
+"""The message format: what encodes, what decodes, and the reason for what does not."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import gzip
+
+import pytest
+from bson import Binary, Decimal128, ObjectId
+
+from producer import wire
+
+
+def attrs(encoding: str) -> dict[str, dict[str, str]]:
+    return wire.message_attributes(encoding, 1)
+
+
+def test_extended_json_types_round_trip() -> None:
+    doc = {
+        "_id": ObjectId(),
+        "at": datetime.datetime(2026, 5, 6, 7, 8, 9, 123000),
+        "price": Decimal128("12.50"),
+        "raw": Binary(b"\x00\xff"),
+        "nested": {"list": [1, 2.5, None, True, "x"]},
+        "nan": float("nan"),
+    }
+    back = wire.decode_line(wire.encode_record("events", doc)).document
+    assert back["_id"] == doc["_id"] and back["at"] == doc["at"]
+    assert back["price"] == doc["price"] and bytes(back["raw"]) == bytes(doc["raw"])
+    assert back["nested"] == doc["nested"] and back["nan"] != back["nan"]
+
+
+def test_aware_datetimes_are_stored_as_utc() -> None:
+    tz = datetime.timezone(datetime.timedelta(hours=2))
+    doc = {"_id": 1, "at": datetime.datetime(2026, 1, 1, 12, 0, tzinfo=tz)}
+    back = wire.decode_line(wire.encode_record("e", doc)).document
+    assert back["at"] == datetime.datetime(2026, 1, 1, 10, 0)
+
+
+@pytest.mark.parametrize("encoding", wire.ENCODINGS)
+def test_every_encoding_decodes_packed_messages(encoding: str) -> None:
+    lines = [wire.encode_record("events", {"_id": ObjectId(), "n": n}) for n in range(50)]
+    body = wire.compress_body(wire.join_lines(lines), encoding)
+    records = wire.decode_message(body, attrs(encoding))
+    assert [r.document["n"] for r in records if isinstance(r, wire.Record)] == list(range(50))
+
+
+def test_messages_without_attributes_are_format_1_identity() -> None:
+    line = wire.encode_record("events", {"_id": 1})
+    (record,) = wire.decode_message(line, None)
+    assert isinstance(record, wire.Record) and record.collection == "events"
+
+
+def test_one_bad_line_does_not_spoil_the_others() -> None:
+    good = wire.encode_record("events", {"_id": 1})
+    items = wire.decode_message(f"{good}\n{{oops\n{good}", None)
+    assert [type(i).__name__ for i in items] == ["Record", "BadRecord", "Record"]
+    bad = items[1]
+    assert (
+        isinstance(bad, wire.BadRecord) and bad.line_number == 2 and "Extended JSON" in bad.reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "attributes", "reason"),
+    [
+        ("x", {wire.FORMAT_ATTRIBUTE: {"StringValue": "2"}}, "unknown format version"),
+        ("x", {wire.ENCODING_ATTRIBUTE: {"StringValue": "brotli"}}, "unknown encoding"),
+        ("%%%", attrs(wire.GZIP), "not valid base64"),
+        (base64.b64encode(b"not gzip").decode(), attrs(wire.GZIP), "cannot be decompressed"),
+        (
+            base64.b64encode(gzip.compress(b"abc" * 100)[:-8]).decode(),
+            attrs(wire.GZIP),
+            "truncated",
+        ),
+        (base64.b64encode(gzip.compress(b"\xff\xfe")).decode(), attrs(wire.GZIP), "UTF-8"),
+        ("", None, "no records"),
+        ("  \n \n", None, "no records"),
+    ],
+)
+def test_unreadable_messages_say_why(body: str, attributes: object, reason: str) -> None:
+    with pytest.raises(wire.WireError, match=reason):
+        wire.decode_message(body, attributes)  # type: ignore[arg-type]
+
+
+def test_compression_bombs_are_refused() -> None:
+    bomb = wire.compress_body("a" * (2 * 1024 * 1024), wire.ZSTD)
+    with pytest.raises(wire.WireError, match="compression bomb"):
+        wire.decode_message(bomb, attrs(wire.ZSTD), max_decoded_bytes=1024 * 1024)
+    bomb = wire.compress_body("a" * (2 * 1024 * 1024), wire.GZIP)
+    with pytest.raises(wire.WireError, match="compression bomb"):
+        wire.decode_message(bomb, attrs(wire.GZIP), max_decoded_bytes=1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"c":"e"}', "'c' .collection. and 'd'"),
+        ('["c","d"]', "must be a JSON object"),
+        ('{"c":5,"d":{"_id":1}}', "collection must be a string"),
+        ('{"c":"","d":{"_id":1}}', "empty"),
+        ('{"c":"system.users","d":{"_id":1}}', "reserved"),
+        ('{"c":"a$b","d":{"_id":1}}', "'\\$' or NUL"),
+        ('{"c":"' + "x" * 121 + '","d":{"_id":1}}', "longer than 120"),
+        ('{"c":"e","d":[1]}', "document must be a JSON object"),
+        ('{"c":"e","d":{"n":1}}', "no _id"),
+        ('{"c":"e","d":{"_id":[1]}}', "must not be an array"),
+        ('{"c":"e","d":{"_id":1,"$set":{}}}', "starts with '\\$'"),
+        ('{"c":"e","d":{"_id":1,"a":{"b\\u0000":1}}}', "NUL"),
+        ('{"c":"e","d":{"_id":{"$oid":"nothex"}}}', "Extended JSON"),
+        ('{"c":"e","d":{"_id":1,"x":' + "[" * 150 + "]" * 150 + "}}", "nested deeper"),
+        ('{"c":"e","d":{"_id":1,"x":' + "[" * 100000 + "]" * 100000 + "}}", "nested too deeply"),
+    ],
+)
+def test_bad_records_say_why(line: str, reason: str) -> None:
+    with pytest.raises(wire.WireError, match=reason):
+        wire.decode_line(line)
+
+
+def test_unencodable_documents_fail_at_encode() -> None:
+    with pytest.raises(wire.WireError, match="cannot be encoded"):
+        wire.encode_record("events", {"_id": 1, "x": object()})

@@ -1,0 +1,90 @@
+"""Write stage: per-record outcomes become per-message settlements."""
+
+from __future__ import annotations
+
+from bson import ObjectId
+
+from ingest.breaker import SinkBreaker
+from ingest.messages import Message
+from ingest.metrics import Metrics
+from ingest.sink import MemorySink
+from ingest.write import WriteStage
+from producer import wire
+
+
+def message(*lines: str, mid: str = "m1") -> Message:
+    return Message("memory://q", mid, f"r-{mid}", "\n".join(lines))
+
+
+def line(n: int, collection: str = "events") -> str:
+    return wire.encode_record(collection, {"_id": ObjectId(), "n": n})
+
+
+def stage(sink: MemorySink) -> WriteStage:
+    return WriteStage(sink, Metrics(), SinkBreaker())
+
+
+def test_good_messages_are_deleted_after_the_write() -> None:
+    sink = MemorySink()
+    settlement = stage(sink).process([message(line(1), line(2)), message(line(3), mid="m2")])
+    assert [m.message_id for m in settlement.delete] == ["m1", "m2"]
+    assert sink.count("events") == 3 and not settlement.dead_letters
+
+
+def test_an_unreadable_message_is_dead_lettered_whole_and_others_written() -> None:
+    sink = MemorySink()
+    settlement = stage(sink).process([message("not json", mid="bad"), message(line(1))])
+    assert [letter.body for letter in settlement.dead_letters] == ["not json"]
+    assert "Extended JSON" in settlement.dead_letters[0].reason
+    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["bad"]
+    assert [m.message_id for m in settlement.delete] == ["m1"] and sink.count() == 1
+
+
+def test_a_bad_line_in_a_packed_message_is_dead_lettered_alone() -> None:
+    sink = MemorySink()
+    bad = '{"c":"system.x","d":{"_id":1}}'
+    settlement = stage(sink).process([message(line(1), bad, line(2))])
+    assert sink.count() == 2
+    (letter,) = settlement.dead_letters
+    assert letter.body == bad and letter.reason.startswith("line 2: ")
+    assert wire.attribute_value(letter.attributes, wire.ENCODING_ATTRIBUTE) == wire.IDENTITY
+    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["m1"]
+
+
+def test_records_the_sink_rejects_are_dead_lettered_with_its_reason() -> None:
+    sink = MemorySink(reject=lambda r: "too big" if r.document["n"] == 2 else None)
+    settlement = stage(sink).process([message(line(1), line(2))])
+    assert [letter.reason for letter in settlement.dead_letters] == ["too big"]
+    assert sink.count() == 1
+
+
+def test_a_retryable_record_sends_its_whole_message_back_and_nothing_is_dead_lettered() -> None:
+    class Flaky(MemorySink):
+        def _write_one(self, record: wire.Record):  # type: ignore[no-untyped-def]
+            from ingest.messages import retry
+
+            return (
+                retry("write conflict") if record.document["n"] == 2 else super()._write_one(record)
+            )
+
+    settlement = stage(Flaky()).process(
+        [message(line(1), line(2), "oops"), message(line(3), mid="m2")]
+    )
+    assert [m.message_id for m in settlement.retry] == ["m1"]
+    assert [m.message_id for m in settlement.delete] == ["m2"]
+    assert not settlement.dead_letters  # the bad line waits until its message settles
+
+
+def test_a_sink_outage_releases_everything_and_opens_the_breaker() -> None:
+    sink = MemorySink()
+    sink.unavailable = True
+    breaker = SinkBreaker()
+    write = WriteStage(sink, Metrics(), breaker)
+    settlement = write.process([message(line(1)), message("garbage", mid="m2")])
+    assert breaker.is_open
+    assert [m.message_id for m in settlement.release] == ["m1", "m2"]
+    assert not settlement.dead_letters and not settlement.delete
+    # While open, batches go straight back without touching the sink.
+    sink.unavailable = False
+    assert write.process([message(line(2), mid="m3")]).release
+    assert sink.write_calls == 0

@@ -54,6 +54,8 @@ class Producer:
         self._closed = False
         self._setup()
         _live.add(self)
+        if self._journal.pending():
+            self._start()  # records left by a crashed process: replay them now
 
     def _setup(self) -> None:
         """Fresh per-process state: at construction and in a forked child."""

@@ -20,7 +20,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from .batcher import Buffer, Item
@@ -181,8 +181,10 @@ class Sender:
         left = batch
         retrying = Retrying(
             stop=stop_after_attempt(self._config.max_attempts),
-            wait=wait_exponential_jitter(
-                initial=self._config.retry_initial_seconds, max=self._config.retry_max_seconds
+            # "Full jitter": a random wait up to the exponential bound, so that
+            # many producers throttled together do not retry together.
+            wait=wait_random_exponential(
+                multiplier=self._config.retry_initial_seconds, max=self._config.retry_max_seconds
             ),
             retry=retry_if_exception_type(_RetryLater),
             reraise=True,

@@ -1,0 +1,64 @@
+"""AsyncProducer: the same pipeline, awaitable flush and close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from producer import AsyncProducer, ProducerClosed
+from tests.unit._producer_fakes import FakeSQS
+
+URL = "http://sqs.local/000000000000/q"
+
+
+def test_async_producer_sends_and_flushes(tmp_path: Path) -> None:
+    fake = FakeSQS()
+
+    async def main() -> None:
+        async with AsyncProducer(URL, sqs_client=fake, journal_dir=tmp_path, linger_seconds=5) as p:
+            started = time.perf_counter()
+            ids = [p.send("events", {"n": n}) for n in range(100)]
+            assert time.perf_counter() - started < 0.5
+            assert len(set(ids)) == 100
+            assert await p.flush(5)
+            assert p.stats().sent == 100
+        with pytest.raises(ProducerClosed):
+            p.send("events", {})
+
+    asyncio.run(main())
+    assert [r.document["n"] for r in fake.records()] == list(range(100))
+
+
+def test_flush_does_not_block_the_event_loop(tmp_path: Path) -> None:
+    import threading
+
+    fake = FakeSQS()
+    fake.gate = threading.Event()
+
+    async def main() -> None:
+        producer = AsyncProducer(URL, sqs_client=fake, journal_dir=tmp_path)
+        producer.send("events", {"n": 1})
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.2, fake.gate.set)
+        assert await producer.flush(5)
+        task.cancel()
+        assert ticks >= 10  # the loop kept running while flush waited
+        await producer.close()
+
+    asyncio.run(main())
+
+
+def test_block_overflow_is_refused_for_asyncio(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="event loop"):
+        AsyncProducer(URL, sqs_client=FakeSQS(), journal_dir=tmp_path, overflow="block")

@@ -1,0 +1,246 @@
+"""Retries, sender faults, the journal and its replay, overflow policies."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from producer import BufferFull, Producer
+from producer.batcher import Item
+from producer.journal import REJECTED_FILE, Journal
+from tests.unit._producer_fakes import FakeSQS, fail_entries, raise_error
+
+URL = "http://sqs.local/000000000000/q"
+FAST = {"retry_initial_seconds": 0.001, "retry_max_seconds": 0.01, "probe_seconds": 0.05}
+
+
+def make(journal: Path, fake: FakeSQS, **options: Any) -> Producer:
+    return Producer(URL, sqs_client=fake, journal_dir=journal, **{**FAST, **options})
+
+
+def numbers(fake: FakeSQS) -> list[int]:
+    return [r.document["n"] for r in fake.records()]
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def send_many(producer: Producer, count: int, start: int = 0) -> None:
+    for n in range(start, start + count):
+        producer.send("events", {"n": n, "pad": "z" * 100})
+
+
+def test_entries_failed_without_sender_fault_are_retried(tmp_path: Path) -> None:
+    fake = FakeSQS(fail_entries(2), fail_entries(1))
+    with make(tmp_path, fake, max_message_bytes=2048, linger_seconds=10) as producer:
+        send_many(producer, 40)
+        assert producer.flush(5)
+        stats = producer.stats()
+    assert sorted(numbers(fake)) == list(range(40))
+    assert len(numbers(fake)) == 40  # retried entries were not duplicated
+    assert stats.retried > 0 and stats.sent == 40 and stats.journaled == 0
+    # The retry resends only the entries that failed.
+    assert len(fake.calls[1][1]) == 2 and len(fake.calls[2][1]) == 1
+
+
+def test_throttled_whole_call_is_retried(tmp_path: Path) -> None:
+    throttled = ClientError(
+        {"Error": {"Code": "ThrottlingException"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+        "SendMessageBatch",
+    )
+    fake = FakeSQS(raise_error(throttled), raise_error(throttled))
+    with make(tmp_path, fake) as producer:
+        send_many(producer, 5)
+        assert producer.flush(5)
+        assert producer.stats().retried == 10
+    assert numbers(fake) == list(range(5))
+
+
+def test_sender_fault_entries_are_surfaced_not_retried(tmp_path: Path) -> None:
+    seen: list[tuple[list[str], str]] = []
+    fake = FakeSQS(fail_entries(1, sender_fault=True, code="InvalidParameterValue"))
+    with make(
+        tmp_path, fake, max_message_bytes=2048, on_error=lambda r, why: seen.append((r, why))
+    ) as producer:
+        send_many(producer, 30)
+        assert producer.flush(5)
+        stats = producer.stats()
+    first_message_records = len(fake.calls[0][1][0]["MessageBody"].split("\n"))
+    assert stats.failed == first_message_records
+    assert len(numbers(fake)) == 30 - first_message_records
+    assert len(fake.calls) == 1  # nothing retried
+    [(records, reason)] = seen
+    assert len(records) == first_message_records and "InvalidParameterValue" in reason
+    rejected = (tmp_path / REJECTED_FILE).read_text().splitlines()
+    assert [json.loads(line)["record"] for line in rejected] == records
+    assert json.loads(rejected[0])["queue"] == URL
+
+
+def test_retries_exhausted_go_to_the_journal(tmp_path: Path) -> None:
+    fake = FakeSQS(*[fail_entries(10)] * 4)
+    with make(tmp_path, fake, max_attempts=4, probe_seconds=60) as producer:
+        send_many(producer, 3)
+        assert producer.flush(5)
+        stats = producer.stats()
+    assert len(fake.calls) == 4
+    assert stats.journaled == 3 and stats.sent == 0
+    assert sum(len(p.read_text().splitlines()) for p in tmp_path.glob("*.seg")) == 3
+
+
+def test_unreachable_sqs_journals_then_a_new_producer_replays_in_order(tmp_path: Path) -> None:
+    down = FakeSQS(unreachable={URL})
+    with make(tmp_path, down, probe_seconds=60) as producer:
+        for chunk in range(5):
+            send_many(producer, 100, start=chunk * 100)
+            assert producer.flush(5)
+        assert producer.stats().journaled == 500
+    assert not down.accepted
+    up = FakeSQS()
+    with make(tmp_path, up) as replayer:
+        assert wait_until(lambda: replayer.stats().replayed == 500)
+        assert wait_until(lambda: not list(tmp_path.glob("*.seg")))
+    assert numbers(up) == list(range(500))
+
+
+def test_journal_replays_in_the_same_producer_when_sqs_recovers(tmp_path: Path) -> None:
+    fake = FakeSQS(unreachable={URL})
+    with make(tmp_path, fake, breaker_reset_seconds=0.05) as producer:
+        send_many(producer, 50)
+        assert producer.flush(5)
+        assert producer.stats().journaled == 50
+        fake.unreachable.clear()
+        send_many(producer, 10, start=50)
+        assert producer.flush(5)
+        assert wait_until(lambda: producer.stats().replayed == 50)
+    assert sorted(numbers(fake)) == list(range(60))
+    assert not list(tmp_path.glob("*.seg"))
+
+
+def test_crashed_process_segments_are_replayed_at_start(tmp_path: Path) -> None:
+    crashed = Journal(tmp_path)
+    crashed.append([Item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}', None, None) for n in range(7)])
+    # A partial last line: the crashed writer died mid-write.
+    with open(next(tmp_path.glob("*.seg")), "a") as segment:
+        segment.write('[null,null]\t{"c":"e","d":{"_id":7,')
+    crashed.seal()  # the kernel drops a dead process's flock
+    fake = FakeSQS()
+    with make(tmp_path, fake) as producer:
+        assert wait_until(lambda: producer.stats().replayed == 7)
+    assert numbers(fake) == list(range(7))
+
+
+def test_a_segment_locked_by_a_live_writer_is_not_replayed(tmp_path: Path) -> None:
+    writer = Journal(tmp_path)
+    writer.append([Item('{"c":"e","d":{"_id":1,"n":1}}', None, None)])
+    fake = FakeSQS()
+    with make(tmp_path, fake) as producer:
+        time.sleep(0.3)
+        assert producer.stats().replayed == 0
+        writer.seal()
+        assert wait_until(lambda: producer.stats().replayed == 1)
+    assert numbers(fake) == [1]
+
+
+def test_replay_stops_when_sqs_fails_again_and_resumes_later(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    for n in range(3):
+        journal.append([Item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}', None, None)])
+    journal.seal()
+    fake = FakeSQS(unreachable={URL})
+    with make(tmp_path, fake, breaker_reset_seconds=0.05) as producer:
+        assert wait_until(lambda: len(fake.calls) >= 2)
+        assert list(tmp_path.glob("*.seg")), "segment deleted before its records were sent"
+        fake.unreachable.clear()
+        assert wait_until(lambda: producer.stats().replayed == 3)
+    assert numbers(fake) == [0, 1, 2]
+
+
+def test_overflow_raise(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    fake.gate = threading.Event()
+    producer = make(
+        tmp_path, fake, max_buffered_bytes=1024, max_message_bytes=1024, overflow="raise"
+    )
+    try:
+        with pytest.raises(BufferFull):
+            send_many(producer, 20)
+    finally:
+        fake.gate.set()
+        producer.close()
+
+
+def test_overflow_block_waits_then_raises(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    fake.gate = threading.Event()
+    producer = make(
+        tmp_path,
+        fake,
+        max_buffered_bytes=1024,
+        max_message_bytes=1024,
+        overflow="block",
+        block_timeout=0.2,
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(BufferFull):
+            send_many(producer, 20)
+        assert time.monotonic() - started >= 0.2
+        # When the sender frees room within block_timeout, a blocked send() goes through.
+        accepted = producer.stats().accepted
+        threading.Timer(0.05, fake.gate.set).start()
+        producer.send("events", {"n": 99})
+        assert producer.stats().accepted == accepted + 1
+    finally:
+        fake.gate.set()
+        producer.close()
+
+
+def test_overflow_journal_spills_and_replays(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    fake.gate = threading.Event()
+    producer = make(tmp_path, fake, max_buffered_bytes=1024, max_message_bytes=1024)
+    try:
+        send_many(producer, 20)  # never raises: what does not fit goes to the journal
+        assert producer.stats().journaled > 0
+        fake.gate.set()
+        assert producer.flush(5)
+        assert wait_until(lambda: len(numbers(fake)) == 20)
+    finally:
+        fake.gate.set()
+        producer.close()
+    assert sorted(numbers(fake)) == list(range(20))
+
+
+def test_close_timeout_journals_what_is_unsent(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    fake.gate = threading.Event()  # SQS hangs
+    producer = make(tmp_path, fake, probe_seconds=60)
+    send_many(producer, 25)
+    started = time.monotonic()
+    producer.close(timeout=0.3)
+    assert time.monotonic() - started < 2
+    lines = sum(len(p.read_text().splitlines()) for p in tmp_path.glob("*.seg"))
+    assert lines == 25
+    assert producer.stats().journaled == 25
+    fake.gate.set()
+
+
+def test_botocore_connection_error_goes_to_the_journal_without_retries(tmp_path: Path) -> None:
+    fake = FakeSQS(*[raise_error(EndpointConnectionError(endpoint_url=URL))] * 10)
+    with make(tmp_path, fake, probe_seconds=60) as producer:
+        send_many(producer, 3)
+        assert producer.flush(5)
+        assert producer.stats().journaled == 3 and producer.stats().retried == 0
+    assert len(fake.calls) == 1

@@ -1,0 +1,86 @@
+"""Fork safety: a child sends only its own records, never the parent's buffer."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from producer import Producer, wire
+
+URL = "http://sqs.local/000000000000/q"
+
+
+class PidLoggingSQS:
+    """Appends every accepted record, with the pid that sent it, to a file
+    (an O_APPEND file is shared safely across fork)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        lines = []
+        for entry in Entries:
+            for record in wire.decode_message(entry["MessageBody"], entry["MessageAttributes"]):
+                assert isinstance(record, wire.Record)
+                lines.append(json.dumps([os.getpid(), record.document["who"]]) + "\n")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, "".join(lines).encode())
+        os.close(fd)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def test_child_sends_its_own_records_only(tmp_path: Path) -> None:
+    log = tmp_path / "sent.log"
+    producer = Producer(
+        URL, sqs_client=PidLoggingSQS(log), journal_dir=tmp_path / "j", linger_seconds=30
+    )
+    for n in range(5):
+        producer.send("events", {"who": f"parent-{n}"})  # buffered: linger is long
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            producer.send("events", {"who": "child-0"})
+            producer.send("events", {"who": "child-1"})
+            code = 0 if producer.flush(5) and producer.stats().accepted == 2 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert producer.flush(5)
+    producer.close()
+    sent = [json.loads(line) for line in log.read_text().splitlines()]
+    by_pid: dict[int, list[str]] = {}
+    for sender_pid, who in sent:
+        by_pid.setdefault(sender_pid, []).append(who)
+    assert by_pid == {
+        pid: ["child-0", "child-1"],
+        os.getpid(): [f"parent-{n}" for n in range(5)],
+    }
+
+
+def test_child_exit_flushes_its_records_via_atexit(tmp_path: Path) -> None:
+    log = tmp_path / "sent.log"
+    producer = Producer(
+        URL, sqs_client=PidLoggingSQS(log), journal_dir=tmp_path / "j", linger_seconds=30
+    )
+    producer.send("events", {"who": "parent"})
+    pid = os.fork()
+    if pid == 0:
+        try:
+            producer.send("events", {"who": "child"})
+            import atexit
+
+            atexit._run_exitfuncs()  # what a normal interpreter exit does
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 5
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child"]
+    producer.close()
+    assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child", "parent"]

@@ -1,0 +1,157 @@
+"""Packing records into messages and messages into SendMessageBatch calls."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from producer import Producer, wire
+from producer.batcher import Item
+from producer.packing import MAX_BATCH_ENTRIES, Packer, batches
+from tests.unit._producer_fakes import FakeSQS
+
+URL = "http://sqs.local/000000000000/q"
+FIFO_URL = "http://sqs.local/000000000000/q.fifo"
+
+
+def entry_size(entry: dict[str, object]) -> int:
+    body = entry["MessageBody"]
+    assert isinstance(body, str)
+    attributes = entry["MessageAttributes"]
+    assert isinstance(attributes, dict)
+    return len(body.encode()) + wire.attributes_size(attributes)
+
+
+def items(count: int, size: int) -> list[Item]:
+    return [
+        Item(wire.encode_record("c", {"_id": n, "p": "x" * size}), None, None) for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("encoding", wire.ENCODINGS)
+def test_messages_stay_within_the_limit_including_attributes(encoding: str) -> None:
+    packer = Packer(8192, encoding)
+    random_hex = wire.encode_record("c", {"_id": "r", "p": os.urandom(3000).hex()})
+    records = [*items(500, 700), Item(random_hex, None, None)]
+    messages = packer.pack(records)
+    for message in messages:
+        assert message.size == len(message.body) + wire.attributes_size(message.attributes)
+        assert message.size <= 8192
+    decoded = [
+        r.line
+        for m in messages
+        for r in wire.decode_message(m.body, m.attributes)  # type: ignore[union-attr]
+    ]
+    assert decoded == [item.line for item in records]
+    if encoding != wire.IDENTITY:  # compressible records get packed far denser
+        assert len(messages) < len(Packer(8192).pack(records)) / 2
+
+
+def test_identity_packing_fills_messages_close_to_the_limit() -> None:
+    messages = Packer(8192).pack(items(200, 1000))
+    assert all(m.size > 8192 - 1100 for m in messages[:-1])
+
+
+def test_batches_hold_at_most_ten_messages_and_max_batch_bytes() -> None:
+    messages = Packer(2048).pack(items(100, 300))
+    groups = list(batches(messages, 8000))
+    assert sum(len(g) for g in groups) == len(messages)
+    assert all(len(g) <= MAX_BATCH_ENTRIES for g in groups)
+    assert all(sum(m.size for m in g) <= 8000 for g in groups)
+    many_small = Packer(2048).pack(items(300, 1))
+    assert max(len(g) for g in batches([m for m in many_small] * 30, 10**6)) == 10
+
+
+def test_producer_calls_respect_all_limits(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    with Producer(
+        URL,
+        sqs_client=fake,
+        journal_dir=tmp_path,
+        max_message_bytes=4096,
+        max_batch_bytes=16384,
+        linger_seconds=10,
+    ) as producer:
+        for n in range(400):
+            producer.send("events", {"n": n, "pad": "y" * 200})
+        assert producer.flush(5)
+    assert fake.calls
+    for _, entries in fake.calls:
+        assert 1 <= len(entries) <= 10
+        assert all(entry_size(e) <= 4096 for e in entries)
+        assert sum(entry_size(e) for e in entries) <= 16384
+    assert [r.document["n"] for r in fake.records()] == list(range(400))
+
+
+def test_one_record_per_line_and_attributes_describe_the_body(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    with Producer(URL, sqs_client=fake, journal_dir=tmp_path, compression="zstd") as producer:
+        for n in range(50):
+            producer.send("events", {"n": n})
+        producer.flush(5)
+    (_, [entry]) = fake.calls[0]
+    attributes = entry["MessageAttributes"]
+    assert wire.attribute_value(attributes, wire.ENCODING_ATTRIBUTE) == "zstd"
+    assert wire.attribute_value(attributes, wire.RECORDS_ATTRIBUTE) == "50"
+    text = wire.decode_body(entry["MessageBody"], attributes)
+    assert [json.loads(line)["d"]["n"] for line in text.split("\n")] == list(range(50))
+
+
+def test_fifo_groups_by_partition_key_with_deterministic_dedup_ids(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    with Producer(FIFO_URL, sqs_client=fake, journal_dir=tmp_path, linger_seconds=10) as producer:
+        for n in range(30):
+            producer.send("events", {"_id": n, "n": n}, partition_key=("a", "b", None)[n % 3])
+        producer.flush(5)
+    entries = [e for _, es in fake.calls for e in es]
+    groups: dict[str, list[int]] = {}
+    for entry in entries:
+        records = wire.decode_message(entry["MessageBody"], entry["MessageAttributes"])
+        groups.setdefault(entry["MessageGroupId"], []).extend(
+            r.document["n"]
+            for r in records  # type: ignore[union-attr]
+        )
+        assert len(entry["MessageDeduplicationId"]) == 64
+    assert groups == {
+        "a": list(range(0, 30, 3)),
+        "b": list(range(1, 30, 3)),
+        "default": list(range(2, 30, 3)),
+    }
+    # The same records packed again get the same deduplication id (SQS drops the resend).
+    again = Packer(65536, fifo=True).pack([Item("x", "a", "int:1"), Item("y", "a", "int:2")])
+    twice = Packer(65536, fifo=True).pack([Item("x2", "a", "int:1"), Item("y2", "a", "int:2")])
+    assert again[0].dedup_id == twice[0].dedup_id
+    other = Packer(65536, fifo=True).pack([Item("x", "a", "int:1"), Item("y", "a", "int:3")])
+    assert other[0].dedup_id != again[0].dedup_id
+
+
+def test_standard_queue_entries_have_no_fifo_fields(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    with Producer(URL, sqs_client=fake, journal_dir=tmp_path) as producer:
+        producer.send("events", {}, partition_key="a")
+        producer.flush(5)
+    entry = fake.calls[0][1][0]
+    assert "MessageGroupId" not in entry and "MessageDeduplicationId" not in entry
+
+
+def test_mixed_fifo_and_standard_queues_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="FIFO"):
+        Producer([URL, FIFO_URL], sqs_client=FakeSQS(), journal_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_message_bytes": 100},
+        {"max_batch_bytes": 1000},
+        {"compression": "brotli"},
+        {"overflow": "drop"},
+        {"journal_fsync": "sometimes"},
+    ],
+)
+def test_bad_options_are_refused(tmp_path: Path, options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        Producer(URL, sqs_client=FakeSQS(), journal_dir=tmp_path, **options)

@@ -1,0 +1,300 @@
+"""The write ceiling: a token bucket shared by all writers, fixed or adaptive (AIMD).
+
+A bulk write takes as many tokens as it has records. Tokens are *reserved*
+(the bucket may go into debt) and the writer sleeps until its debt is paid, so
+a bulk larger than the burst waits in proportion to its size instead of
+deadlocking, and later writers queue behind it in order. Hand-written because
+the well-kept Python limiters (limits, pyrate-limiter) reject requests larger
+than the bucket and cannot change rate on a live bucket, which the adaptive
+mode and the replica share both need."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ingest.errors import ConfigError
+from ingest.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+FIXED = "fixed"
+ADAPTIVE = "adaptive"
+# The auto burst: 1/20 s of writing, so a one-second window sees at most 5% above the ceiling.
+AUTO_BURST_FRACTION = 0.05
+PACE_HORIZON_SECONDS = 1.0
+
+
+class TokenBucket:
+    """Thread-safe token bucket with debt. `rate` 0 means closed: acquire waits for a rate."""
+
+    def __init__(
+        self, rate: float, burst: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._cond = threading.Condition()
+        self._rate = rate
+        self._burst = max(1.0, burst)
+        self._tokens = self._burst
+        self._last = clock()
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @property
+    def burst(self) -> float:
+        return self._burst
+
+    def set_rate(self, rate: float, burst: float | None = None) -> None:
+        with self._cond:
+            self._refill()
+            self._rate = max(0.0, rate)
+            if burst is not None:
+                self._burst = max(1.0, burst)
+                self._tokens = min(self._tokens, self._burst)
+            self._cond.notify_all()
+
+    def reserve(self, tokens: float) -> float | None:
+        """Takes `tokens` now; returns the seconds to wait before using them (None: closed)."""
+        with self._cond:
+            if self._rate <= 0:
+                return None
+            self._refill()
+            self._tokens -= tokens
+            return max(0.0, -self._tokens) / self._rate
+
+    def acquire(self, tokens: float) -> float:
+        """Blocks until `tokens` may be spent; returns the seconds waited."""
+        started = self._clock()
+        while (wait := self.reserve(tokens)) is None:
+            with self._cond:  # closed (a joining replica's warm-up): wait for a rate
+                if self._rate <= 0:
+                    self._cond.wait(timeout=0.1)
+        if wait > 0:
+            self._sleep(wait)
+        return max(0.0, self._clock() - started)
+
+    def debt_seconds(self) -> float:
+        """How far behind the bucket is: reserved tokens not yet paid, in seconds."""
+        with self._cond:
+            if self._rate <= 0:
+                return math.inf
+            self._refill()
+            return max(0.0, -self._tokens) / self._rate
+
+    def _refill(self) -> None:
+        now = self._clock()
+        if self._tokens < self._burst:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+
+
+@dataclass(frozen=True)
+class Aimd:
+    """Additive increase, multiplicative decrease of a rate, one decision per window."""
+
+    target_seconds: float
+    window_seconds: float = 0.5
+    increase_fraction: float = 0.05  # of the span max-min per window: floor to cap in ~10 s
+    decrease_factor: float = 0.8  # latency above target
+    overload_factor: float = 0.5  # an overload error: a strong signal
+    quantile: float = 0.9
+
+
+class AimdController:
+    """Finds the rate from the latency of our own bulk writes (see docs/peak-shaving.md).
+
+    Bulks are capped at the burst size (the write stage splits larger ones), so
+    their latencies are comparable; a window's p90 above target means slow down.
+    It climbs only while the ceiling is what limits us (someone waited for
+    tokens), so an idle consumer does not drift to the cap."""
+
+    def __init__(self, policy: Aimd, low: float, high: float, clock: Clock) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._low, self._high = low, high
+        self.rate = high
+        self._latencies: list[float] = []
+        self._overloaded = False
+        self._limited = False
+        self._window_start = clock()
+
+    def set_bounds(self, low: float, high: float) -> None:
+        self._low, self._high = low, max(low, high)
+        self.rate = min(max(self.rate, self._low), self._high)
+
+    def waited(self) -> None:
+        self._limited = True
+
+    def observe(self, seconds: float, overloaded: bool) -> float | None:
+        """Feeds one bulk's latency; returns the new rate when a window closes."""
+        self._latencies.append(seconds)
+        self._overloaded |= overloaded
+        now = self._clock()
+        if overloaded or now - self._window_start >= self.policy.window_seconds:
+            return self._decide(now)
+        return None
+
+    def _decide(self, now: float) -> float:
+        p = self.policy
+        if self._overloaded:
+            self.rate *= p.overload_factor
+        elif _quantile(self._latencies, p.quantile) > p.target_seconds:
+            self.rate *= p.decrease_factor
+        elif self._limited:
+            self.rate += p.increase_fraction * (self._high - self._low)
+        self.rate = min(max(self.rate, self._low), self._high)
+        self._latencies.clear()
+        self._overloaded = self._limited = False
+        self._window_start = now
+        return self.rate
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The pool's ceiling as configured; each replica takes 1/live of it."""
+
+    max_rate: float
+    burst: float = 0.0  # 0: AUTO_BURST_FRACTION of a second's worth
+    mode: str = FIXED
+    target_seconds: float = 0.05
+    min_rate: float = 0.0  # adaptive floor; 0: 1/50 of the maximum
+
+    def __post_init__(self) -> None:
+        if self.max_rate <= 0:
+            raise ConfigError("the write ceiling (max_write_rate) must be above 0")
+        if self.mode not in (FIXED, ADAPTIVE):
+            raise ConfigError(f"write rate mode {self.mode!r} is not 'fixed' or 'adaptive'")
+        if self.burst < 0 or self.min_rate < 0 or self.target_seconds <= 0:
+            raise ConfigError("write burst and min write rate must be >= 0, target latency > 0")
+        if self.min_rate > self.max_rate:
+            raise ConfigError("min_write_rate must not exceed max_write_rate")
+
+    @property
+    def pool_burst(self) -> float:
+        return self.burst or max(1.0, self.max_rate * AUTO_BURST_FRACTION)
+
+    @property
+    def floor(self) -> float:
+        return self.min_rate or max(1.0, self.max_rate / 50)
+
+
+class PacedGate(Protocol):
+    def ready(self, timeout: float) -> bool: ...
+
+
+class RateGate:
+    """The WriteGate with a ceiling: fixed, or adaptive between a floor and the cap."""
+
+    def __init__(
+        self,
+        ceiling: Ceiling,
+        metrics: Metrics | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self.ceiling = ceiling
+        self._metrics = metrics
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._live = 1
+        self._warming = False
+        self._bucket = TokenBucket(ceiling.max_rate, ceiling.pool_burst, clock=clock, sleep=sleep)
+        self._aimd: AimdController | None = None
+        if ceiling.mode == ADAPTIVE:
+            policy = Aimd(ceiling.target_seconds)
+            self._aimd = AimdController(policy, ceiling.floor, ceiling.max_rate, clock)
+        self._publish()
+
+    @property
+    def rate(self) -> float:
+        """This replica's current ceiling, records per second."""
+        return self._bucket.rate
+
+    @property
+    def live_replicas(self) -> int:
+        return self._live
+
+    def max_bulk(self) -> int:
+        """Bulks no larger than this replica's burst keep every one-second window flat."""
+        return max(1, int(self.ceiling.pool_burst / self._live))
+
+    def acquire(self, records: int) -> None:
+        waited = self._bucket.acquire(records)
+        if waited > 0 and self._aimd is not None:
+            with self._lock:
+                self._aimd.waited()
+        if self._metrics is not None:
+            self._metrics.write_tokens_granted.inc(records)
+            self._metrics.write_gate_wait_seconds.observe(waited)
+
+    def observe(self, records: int, seconds: float, overloaded: bool) -> None:
+        if self._aimd is None:
+            return
+        with self._lock:
+            rate = self._aimd.observe(seconds, overloaded)
+        if rate is not None and not self._warming:
+            self._bucket.set_rate(rate)
+            self._publish()
+
+    def ready(self, timeout: float) -> bool:
+        """Pace hint for the pollers: False (after waiting up to `timeout`) while the
+        writers are more than PACE_HORIZON_SECONDS behind the ceiling."""
+        behind = self._bucket.debt_seconds() - PACE_HORIZON_SECONDS
+        if behind <= 0:
+            return True
+        self._sleep(min(timeout, behind if math.isfinite(behind) else timeout))
+        return False
+
+    def set_replicas(self, live: int, *, warming: bool = False) -> None:
+        """Takes this replica's share: 1/live of the ceiling (nothing while warming up,
+        until the others have seen us join and given up their part)."""
+        live = max(1, live)
+        with self._lock:
+            self._live, self._warming = live, warming
+            low, high = self.ceiling.floor / live, self.ceiling.max_rate / live
+            if self._aimd is not None:
+                self._aimd.set_bounds(low, high)
+                high = self._aimd.rate
+        self._bucket.set_rate(0.0 if warming else high, self.ceiling.pool_burst / live)
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._metrics is not None:
+            self._metrics.write_ceiling.set(self.rate)
+            self._metrics.live_replicas.set(self._live)
+
+
+def build_gate(
+    max_rate: float,
+    burst: float,
+    mode: str,
+    target_seconds: float,
+    min_rate: float,
+    metrics: Metrics | None = None,
+) -> RateGate | None:
+    """The gate the settings ask for, or None when there is no ceiling."""
+    if max_rate <= 0:
+        if mode == ADAPTIVE:
+            raise ConfigError("adaptive write rate needs --max-write-rate as its cap")
+        return None
+    return RateGate(Ceiling(max_rate, burst, mode, target_seconds, min_rate), metrics)

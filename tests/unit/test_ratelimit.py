@@ -1,0 +1,244 @@
+"""The write ceiling on a fake clock: token bucket bounds, debt for big bulks, AIMD."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from ingest.errors import ConfigError
+from ingest.metrics import Metrics
+from ingest.ratelimit import (
+    ADAPTIVE,
+    Aimd,
+    AimdController,
+    Ceiling,
+    RateGate,
+    TokenBucket,
+    build_gate,
+)
+from ingest.settings import Settings
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _max_in_window(grants: list[tuple[float, int]], window: float = 1.0) -> int:
+    """Largest sum of grants within any closed window [t, t + window]."""
+    best = 0
+    for i, (start, _) in enumerate(grants):
+        total = sum(n for t, n in grants[i:] if t <= start + window + 1e-9)
+        best = max(best, total)
+    return best
+
+
+def test_bucket_never_grants_more_than_rate_plus_burst_in_any_second() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(1000, 100, clock=clock, sleep=clock.sleep)
+    rng = random.Random(7)
+    grants: list[tuple[float, int]] = []
+    for _ in range(2000):
+        if rng.random() < 0.1:  # idle spells let the bucket refill to its burst
+            clock.sleep(rng.uniform(0, 0.5))
+        n = rng.randint(1, 100)
+        bucket.acquire(n)
+        grants.append((clock.now, n))
+    assert _max_in_window(grants) <= 1000 + 100
+    span = grants[-1][0] - grants[0][0]
+    assert sum(n for _, n in grants) <= 1000 * span + 100  # the long-run rate holds too
+
+
+def test_backlogged_bucket_paces_at_the_rate() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(500, 25, clock=clock, sleep=clock.sleep)
+    started = clock.now
+    for _ in range(400):
+        bucket.acquire(25)
+    assert clock.now - started == pytest.approx((400 * 25 - 25) / 500)
+
+
+def test_bulk_larger_than_burst_waits_in_proportion_instead_of_deadlocking() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(100, 10, clock=clock, sleep=clock.sleep)
+    waited = bucket.acquire(510)  # 51 bursts' worth: the debt is paid at the rate
+    assert waited == pytest.approx(5.0)
+    assert bucket.acquire(10) == pytest.approx(0.1)  # and the next writer queues behind it
+
+
+def test_debt_tells_the_pollers_how_far_behind_the_writers_are() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(100, 10, clock=clock, sleep=clock.sleep)
+    assert bucket.reserve(310) == pytest.approx(3.0)
+    assert bucket.debt_seconds() == pytest.approx(3.0)
+    clock.sleep(2.5)
+    assert bucket.debt_seconds() == pytest.approx(0.5)
+
+
+def test_closed_bucket_waits_for_a_rate_then_grants() -> None:
+    bucket = TokenBucket(0, 10)
+    done = threading.Event()
+
+    def writer() -> None:
+        bucket.acquire(5)
+        done.set()
+
+    threading.Thread(target=writer, daemon=True).start()
+    assert not done.wait(0.3)  # closed: a joining replica warms up
+    bucket.set_rate(1000)
+    assert done.wait(2.0)
+
+
+def test_many_threads_share_one_bucket_without_exceeding_it() -> None:
+    bucket = TokenBucket(2000, 50)  # real clock: 4 writers for ~0.5 s
+    grants: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def writer() -> None:
+        while time.monotonic() - start < 0.5:
+            bucket.acquire(50)
+            with lock:
+                grants.append((time.monotonic(), 50))
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    span = grants[-1][0] - start
+    assert sum(n for _, n in grants) <= 2000 * span + 50 + 4 * 50
+
+
+# --------------------------------------------------------------------- AIMD
+
+
+def _controller(clock: FakeClock) -> AimdController:
+    return AimdController(Aimd(target_seconds=0.05), low=100, high=1000, clock=clock)
+
+
+def _window(
+    aimd: AimdController, clock: FakeClock, latency: float, *, limited: bool = True
+) -> float:
+    rate = None
+    for _ in range(5):
+        if limited:
+            aimd.waited()
+        clock.sleep(0.11)
+        rate = aimd.observe(latency, overloaded=False) or rate
+    assert rate is not None
+    return rate
+
+
+def test_aimd_backs_off_multiplicatively_when_latency_exceeds_target() -> None:
+    clock = FakeClock()
+    aimd = _controller(clock)
+    assert _window(aimd, clock, 0.2) == pytest.approx(800)
+    assert _window(aimd, clock, 0.2) == pytest.approx(640)
+
+
+def test_aimd_halves_at_once_on_overload_and_stops_at_the_floor() -> None:
+    clock = FakeClock()
+    aimd = _controller(clock)
+    assert aimd.observe(0.01, overloaded=True) == pytest.approx(500)
+    for _ in range(10):
+        aimd.observe(0.01, overloaded=True)
+    assert aimd.rate == pytest.approx(100)
+
+
+def test_aimd_climbs_back_additively_when_latency_recovers() -> None:
+    clock = FakeClock()
+    aimd = _controller(clock)
+    for _ in range(20):
+        _window(aimd, clock, 0.5)
+    assert aimd.rate == pytest.approx(100)
+    rates = [_window(aimd, clock, 0.01) for _ in range(18)]
+    assert rates[0] == pytest.approx(145)  # +5% of the span per window
+    assert rates[-1] == pytest.approx(910)
+    assert _window(aimd, clock, 0.01) == pytest.approx(955)
+    assert _window(aimd, clock, 0.01) == pytest.approx(1000)  # capped
+
+
+def test_aimd_does_not_climb_while_nobody_waits_for_tokens() -> None:
+    clock = FakeClock()
+    aimd = _controller(clock)
+    _window(aimd, clock, 0.5)
+    assert _window(aimd, clock, 0.01, limited=False) == pytest.approx(800)
+
+
+# --------------------------------------------------------------------- gate
+
+
+def test_gate_takes_its_share_of_the_pool_and_splits_bulks_to_its_burst() -> None:
+    clock = FakeClock()
+    metrics = Metrics()
+    gate = RateGate(Ceiling(900, burst=90), metrics, clock=clock, sleep=clock.sleep)
+    gate.set_replicas(3)
+    assert gate.rate == pytest.approx(300)
+    assert gate.max_bulk() == 30
+    assert metrics.registry.get_sample_value("ingest_live_replicas") == 3
+    assert metrics.registry.get_sample_value("ingest_write_ceiling_records_per_second") == 300
+    gate.set_replicas(2)  # a replica died: the others take up its share
+    assert gate.rate == pytest.approx(450)
+    gate.set_replicas(3, warming=True)
+    assert gate.rate == 0
+
+
+def test_gate_counts_tokens_and_waits() -> None:
+    clock = FakeClock()
+    metrics = Metrics()
+    gate = RateGate(Ceiling(100, burst=10), metrics, clock=clock, sleep=clock.sleep)
+    gate.acquire(10)
+    gate.acquire(50)
+    assert metrics.registry.get_sample_value("ingest_write_tokens_granted_total") == 60
+    assert metrics.registry.get_sample_value("ingest_write_gate_wait_seconds_sum") == (
+        pytest.approx(0.5)
+    )
+
+
+def test_adaptive_gate_follows_latency_and_overload() -> None:
+    clock = FakeClock()
+    ceiling = Ceiling(1000, mode=ADAPTIVE, target_seconds=0.05, min_rate=100)
+    gate = RateGate(ceiling, Metrics(), clock=clock, sleep=clock.sleep)
+    gate.observe(100, 0.01, overloaded=True)
+    assert gate.rate == pytest.approx(500)
+    gate.set_replicas(2)  # shares bounds too: the cap becomes 500, the floor 50
+    for _ in range(10):
+        gate.observe(100, 0.01, overloaded=True)
+    assert gate.rate == pytest.approx(50)
+
+
+def test_pollers_pause_while_writers_are_far_behind() -> None:
+    clock = FakeClock()
+    gate = RateGate(Ceiling(100, burst=10), clock=clock, sleep=clock.sleep)
+    assert gate.ready(1.0)
+    gate._bucket.reserve(300)  # three seconds of writing already promised
+    assert not gate.ready(1.0)
+    clock.sleep(2.0)
+    assert gate.ready(1.0)
+
+
+def test_settings_and_build_gate() -> None:
+    settings = Settings.from_env(
+        {"INGEST_MAX_WRITE_RATE": "2000", "INGEST_WRITE_RATE": "adaptive"},
+        target_write_latency="50ms",
+    )
+    assert settings.target_write_latency == pytest.approx(0.05)
+    gate = build_gate(2000, 0, settings.write_rate, settings.target_write_latency, 0)
+    assert gate is not None and gate.max_bulk() == 100 and gate.ceiling.floor == 40
+    assert build_gate(0, 0, "fixed", 0.05, 0) is None
+    with pytest.raises(ConfigError):
+        build_gate(0, 0, "adaptive", 0.05, 0)
+    with pytest.raises(ConfigError):
+        build_gate(100, 0, "fixed", 0.05, 200)
+    with pytest.raises(ConfigError):
+        build_gate(100, 0, "sometimes", 0.05, 0)

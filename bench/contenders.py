@@ -1,0 +1,199 @@
+"""The consumers we compare against, each fed the same records one per message.
+
+naive          receive 10, insert_one each, delete_message each; one thread.
+naive_batched  the reference article's design: receive 10, one insert_many, one
+               DeleteMessageBatch; 10 threads.
+peer           the PyPI library sqs-workers at its best settings: its batch mode
+               (the handler gets many messages at once, so one insert_many), one
+               worker per thread. Its queue is filled through its own API, in its
+               own message format (its default pickle codec, which keeps
+               ObjectId and datetime as they are)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+
+from bench import infra
+from bench.records import COLLECTION, record_lines
+from producer import wire
+
+TIMEOUT = 900.0
+NAIVE_BATCHED_THREADS = 10
+PEER_THREADS = 10
+PEER_BATCH = 50  # messages per handler call; sqs-workers receives 10 at a time up to this
+PEER_JOB = "store_operation"
+
+
+class Progress:
+    """A thread-safe count of stored records, with the time the goal was reached."""
+
+    def __init__(self, goal: int) -> None:
+        self.goal = goal
+        self.count = 0
+        self.reached_at = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, records: int) -> None:
+        with self._lock:
+            self.count += records
+            if self.count >= self.goal and not self.reached_at:
+                self.reached_at = time.monotonic()
+
+    def done(self) -> bool:
+        return self.count >= self.goal
+
+
+def _documents(body: str, attributes: Any) -> list[dict[str, Any]]:
+    return [r.document for r in wire.decode_message(body, attributes) if isinstance(r, wire.Record)]
+
+
+def _consume(workers: Sequence[Callable[[Progress], None]], progress: Progress) -> float:
+    """Run each worker in a loop on its own thread until the goal is stored; seconds taken."""
+    deadline = time.monotonic() + TIMEOUT
+
+    def loop(work: Callable[[Progress], None]) -> Callable[[], None]:
+        def run() -> None:
+            while not progress.done():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{progress.count} of {progress.goal} after {TIMEOUT:.0f}s")
+                work(progress)
+
+        return run
+
+    start = time.monotonic()
+    infra.run_all([loop(work) for work in workers])
+    return progress.reached_at - start
+
+
+Worker = Callable[[Any, str, Any], Callable[[Progress], None]]
+
+
+def _measure(name: str, documents: Sequence[dict[str, Any]], threads: int, worker: Worker) -> Any:
+    client = infra.sqs_client()
+    mongo = infra.mongo_client(pool=threads + 2)
+    with infra.temp_queue(client, name) as url, infra.temp_database(mongo, name) as db:
+        infra.send_bodies(client, url, infra.single_bodies(record_lines(list(documents))))
+        work = worker(client, url, mongo[db][COLLECTION])
+        seconds = _consume([work] * threads, Progress(len(documents)))
+        infra.check_stored(mongo, db, len(documents))
+    mongo.close()
+    return _result(documents, threads, seconds)
+
+
+def _result(documents: Sequence[Any], threads: int, seconds: float) -> dict[str, Any]:
+    return {
+        "records": len(documents),
+        "messages": len(documents),
+        "threads": threads,
+        "seconds": round(seconds, 3),
+        "rps": infra.rate(len(documents), seconds),
+    }
+
+
+def _receive(client: Any, url: str) -> list[dict[str, Any]]:
+    response = client.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
+    )
+    messages: list[dict[str, Any]] = response.get("Messages", [])
+    return messages
+
+
+# --------------------------------------------------------------------- naive
+
+
+def _naive_worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
+    def work(progress: Progress) -> None:
+        for message in _receive(client, url):
+            for document in _documents(message["Body"], message.get("MessageAttributes")):
+                collection.insert_one(document)
+            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            progress.add(1)
+
+    return work
+
+
+def naive(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return _measure("naive", documents, 1, _naive_worker)  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------- naive batched
+
+
+def _batched_worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
+    def work(progress: Progress) -> None:
+        messages = _receive(client, url)
+        if not messages:
+            return
+        documents = [
+            d for m in messages for d in _documents(m["Body"], m.get("MessageAttributes"))
+        ]
+        collection.insert_many(documents, ordered=False)
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        client.delete_message_batch(QueueUrl=url, Entries=entries)
+        progress.add(len(documents))
+
+    return work
+
+
+def naive_batched(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return _measure(  # type: ignore[no-any-return]
+        "naive_batched", documents, NAIVE_BATCHED_THREADS, _batched_worker
+    )
+
+
+# ---------------------------------------------------------------------- peer
+
+
+def _peer_queue(url: str, handler: Callable[[list[dict[str, Any]]], None] | None = None) -> Any:
+    """One sqs-workers queue on its own boto3 session (sessions are not thread-safe)."""
+    from sqs_workers import SQSEnv
+    from sqs_workers.batching import BatchMessages
+
+    env = SQSEnv(session=boto3.session.Session(), codec="pickle")
+    queue = env.queue(
+        url.rsplit("/", 1)[-1], batching_policy=BatchMessages(PEER_BATCH), queue_url=url
+    )
+    if handler is not None:
+        queue.connect_processor(PEER_JOB, handler)
+    return queue
+
+
+def _peer_fill(url: str, documents: Sequence[dict[str, Any]], threads: int = 4) -> None:
+    """Through sqs-workers' own API: add_job inside add_batch() sends 10 per call."""
+    parts = [documents[i::threads] for i in range(threads)]
+    queues = [_peer_queue(url) for _ in parts]  # made here: boto3 setup is not thread-safe
+
+    def fill(index: int) -> None:
+        queue = queues[index]
+        with queue.add_batch():
+            for document in parts[index]:
+                queue.add_job(PEER_JOB, document=document)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(fill, range(threads)))
+
+
+def peer(documents: Sequence[dict[str, Any]], threads: int = PEER_THREADS) -> dict[str, Any]:
+    client = infra.sqs_client()
+    mongo = infra.mongo_client(pool=threads + 2)
+    with infra.temp_queue(client, "peer") as url, infra.temp_database(mongo, "peer") as db:
+        _peer_fill(url, documents)
+        collection = mongo[db][COLLECTION]
+        progress = Progress(len(documents))
+
+        def store(batch: list[dict[str, Any]]) -> None:
+            collection.insert_many([job["document"] for job in batch], ordered=False)
+            progress.add(len(batch))
+
+        queues = [_peer_queue(url, store) for _ in range(threads)]
+        workers = [lambda _, q=q: q.process_batch(wait_seconds=1) for q in queues]
+        seconds = _consume(workers, progress)
+        infra.check_stored(mongo, db, len(documents))
+    mongo.close()
+    return _result(documents, threads, seconds)

@@ -307,9 +307,10 @@ def decode_line(line: str) -> Record:
         obj = _loads(line)
     except RecursionError as exc:
         raise WireError("record is nested too deeply to decode") from exc
-    except (ValueError, TypeError, BSONError, ArithmeticError) as exc:
+    except (ValueError, TypeError, LookupError, BSONError, ArithmeticError) as exc:
         # json.JSONDecodeError is a ValueError; json_util raises several types, among
-        # them decimal.InvalidOperation (an ArithmeticError) for a bad $numberDecimal.
+        # them decimal.InvalidOperation (an ArithmeticError) for a bad $numberDecimal
+        # and KeyError for a wrapper missing a field ({"$binary": {}}).
         raise WireError(f"record is not valid Extended JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")

@@ -202,6 +202,10 @@ class Producer:
         self._journal.close()
         _live.discard(self)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def stats(self) -> Stats:
         values = self._counters.snapshot()
         return Stats(

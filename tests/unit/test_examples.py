@@ -1,0 +1,70 @@
+"""The documented Flask and FastAPI examples work: a request returns at once,
+even while SQS hangs, and its record reaches SQS after a flush."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+from producer import AsyncProducer, Producer
+from tests.unit._producer_fakes import FakeSQS
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+URL = "http://sqs.local/000000000000/q"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flask_example(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    fake.gate = threading.Event()  # SQS hangs until released
+    producer = Producer(URL, sqs_client=fake, journal_dir=tmp_path)
+    try:
+        client = load("flask_app").create_app(producer).test_client()
+        started = time.perf_counter()
+        response = client.post("/operations", json={"user_id": 7, "action": "login"})
+        assert time.perf_counter() - started < 0.5
+        assert response.status_code == 202
+        record_id = response.get_json()["id"]
+        fake.gate.set()
+        assert producer.flush(5)
+        [record] = fake.records()
+        assert str(record.document["_id"]) == record_id
+        assert (record.collection, record.document["action"]) == ("operations", "login")
+    finally:
+        fake.gate.set()
+        producer.close()
+
+
+def test_fastapi_example(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    fake = FakeSQS()
+    fake.gate = threading.Event()
+    producer = AsyncProducer(URL, sqs_client=fake, journal_dir=tmp_path)
+    try:
+        with TestClient(load("fastapi_app").create_app(producer)) as client:
+            started = time.perf_counter()
+            response = client.post("/operations", json={"user_id": 7, "action": "logout"})
+            assert time.perf_counter() - started < 0.5
+            assert response.status_code == 202
+            record_id = response.json()["id"]
+            assert producer.stats().sent == 0
+            fake.gate.set()
+            assert producer.producer.flush(5)
+        # The lifespan closed the producer on shutdown.
+        assert producer.producer.closed
+        [record] = fake.records()
+        assert str(record.document["_id"]) == record_id
+        assert record.document["action"] == "logout"
+    finally:
+        fake.gate.set()

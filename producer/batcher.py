@@ -11,6 +11,8 @@ import time
 from collections import deque
 from typing import NamedTuple
 
+from .errors import ProducerClosed
+
 
 class Item(NamedTuple):
     """One encoded record as it travels: buffer -> message -> SQS or journal."""
@@ -43,6 +45,8 @@ class Buffer:
         """Append unless the memory bound would be passed. Never blocks long."""
         size = len(item.line)
         with self._lock:
+            if self.closing:
+                raise ProducerClosed("send() after close()")
             if self._pending + size > self._max and self._pending:
                 return False
             self._append(item, size)
@@ -58,6 +62,8 @@ class Buffer:
                 if left <= 0 or self.closing:
                     return False
                 self.cond.wait(left)
+            if self.closing:
+                raise ProducerClosed("send() after close()")
             self._append(item, size)
         return True
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import threading
 import weakref
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from . import wire
 from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
-from .errors import BufferFull, ProducerClosed, RecordTooLarge
+from .errors import BufferFull, ProducerClosed, RecordTooLarge, WireError
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
 from .packing import Packer, single_record_limit
@@ -131,6 +132,8 @@ class Producer:
         if self._closed:
             raise ProducerClosed("send() after close()")
         wire.check_collection_name(collection)
+        if partition_key is not None:
+            _check_partition_key(partition_key)
         if "_id" not in document:
             document["_id"] = ObjectId()
         wire.check_document(document)
@@ -218,6 +221,7 @@ class Producer:
         if self._pid == os.getpid():
             return
         self._journal.forget_after_fork()
+        self._sender.forget_after_fork()
         self._setup()
 
     def __enter__(self) -> Producer:
@@ -230,6 +234,15 @@ class Producer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_GROUP_ID = re.compile(r"[!-~]{1,128}")  # what SQS accepts as a MessageGroupId
+
+
+def _check_partition_key(key: object) -> None:
+    # Checked here: one bad key in a packed batch would fail the whole SQS call.
+    if not isinstance(key, str) or not _GROUP_ID.fullmatch(key):
+        raise WireError("partition_key must be 1-128 printable ASCII characters, no spaces")
 
 
 def _close_all_at_exit() -> None:

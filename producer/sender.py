@@ -54,8 +54,29 @@ _THROTTLING = frozenset(
 )
 
 
+# Whole-call errors that blame the request itself: resending cannot help.
+_REQUEST_FAULTS = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidMessageContents",
+        "MissingParameter",
+        "BatchRequestTooLong",
+        "TooManyEntriesInBatchRequest",
+        "BatchEntryIdsNotDistinct",
+        "InvalidBatchEntryId",
+        "EmptyBatchRequest",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+    }
+)
+
+
 class QueueUnavailable(Exception):
     """The queue could not take the call: unreachable, or still failing after retries."""
+
+
+class _Rejected(Exception):
+    """SQS refused the whole call as malformed (a 4xx naming the request)."""
 
 
 class _RetryLater(Exception):
@@ -102,6 +123,13 @@ class Sender:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: close our copy of a segment the parent is replaying.
+        The parent's copy keeps the flock; the child never touches the file."""
+        if self._replay is not None:
+            self._replay.release()
+            self._replay = None
+
     def note_journaled(self) -> None:
         """A caller spilled records into the journal (overflow)."""
         self._journal_pending = True
@@ -124,7 +152,13 @@ class Sender:
         elif buffer.abandoned or (buffer.closing and not buffer.has_work()):
             return False
         if self._journal_pending and not buffer.closing:
-            self._replay_step()
+            try:
+                self._replay_step()
+            except Exception:  # e.g. an unreadable segment: keep the live path going
+                log.exception("journal replay failed; retrying in %ss", self._config.probe_seconds)
+                if self._replay is not None:
+                    self._replay.release()
+                    self._replay = None
         return True
 
     def _wake_for_journal(self) -> float | None:
@@ -169,6 +203,10 @@ class Sender:
             tried.add(url)
             try:
                 left = self._send_retrying(url, left)
+            except _Rejected as exc:
+                self._reject([item for m in left for item in m.items], str(exc), url)
+                self._router.breakers[url].success()  # the queue answered
+                return []
             except QueueUnavailable as exc:
                 log.warning("queue %s unavailable: %s", url, exc)
                 self._router.breakers[url].failure()
@@ -322,5 +360,7 @@ def _classify(exc: Exception) -> Exception:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _THROTTLING or status >= 500:
             return _RetryLater(exc)
+        if code.removeprefix("AWS.SimpleQueueService.") in _REQUEST_FAULTS:
+            return _Rejected(f"{code}: {exc}")
         log.error("SQS refused the whole call: %s", exc)
     return QueueUnavailable(repr(exc))

@@ -244,3 +244,47 @@ def test_botocore_connection_error_goes_to_the_journal_without_retries(tmp_path:
         assert producer.flush(5)
         assert producer.stats().journaled == 3 and producer.stats().retried == 0
     assert len(fake.calls) == 1
+
+
+def test_whole_call_refused_as_malformed_is_rejected_not_journaled(tmp_path: Path) -> None:
+    malformed = ClientError(
+        {
+            "Error": {"Code": "AWS.SimpleQueueService.BatchRequestTooLong"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "SendMessageBatch",
+    )
+    seen: list[str] = []
+    fake = FakeSQS(raise_error(malformed))
+    with make(tmp_path, fake, on_error=lambda records, why: seen.append(why)) as producer:
+        send_many(producer, 4)
+        assert producer.flush(5)
+        stats = producer.stats()
+    assert (stats.failed, stats.journaled, stats.retried) == (4, 0, 0)
+    assert seen and "BatchRequestTooLong" in seen[0]
+    assert len((tmp_path / REJECTED_FILE).read_text().splitlines()) == 4
+
+
+def test_missing_queue_journals_for_later(tmp_path: Path) -> None:
+    missing = ClientError(
+        {
+            "Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "SendMessageBatch",
+    )
+    fake = FakeSQS(raise_error(missing))
+    with make(tmp_path, fake, probe_seconds=60) as producer:
+        send_many(producer, 4)
+        assert producer.flush(5)
+        assert producer.stats().journaled == 4 and producer.stats().failed == 0
+
+
+def test_bad_partition_keys_are_refused_in_send(tmp_path: Path) -> None:
+    from producer import WireError
+
+    with make(tmp_path, FakeSQS()) as producer:
+        for key in ("", "has space", "x" * 129, "é"):
+            with pytest.raises(WireError, match="partition_key"):
+                producer.send("events", {}, partition_key=key)
+        producer.send("events", {}, partition_key="user-1:a/b")

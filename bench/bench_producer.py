@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 import uuid
@@ -83,13 +84,17 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
 
 
 def _latency(
-    client: Any, url: str, documents: list[dict[str, Any]], rate: float | None
+    client: Any,
+    url: str,
+    documents: list[dict[str, Any]],
+    rate: float | None,
+    compression: str = "identity",
 ) -> dict[str, Any]:
     samples: list[int] = []
     gap = 1.0 / rate if rate else 0.0
     with (
         tempfile.TemporaryDirectory() as journal,
-        Producer(url, sqs_client=client, journal_dir=journal) as producer,
+        Producer(url, sqs_client=client, journal_dir=journal, compression=compression) as producer,
     ):
         clock = time.perf_counter_ns
         next_at = time.perf_counter()
@@ -106,7 +111,12 @@ def _latency(
         assert producer.flush(60)
         stats = producer.stats()
     assert stats.sent == len(documents), stats
-    return {"records": len(documents), "rate_per_s": rate, **_percentiles(samples)}
+    return {
+        "records": len(documents),
+        "rate_per_s": rate,
+        "compression": compression,
+        **_percentiles(samples),
+    }
 
 
 # ---------------------------------------------------------------- requests per record
@@ -202,11 +212,17 @@ def run(quick: bool) -> dict[str, Any]:
     count = 3000 if quick else 30000
     documents = generate(count)
     line_bytes = sum(len(wire.encode_record(COLLECTION, d)) for d in documents) / count
-    result: dict[str, Any] = {"record_bytes_mean": round(line_bytes, 1)}
+    # Tails depend on how busy the machine is: keep the load next to the figures.
+    result: dict[str, Any] = {
+        "record_bytes_mean": round(line_bytes, 1),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
     with _queue(client) as url:
         result["send_latency_us"] = {
             "tight_loop": _latency(client, url, generate(count), rate=None),
             "paced": _latency(client, url, generate(count), rate=5000),
+            "tight_loop_zstd": _latency(client, url, generate(count), None, "zstd"),
         }
     request_records = 1000 if quick else 5000
     result["billable_requests_per_record"] = {

@@ -106,14 +106,14 @@ def _receive(client: Any, url: str, visibility: int, wait: int = 1) -> list[Dead
 
 
 def _scan(client: Any, url: str, visibility: int, limit: int | None) -> Iterator[DeadLetterMessage]:
-    """Each visible message once. Two empty receives in a row end it: SQS's
-    short sample of servers may answer empty once while messages remain."""
-    empty = 0
+    """Each visible message once; an empty long poll ends it (a long poll asks
+    every SQS server, so unlike a short poll, empty means empty)."""
     seen: set[str] = set()
     count = 0
-    while empty < 2 and (limit is None or count < limit):
+    while limit is None or count < limit:
         got = _receive(client, url, visibility)
-        empty = 0 if got else empty + 1
+        if not got:
+            return
         for message in got:
             if message.message_id not in seen:
                 seen.add(message.message_id)

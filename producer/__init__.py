@@ -6,10 +6,24 @@
 
 See docs/producer.md."""
 
-from .aio import AsyncProducer
+from typing import TYPE_CHECKING, Any
+
 from .core import Producer
 from .errors import BufferFull, ProducerClosed, ProducerError, RecordTooLarge, WireError
 from .metrics import Stats
+
+if TYPE_CHECKING:
+    from .aio import AsyncProducer
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncProducer loads asyncio (~40 ms); a WSGI app that never uses it should not pay.
+    if name == "AsyncProducer":
+        from .aio import AsyncProducer
+
+        return AsyncProducer
+    raise AttributeError(f"module 'producer' has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncProducer",

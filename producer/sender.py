@@ -16,13 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
-
 from .batcher import Buffer, Item
 from .breaker import Router
 from .config import Config
@@ -216,6 +209,15 @@ class Sender:
 
     def _send_retrying(self, url: str, batch: list[Message]) -> list[Message]:
         """One SendMessageBatch with retries; returns entries still failing."""
+        # Imported here, on the sender thread: tenacity pulls in asyncio, which a
+        # WSGI app would otherwise pay for at import time.
+        from tenacity import (
+            Retrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
         left = batch
         retrying = Retrying(
             stop=stop_after_attempt(self._config.max_attempts),

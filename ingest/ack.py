@@ -45,10 +45,13 @@ class AckStage:
             m for m in settlement.delete_after_dead_letter if m.message_id in undelivered
         ]
         self._delete(deletable)
+        self._inflight.remove(deletable)
+        # Let go before they turn visible: a poller that receives them again at once
+        # must not take them for a redelivery of messages still held, and drop them.
+        self._inflight.remove(retry + settlement.release)
         self._change_visibility([(m, self._retry.delay(m.receive_count)) for m in retry])
         self._change_visibility([(m, 0) for m in settlement.release])
         self._metrics.messages_released.inc(len(settlement.release))
-        self._inflight.remove(deletable + retry + settlement.release)
         self._metrics.in_flight.set(len(self._inflight))
 
     def _dead_letter(self, letters: Sequence[DeadLetter]) -> set[str]:

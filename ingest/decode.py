@@ -40,4 +40,5 @@ def decode_all(
 
 
 def bad_record_reason(bad: BadRecord) -> str:
-    return f"line {bad.line_number}: {bad.reason}"
+    # Line 0: a record refused after decoding (routing), not a line that failed to parse.
+    return f"line {bad.line_number}: {bad.reason}" if bad.line_number else bad.reason

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,10 +18,84 @@ from ingest.inflight import InFlight
 from ingest.messages import Message
 from ingest.metrics import Metrics
 from ingest.queue import MessageQueue
+from producer import wire
 
 log = logging.getLogger(__name__)
 
-Inbox = queue.Queue[list[Message]]
+PARTITION_ATTRIBUTE = "ingest-partition-key"
+
+
+class Inbox:
+    """The bounded hand-off from pollers to writers.
+
+    With one lane every writer takes from it. Partitioned, each writer has its own
+    lane and a message goes to the lane of its partition key (the attribute
+    `ingest-partition-key`, else its FIFO group), so one key's records are written
+    by one writer in arrival order, as mq-go's partitioned processor does."""
+
+    def __init__(self, maxsize: int, lanes: int = 1) -> None:
+        per_lane = max(1, maxsize // lanes)
+        self._lanes: list[queue.Queue[list[Message]]] = [
+            queue.Queue(maxsize=per_lane) for _ in range(lanes)
+        ]
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
+
+    def put(self, messages: list[Message], stopping: threading.Event) -> list[Message]:
+        """Blocks while a lane is full; returns what could not be placed before stopping."""
+        groups = self._split(messages)
+        for position, (lane, group) in enumerate(groups):
+            while True:
+                if stopping.is_set():
+                    return [m for _, rest in groups[position:] for m in rest]
+                try:
+                    self._lanes[lane].put(group, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+        return []
+
+    def _split(self, messages: list[Message]) -> list[tuple[int, list[Message]]]:
+        if len(self._lanes) == 1:
+            return [(0, messages)]
+        lanes: dict[int, list[Message]] = {}
+        for message in messages:
+            lane = zlib.crc32(_partition_key(message).encode()) % len(self._lanes)
+            lanes.setdefault(lane, []).append(message)
+        return sorted(lanes.items())
+
+    def get(self, lane: int, timeout: float) -> list[Message]:
+        """Raises queue.Empty after `timeout`."""
+        return self._lanes[lane % len(self._lanes)].get(timeout=timeout)
+
+    def get_nowait(self, lane: int) -> list[Message]:
+        return self._lanes[lane % len(self._lanes)].get_nowait()
+
+    def drain(self) -> list[Message]:
+        drained: list[Message] = []
+        for lane in self._lanes:
+            while True:
+                try:
+                    drained.extend(lane.get_nowait())
+                except queue.Empty:
+                    break
+        return drained
+
+    def empty(self) -> bool:
+        return all(lane.empty() for lane in self._lanes)
+
+    def full(self) -> bool:
+        return any(lane.full() for lane in self._lanes)
+
+
+def _partition_key(message: Message) -> str:
+    return (
+        wire.attribute_value(message.attributes, PARTITION_ATTRIBUTE)
+        or message.group_id
+        or message.message_id
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +115,7 @@ class Poller:
         metrics: Metrics,
         options: ReceiveOptions,
         release: Callable[[list[Message]], None],
+        pace: Callable[[float], bool] | None = None,
     ) -> None:
         self._source = source
         self._inbox = inbox
@@ -48,8 +124,13 @@ class Poller:
         self._metrics = metrics
         self._options = options
         self._release = release
+        self._pace = pace  # the write ceiling's hint: False while writers are far behind
         self.stopping = threading.Event()
         self.last_received_count = 0
+
+    @property
+    def source(self) -> MessageQueue:
+        return self._source
 
     def run(self) -> None:
         self._metrics.pollers_running.inc()
@@ -58,6 +139,8 @@ class Poller:
             while not self.stopping.is_set():
                 if not self._breaker.wait_closed(timeout=1.0):
                     continue  # MongoDB is down: receiving would only burn receive counts
+                if self._pace is not None and not self._pace(1.0):
+                    continue  # under the ceiling: don't hold messages the writers can't use yet
                 try:
                     self.poll_once()
                     backoff = 0.5
@@ -83,10 +166,6 @@ class Poller:
         return len(fresh)
 
     def _hand_on(self, messages: list[Message]) -> None:
-        while not self.stopping.is_set():
-            try:
-                self._inbox.put(messages, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-        self._release(messages)  # shutting down: let another consumer have them now
+        unplaced = self._inbox.put(messages, self.stopping)
+        if unplaced:
+            self._release(unplaced)  # shutting down: let another consumer have them now

@@ -22,8 +22,12 @@ from ingest.inflight import InFlight
 from ingest.messages import Message, Settlement
 from ingest.metrics import Metrics
 from ingest.queue import MessageQueue
+from ingest.ratelimit import Pacer, RateGate, build_gate
 from ingest.receive import Inbox, Poller, ReceiveOptions
+from ingest.replicas import ReplicaRegistry, SharedCeiling
 from ingest.retry import RetryPolicy
+from ingest.route import build_router, parse_hooks
+from ingest.scaling import ScalingPolicy
 from ingest.settings import Settings
 from ingest.sink import DocumentSink
 from ingest.write import WriteGate, WriteStage
@@ -40,6 +44,7 @@ class Service:
         *,
         metrics: Metrics | None = None,
         gate: WriteGate | None = None,
+        replicas: ReplicaRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.queues = dict(queues)
@@ -47,11 +52,26 @@ class Service:
         self.metrics = metrics or Metrics()
         self.breaker = SinkBreaker()
         self.inflight = InFlight()
-        self._inbox: Inbox = queue.Queue(maxsize=settings.inbox_size)
+        self._inbox = Inbox(settings.inbox_size, settings.writers if settings.partitioned else 1)
         self._outbox: queue.Queue[Settlement | None] = queue.Queue()
-        self._write = WriteStage(
-            sink, self.metrics, self.breaker, gate, max_decoded_bytes=settings.max_decoded_bytes
+        if gate is None:
+            gate = build_gate(
+                settings.max_write_rate, settings.write_burst, settings.write_rate,
+                settings.target_write_latency, settings.min_write_rate, self.metrics,
+            )  # fmt: skip
+        self.gate = gate
+        self.shared_ceiling = (
+            SharedCeiling(replicas, gate, self.metrics)
+            if replicas is not None and isinstance(gate, RateGate)
+            else None
         )
+        router = build_router(
+            settings.allow_collections, settings.allow_prefixes, parse_hooks(settings.hooks)
+        )
+        self._write = WriteStage(
+            sink, self.metrics, self.breaker, gate,
+            max_decoded_bytes=settings.max_decoded_bytes, router=router,
+        )  # fmt: skip
         retry_policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self._ack = AckStage(self.queues, self.inflight, self.metrics, retry_policy)
         self._pollers = [
@@ -69,18 +89,26 @@ class Service:
         options = ReceiveOptions(
             self.settings.max_messages, self.settings.wait_seconds, self.settings.visibility_timeout
         )
-        return Poller(
-            source, self._inbox, self.inflight, self.breaker, self.metrics, options, self.release
+        pace = (
+            Pacer(self.gate, self.inflight, self.metrics).ready
+            if isinstance(self.gate, RateGate)
+            else None
         )
+        return Poller(
+            source, self._inbox, self.inflight, self.breaker, self.metrics, options, self.release,
+            pace,
+        )  # fmt: skip
 
     # --------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
         s = self.settings
+        if self.shared_ceiling is not None:
+            self.shared_ceiling.beat()  # register and take our share before the first write
         for index, poller in enumerate(self._pollers):
             self._spawn(poller.run, f"poller-{index}")
         for index in range(s.writers):
-            self._spawn(self._writer_loop, f"writer-{index}")
+            self._spawn(lambda lane=index: self._writer_loop(lane), f"writer-{index}")
         for index in range(s.ackers):
             self._spawn(self._ack_loop, f"acker-{index}")
         self._schedule_jobs()
@@ -101,6 +129,13 @@ class Service:
         )
         self._scheduler.add_job(self.probe_sink, "interval", seconds=1.0, id="probe-sink")
         self._scheduler.add_job(self.read_depth, "interval", seconds=10.0, id="queue-depth")
+        if self.settings.max_pollers:
+            self._scheduler.add_job(self.scale_pollers, "interval", seconds=5.0, id="scale-pollers")
+        if self.shared_ceiling is not None:
+            self._scheduler.add_job(
+                self.shared_ceiling.beat, "interval", id="replicas",
+                seconds=self.settings.replica_heartbeat_seconds,
+            )  # fmt: skip
         if self.settings.exit_when_idle is not None:
             self._scheduler.add_job(self._stop_if_idle, "interval", seconds=0.5, id="idle-exit")
         self._scheduler.start()
@@ -131,13 +166,15 @@ class Service:
             log.warning("handing back %d messages still held at the deadline", len(leftover))
             self.release(leftover)
         self._scheduler.shutdown(wait=False)
+        if self.shared_ceiling is not None:
+            self.shared_ceiling.leave()  # the others take up our share at their next heartbeat
         self.stopped.set()
 
     # ------------------------------------------------------------------ stages
 
-    def _writer_loop(self) -> None:
+    def _writer_loop(self, lane: int) -> None:
         while not self._stopping.is_set():
-            messages = self._take_batch()
+            messages = self._take_batch(lane)
             if not messages:
                 continue
             with self._lock:
@@ -152,15 +189,15 @@ class Service:
                     self._busy_writers -= 1
                     self._last_activity = time.monotonic()
 
-    def _take_batch(self) -> list[Message]:
+    def _take_batch(self, lane: int) -> list[Message]:
         try:
-            messages = list(self._inbox.get(timeout=0.2))
+            messages = list(self._inbox.get(lane, timeout=0.2))
         except queue.Empty:
             return []
         # Coalescing: take what else is already waiting, without waiting for more.
         while len(messages) < self.settings.coalesce_max_messages:
             try:
-                messages.extend(self._inbox.get_nowait())
+                messages.extend(self._inbox.get_nowait(lane))
             except queue.Empty:
                 break
         return messages
@@ -180,11 +217,9 @@ class Service:
         self._ack.apply(Settlement(release=messages))
 
     def _release_inbox(self) -> None:
-        while True:
-            try:
-                self.release(self._inbox.get_nowait())
-            except queue.Empty:
-                return
+        leftover = self._inbox.drain()
+        if leftover:
+            self.release(leftover)
 
     # -------------------------------------------------------------------- jobs
 
@@ -206,6 +241,26 @@ class Service:
                 if message.message_id not in failed:
                     message.visible_until = now + timeout
             self.metrics.visibility_extended.inc(len(entries) - len(failed))
+
+    def scale_pollers(self) -> None:
+        """Adds or stops one poller per queue at a time, between the configured bounds."""
+        s = self.settings
+        policy = ScalingPolicy(s.min_pollers or 1, s.max_pollers)
+        for source in self.queues.values():
+            running = [p for p in self._pollers if p.source is source and not p.stopping.is_set()]
+            try:
+                visible = source.depth().visible
+            except QueueUnavailable:
+                continue
+            target = policy.desired(
+                visible, len(running), self._write.recent_write_seconds, self._inbox.full()
+            )
+            if target > len(running) and not self._stopping.is_set():
+                poller = self._poller(source)
+                self._pollers.append(poller)
+                self._spawn(poller.run, f"poller-{len(self._pollers) - 1}")
+            elif target < len(running):
+                running[-1].stopping.set()  # it finishes its receive and hands the batch on
 
     def probe_sink(self) -> None:
         self.metrics.breaker_open.set(1 if self.breaker.is_open else 0)
@@ -230,7 +285,7 @@ class Service:
     def is_idle(self) -> bool:
         with self._lock:
             busy = self._busy_writers
-        receiving = any(p.last_received_count for p in self._pollers)
+        receiving = any(p.last_received_count for p in self._pollers if not p.stopping.is_set())
         return not busy and not receiving and self._inbox.empty() and not len(self.inflight)
 
     def _stop_if_idle(self) -> None:
@@ -240,8 +295,16 @@ class Service:
             return
         idle_for = time.monotonic() - self._last_activity
         if self.settings.exit_when_idle is not None and idle_for >= self.settings.exit_when_idle:
+            if self._queues_hold_visible_messages():
+                return  # pollers were just slow to get to them (a busy machine)
             log.info("idle for %.1fs: stopping", idle_for)
             self.request_stop()
+
+    def _queues_hold_visible_messages(self) -> bool:
+        try:
+            return any(source.depth().visible for source in self.queues.values())
+        except QueueUnavailable:
+            return False
 
 
 def _join(threads: list[threading.Thread], deadline: float) -> None:

@@ -46,6 +46,22 @@ class Settings:
     exit_when_idle: float | None = None  # stop after this many seconds with nothing to do
     log_format: str = "text"
     log_level: str = "INFO"
+    # The write ceiling (ingest/ratelimit.py), records per second for the whole pool of replicas.
+    max_write_rate: float = 0.0  # 0: no ceiling; the cap in adaptive mode
+    write_burst: float = 0.0  # records; 0: 1/20 of a second's worth
+    write_rate: str = "fixed"  # "fixed" or "adaptive"
+    target_write_latency: float = 0.05  # seconds per bulk write, adaptive mode; "50ms" accepted
+    min_write_rate: float = 0.0  # adaptive floor; 0: 1/50 of max_write_rate
+    replica_heartbeat_seconds: float = 5.0
+    # Routing (ingest/route.py): comma-separated names and prefixes; empty allows all.
+    allow_collections: tuple[str, ...] = ()
+    allow_prefixes: tuple[str, ...] = ()
+    hooks: str = ""  # "events=pkg.module:function,audit=..."
+    # Standard queues: keep one partition key on one writer, in arrival order.
+    partitioned: bool = False
+    # Scaling by depth: pollers per queue move between these bounds (max 0: fixed at `pollers`).
+    min_pollers: int = 1
+    max_pollers: int = 4
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,16 +92,22 @@ class Settings:
             if name in env and env[name] != "":
                 values[item.name] = _parse(item.name, env[name])
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if isinstance(values.get("queue_urls"), str):
-            values["queue_urls"] = _parse("queue_urls", values["queue_urls"])
+        for name in ("queue_urls", "allow_collections", "allow_prefixes"):
+            if isinstance(values.get(name), str):
+                values[name] = _parse(name, values[name])
+        latency = values.get("target_write_latency")
+        if isinstance(latency, str):
+            values["target_write_latency"] = _parse("target_write_latency", latency)
         if "write_mode" in values:
             values["write_mode"] = _write_mode(values["write_mode"])
         return cls(**values)
 
 
 _INTS = {"pollers", "writers", "ackers", "max_messages", "wait_seconds", "visibility_timeout",
-         "coalesce_max_messages", "inbox_batches", "max_decoded_bytes", "metrics_port"}  # fmt: skip
-_FLOATS = {"shutdown_seconds", "retry_base_seconds", "retry_max_seconds", "exit_when_idle"}
+         "coalesce_max_messages", "inbox_batches", "max_decoded_bytes", "metrics_port",
+         "min_pollers", "max_pollers"}  # fmt: skip
+_FLOATS = {"shutdown_seconds", "retry_base_seconds", "retry_max_seconds", "exit_when_idle",
+           "max_write_rate", "write_burst", "min_write_rate", "replica_heartbeat_seconds"}  # fmt: skip
 
 
 def _parse(name: str, raw: str) -> Any:
@@ -96,10 +118,14 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         if name in _FLOATS:
             return float(raw)
-        if name == "journal":
+        if name in ("journal", "partitioned"):
             return raw.lower() in ("1", "true", "yes")
+        if name in ("allow_collections", "allow_prefixes"):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
         if name == "write_mode":
             return _write_mode(raw)
+        if name == "target_write_latency":
+            return _seconds(raw)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from exc
     return raw
@@ -111,3 +137,11 @@ def _write_mode(raw: str | WriteMode) -> WriteMode:
     except ValueError as exc:
         choices = ", ".join(m.value for m in WriteMode)
         raise ConfigError(f"write mode {raw!r} is not one of {choices}") from exc
+
+
+def _seconds(raw: str) -> float:
+    """'50ms', '0.05s' or '0.05' (seconds)."""
+    text = raw.strip().lower()
+    if text.endswith("ms"):
+        return float(text[:-2]) / 1000
+    return float(text.removesuffix("s"))

@@ -38,6 +38,9 @@ TRANSIENT_CODES: Final = frozenset(
 # Codes that mean the server is overloaded: the rate limiter treats them as a strong signal.
 FERRETDB_UNSUPPORTED: Final = '"$numberDecimal"'
 OVERLOAD_CODES: Final = frozenset({50, 112, 262, 462, 16500})
+# What the driver raises before sending when one document cannot become BSON
+# (ints beyond 64 bits and lone surrogates come out of valid JSON).
+UNENCODABLE: Final = (DocumentTooLarge, InvalidDocument, OverflowError, UnicodeEncodeError)
 
 
 class WriteMode(enum.StrEnum):
@@ -49,6 +52,11 @@ class WriteMode(enum.StrEnum):
 class DocumentSink(Protocol):
     def write(self, records: Sequence[Record]) -> list[Outcome]:
         """One outcome per record, in order. Raises SinkUnavailable for the whole batch."""
+        ...
+
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        """Applies records strictly in order (FIFO groups). A record to retry stops
+        the ones after it, which come back as RETRY without having been applied."""
         ...
 
     def ping(self) -> None:
@@ -141,13 +149,51 @@ class MongoSink:
                 kept.append(index)
         return kept
 
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        outcomes: list[Outcome] = [WRITTEN] * len(records)
+        for name, indexes in _group_by_collection(records).items():
+            if self.is_ferretdb:
+                indexes = self._reject_unsupported(records, indexes, outcomes)
+            collection = self._collection(name)
+            group = [records[i] for i in indexes]
+            for index, outcome in zip(indexes, self._ordered(collection, group), strict=True):
+                outcomes[index] = outcome
+        return _stop_after_first_retry(records, outcomes)
+
+    def _ordered(
+        self, collection: Collection[dict[str, Any]], records: list[Record]
+    ) -> list[Outcome]:
+        """Ordered bulks; a permanent error skips only its record, a transient one stops."""
+        results: list[Outcome] = []
+        remaining = records
+        while remaining:
+            try:
+                outcomes = _bulk(collection, [self._ordered_op(r) for r in remaining], ordered=True)
+            except UNENCODABLE as exc:
+                outcomes = [rejected(f"MongoDB cannot store this document: {exc}")]
+            failed = next((i for i, o in enumerate(outcomes) if o is not WRITTEN), None)
+            if failed is None:
+                return results + outcomes
+            results += outcomes[: failed + 1]
+            if not outcomes[failed].settled:
+                return results + [_AFTER_FAILURE] * (len(remaining) - failed - 1)
+            remaining = remaining[failed + 1 :]
+        return results
+
+    def _ordered_op(self, record: Record) -> Any:
+        if self.mode is WriteMode.REPLACE:
+            return _replace_op(record)
+        if self.mode is WriteMode.MERGE:
+            return _merge_op(record)
+        return InsertOne(record.document)
+
     def _write_group(self, name: str, records: list[Record]) -> list[Outcome]:
         if not records:
             return []
         collection = self._collection(name)
         try:
             return self._write_mode(collection, records)
-        except (DocumentTooLarge, InvalidDocument):
+        except UNENCODABLE:
             # The driver refuses the whole bulk for one bad document: isolate it.
             return [self._write_one(collection, record) for record in records]
 
@@ -180,8 +226,22 @@ class MongoSink:
     def _write_one(self, collection: Collection[dict[str, Any]], record: Record) -> Outcome:
         try:
             return self._write_mode(collection, [record])[0]
-        except (DocumentTooLarge, InvalidDocument) as exc:
+        except UNENCODABLE as exc:
             return rejected(f"MongoDB cannot store this document: {exc}")
+
+
+_AFTER_FAILURE: Final = retry("not applied: an earlier record of its group must be retried first")
+
+
+def _stop_after_first_retry(records: Sequence[Record], outcomes: list[Outcome]) -> list[Outcome]:
+    """Records of other collections after the group's first retry may already be applied;
+    retrying them too re-applies them after it, so the final state follows the group's order."""
+    first = next((i for i, o in enumerate(outcomes) if not o.settled), None)
+    if first is None:
+        return outcomes
+    return outcomes[: first + 1] + [
+        o if not o.settled else _AFTER_FAILURE for o in outcomes[first + 1 :]
+    ]
 
 
 def _merge_op(record: Record) -> UpdateOne:
@@ -213,7 +273,7 @@ def _bulk(
         collection.bulk_write(ops, ordered=ordered)
     except BulkWriteError as exc:
         _apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
-    except (DocumentTooLarge, InvalidDocument):
+    except UNENCODABLE:
         raise
     except OperationFailure as exc:
         raise SinkUnavailable(f"MongoDB refused the write: {exc.code} {_short(exc)}") from exc
@@ -279,6 +339,18 @@ class MemorySink:
         with self._lock:
             self.write_calls += 1
             return [self._write_one(record) for record in records]
+
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        self.ping()
+        with self._lock:
+            self.write_calls += 1
+            outcomes: list[Outcome] = []
+            for index, record in enumerate(records):
+                outcome = self._write_one(record)
+                outcomes.append(outcome)
+                if not outcome.settled:
+                    return outcomes + [_AFTER_FAILURE] * (len(records) - index - 1)
+            return outcomes
 
     def _write_one(self, record: Record) -> Outcome:
         reason = self._reject(record) if self._reject else None

@@ -16,10 +16,20 @@ from bson import ObjectId
 from ingest.breaker import SinkBreaker
 from ingest.decode import bad_record_reason, decode_all
 from ingest.errors import SinkUnavailable
-from ingest.messages import DeadLetter, DecodedMessage, Message, Outcome, OutcomeKind, Settlement
+from ingest.messages import (
+    WRITTEN,
+    DeadLetter,
+    DecodedMessage,
+    Message,
+    Outcome,
+    OutcomeKind,
+    Settlement,
+)
 from ingest.metrics import Metrics
+from ingest.route import Router
 from ingest.sink import DocumentSink
 from producer import wire
+from producer.wire import BadRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +46,16 @@ class WriteGate(Protocol):
 
     def observe(self, records: int, seconds: float, overloaded: bool) -> None: ...
 
+    def max_bulk(self) -> int:
+        """Largest bulk to write at once (0: no limit); larger batches are split."""
+        ...
+
 
 class OpenGate:
     """No ceiling."""
+
+    def max_bulk(self) -> int:
+        return 0
 
     def acquire(self, records: int) -> None:
         return None
@@ -57,6 +74,7 @@ class WriteStage:
         *,
         max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES,
         clock: Callable[[], float] = time.time,
+        router: Router | None = None,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
@@ -64,16 +82,24 @@ class WriteStage:
         self._gate = gate or OpenGate()
         self._max_decoded_bytes = max_decoded_bytes
         self._clock = clock
+        self._router = router or Router()
+        self.recent_write_seconds = 0.0  # moving average of bulk write latency, for scaling
 
     def process(self, messages: Sequence[Message]) -> Settlement:
         if self._breaker.is_open:
             # Don't spend the write on a store known to be down: hand the messages back.
             return Settlement(release=list(messages))
         decoded = decode_all(messages, self._max_decoded_bytes)
+        if not self._router.is_open:
+            for item in decoded:
+                _route(item, self._router)
         records = [record for item in decoded for record in item.records]
         self._metrics.records_received.inc(len(records))
         try:
-            outcomes = self._write(records)
+            if any(item.message.group_id for item in decoded):
+                outcomes = self._write_groups(decoded)
+            else:
+                outcomes = self._write(records)
         except SinkUnavailable as exc:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
@@ -82,16 +108,42 @@ class WriteStage:
         return self._settle(decoded, outcomes)
 
     def _write(self, records: list[wire.Record]) -> list[Outcome]:
+        # Under a ceiling, bulks no larger than the burst keep MongoDB's load flat.
+        size = self._gate.max_bulk() or len(records)
+        outcomes: list[Outcome] = []
+        for start in range(0, len(records), size):
+            outcomes.extend(self._write_bulk(records[start : start + size]))
+        return outcomes
+
+    def _write_groups(self, decoded: list[DecodedMessage]) -> list[Outcome]:
+        """FIFO: each MessageGroupId's records strictly in order, one group after another."""
+        groups: dict[str, list[int]] = {}
+        position = 0
+        for item in decoded:
+            key = item.message.group_id or ""
+            groups.setdefault(key, []).extend(range(position, position + len(item.records)))
+            position += len(item.records)
+        records = [record for item in decoded for record in item.records]
+        outcomes: list[Outcome] = [WRITTEN] * len(records)
+        for indexes in groups.values():
+            group = [records[i] for i in indexes]
+            for index, outcome in zip(indexes, self._write_bulk(group, ordered=True), strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    def _write_bulk(self, records: list[wire.Record], *, ordered: bool = False) -> list[Outcome]:
         if not records:
             return []
         self._gate.acquire(len(records))
         started = time.perf_counter()
         try:
-            outcomes = self._sink.write(records)
+            write = self._sink.write_ordered if ordered else self._sink.write
+            outcomes = write(records)
         except SinkUnavailable:
             self._gate.observe(len(records), time.perf_counter() - started, overloaded=True)
             raise
         elapsed = time.perf_counter() - started
+        self.recent_write_seconds += 0.2 * (elapsed - self.recent_write_seconds)
         self._breaker.record_success()
         self._gate.observe(len(records), elapsed, overloaded=_overloaded(outcomes))
         self._observe(records, outcomes, elapsed)
@@ -119,6 +171,18 @@ class WriteStage:
             position += len(item.records)
             _settle_message(item, mine, settlement)
         return settlement
+
+
+def _route(item: DecodedMessage, router: Router) -> None:
+    """Records the router refuses join the message's bad records (dead-lettered alone)."""
+    kept: list[wire.Record] = []
+    for record in item.records:
+        routed = router.route(record)
+        if isinstance(routed, str):
+            item.bad_records.append(BadRecord(0, record.line, routed))
+        else:
+            kept.append(routed)
+    item.records = kept
 
 
 def _overloaded(outcomes: list[Outcome]) -> bool:

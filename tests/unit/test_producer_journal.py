@@ -1,0 +1,98 @@
+"""The journal on its own: entry format, fsync policy, one replayer per segment."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from producer import Producer
+from producer.batcher import Item
+from producer.journal import Journal, decode_entry, default_journal_dir, encode_entry
+from tests.unit._producer_fakes import FakeSQS
+
+URL = "http://sqs.local/000000000000/q"
+
+
+def line(n: int) -> str:
+    return f'{{"c":"e","d":{{"_id":{n},"n":{n},"s":"tab\\there"}}}}'
+
+
+def test_entries_keep_partition_key_and_id_key() -> None:
+    item = Item(line(1), "user\t7", "int:1")
+    assert decode_entry(encode_entry(item)) == item
+    assert decode_entry(encode_entry(Item(line(2), None, None))) == Item(line(2), None, None)
+
+
+def test_default_dir_follows_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    first = default_journal_dir([URL])
+    assert first.parent == tmp_path / "sqs-mongo-ingest" / "journal"
+    assert default_journal_dir([URL, URL + "2"]) != first
+
+
+@pytest.mark.parametrize(("policy", "expect_fsync"), [("always", True), ("never", False)])
+def test_fsync_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, policy: str, expect_fsync: bool
+) -> None:
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    journal = Journal(tmp_path, fsync=policy)
+    journal.append([Item(line(1), None, None)])
+    journal.append([Item(line(2), None, None), Item(line(3), None, None)])
+    assert bool(calls) is expect_fsync
+    if expect_fsync:
+        assert len(calls) >= 2  # every append, plus the new segment's directory entry
+    journal.seal()
+
+
+def test_segments_roll_over_at_the_size_limit(tmp_path: Path) -> None:
+    journal = Journal(tmp_path, segment_bytes=200)
+    for n in range(10):
+        journal.append([Item(line(n), None, None)])
+    journal.seal()
+    segments = journal.segments()
+    assert len(segments) > 2
+    replayed = []
+    while (reader := journal.claim()) is not None:
+        items, bad, _ = reader.read_chunk(10**6)
+        assert not bad
+        replayed.extend(items)
+        reader.finish()
+    assert [item.line for item in replayed] == [line(n) for n in range(10)]
+
+
+def test_a_claimed_segment_cannot_be_claimed_twice(tmp_path: Path) -> None:
+    journal = Journal(tmp_path)
+    journal.append([Item(line(1), None, None)])
+    journal.seal()
+    first = journal.claim()
+    assert first is not None
+    assert Journal(tmp_path).claim() is None  # locked by the first replayer
+    first.finish()
+    assert Journal(tmp_path).claim() is None and not journal.segments()
+
+
+def test_two_producers_sharing_a_journal_replay_each_record_once(tmp_path: Path) -> None:
+    writer = Journal(tmp_path, segment_bytes=2000)
+    for n in range(300):
+        writer.append([Item(line(n), None, None)])
+    writer.seal()
+    fakes = [FakeSQS(), FakeSQS()]
+    producers = [Producer(URL, sqs_client=f, journal_dir=tmp_path) for f in fakes]
+    try:
+        deadline = time.monotonic() + 10
+        while writer.segments() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not writer.segments()
+    finally:
+        for producer in producers:
+            producer.close()
+    got = [r.document["n"] for fake in fakes for r in fake.records()]
+    assert sorted(got) == list(range(300))
+    assert sum(p.stats().replayed for p in producers) == 300

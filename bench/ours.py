@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import urllib.request
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any

@@ -45,7 +45,7 @@ def make_record(rng: random.Random, index: int) -> dict[str, Any]:
         "_id": ObjectId(),
         "user_id": f"u-{user:08d}",
         "action": action,
-        "ip": f"{rng.randrange(1, 224)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",  # noqa: E501
+        "ip": ".".join(str(rng.randrange(1, 224 if i == 0 else 255)) for i in range(4)),
         "user_agent": rng.choice(_AGENTS),
         "created_at": at,
         "received_at": at + timedelta(milliseconds=rng.randrange(1, 400)),
@@ -61,7 +61,11 @@ def make_record(rng: random.Random, index: int) -> dict[str, Any]:
             "tags": rng.sample(_WORDS, 3),
             "geo": {"country": rng.choice(_COUNTRIES), "city_id": rng.randrange(10**5)},
             "changes": [
-                {"field": rng.choice(_WORDS), "old": rng.randrange(1000), "new": rng.randrange(1000)}
+                {
+                    "field": rng.choice(_WORDS),
+                    "old": rng.randrange(1000),
+                    "new": rng.randrange(1000),
+                }
                 for _ in range(3)
             ],
         },

@@ -1,0 +1,189 @@
+"""Turns a result dict (bench/results/latest.json) into docs/performance.md and a PNG chart.
+
+Pure functions of the dict, so they are tested without running the suite."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+CONTENDERS = ("ours", "ours_single", "naive_batched", "peer", "naive")
+LABELS = {
+    "ours": "ours (packed, producer defaults)",
+    "ours_single": "ours (one record per message)",
+    "naive_batched": "naive batched (article: 10 threads, insert_many, batch delete)",
+    "peer": "sqs-workers 0.7.3 (batch mode)",
+    "naive": "naive (insert_one, delete each, 1 thread)",
+}
+
+
+def _number(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}" if abs(value) >= 0.1 else f"{value:.4f}"
+    return str(value)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _consumers(result: Mapping[str, Any]) -> list[str]:
+    rps = result.get("consumer_rps", {})
+    detail = result.get("consumer_detail", {})
+    rows = []
+    for name in CONTENDERS:
+        if name not in rps:
+            continue
+        info = detail.get(name, {})
+        rows.append((
+            LABELS[name], _number(rps[name]), _number(info.get("records")),
+            _number(info.get("messages")), _number(info.get("seconds"), 2),
+        ))  # fmt: skip
+    header = ("consumer", "records/s", "records", "messages", "seconds")
+    return ["## Consumer throughput (end to end, into MongoDB)", "", *_table(header, rows)]
+
+
+def _ceilings(result: Mapping[str, Any]) -> list[str]:
+    ceiling = result.get("ceiling_rps", {})
+    rows = [
+        ("SQS: receive + batch delete, packed messages", _number(ceiling.get("sqs")), "records/s"),
+        ("SQS: receive + batch delete, one record per message",
+         _number(ceiling.get("sqs_messages_per_s")), "messages/s"),
+        ("MongoDB: unordered insert_many, no SQS", _number(ceiling.get("mongo")), "records/s"),
+    ]  # fmt: skip
+    return ["## Ceilings (same concurrency as `ingest run`)", "",
+            *_table(("limit", "rate", "unit"), rows)]  # fmt: skip
+
+
+def _costs(result: Mapping[str, Any]) -> list[str]:
+    rows = [
+        (mode, _number(value, 4)) for mode, value in result.get("requests_per_record", {}).items()
+    ]
+    lines = ["## Billable SQS requests per record", "",
+             "Sends, receives (including the final empty ones) and deletes; a request costs",
+             "ceil(payload / 64 KiB).", ""]  # fmt: skip
+    return lines + _table(("messages", "requests per record"), rows)
+
+
+def _other(result: Mapping[str, Any]) -> list[str]:
+    latency = result.get("send_latency_us") or {}
+    rows = [
+        ("pipeline CPU per record (in-memory queue and sink)",
+         _number(result.get("overhead_us_per_record")) + " µs"),
+        ("producer send() p50 / p99 / p99.9",
+         " / ".join(_number(latency.get(k)) for k in ("p50", "p99", "p999")) + " µs"),
+    ]  # fmt: skip
+    rows += [
+        (f"scaling: {n} `ingest run` process(es)", _number(v) + " records/s")
+        for n, v in result.get("scaling_rps", {}).items()
+    ]
+    return ["## Overhead, producer, scaling", "", *_table(("measure", "value"), rows)]
+
+
+def _targets(result: Mapping[str, Any]) -> list[str]:
+    ratios = result.get("ratios", {})
+    rows = [(name, _number(value, 2)) for name, value in ratios.items()]
+    target_rows = [
+        (t["target"], _number(t.get("value"), 2), "met" if t.get("met") else "NOT met")
+        for t in result.get("targets", {}).values()
+    ]
+    return ["## Ratios and targets", "", *_table(("ratio", "value"), rows),
+            *_table(("target", "measured", "status"), target_rows)]  # fmt: skip
+
+
+METHOD = [
+    "## Method",
+    "",
+    "- Every consumer drains its own fresh queue into its own fresh database, filled with the",
+    "  same documents (bench/records.py); queues and databases are removed afterwards.",
+    "- `ours`: `ingest run` with its defaults, fed by our Producer (packed 64 KiB messages);",
+    "  `ours_single`: the same consumer on one record per message. The clock starts when the",
+    "  process logs that it is consuming (Python start-up excluded) and stops when its",
+    "  /metrics count every record as stored; the database count is then checked.",
+    "- In-process contenders stop the clock when their own acknowledged writes reach the",
+    "  total. `peer` is sqs-workers in batch mode (BatchMessages(50)), 10 workers, filled",
+    "  through its own `add_job` in `add_batch()` with its pickle codec.",
+    "- Ceilings use `ingest run`'s default concurrency: pollers + ackers threads for SQS,",
+    "  writers threads for MongoDB.",
+    "- Overhead: `Service` over `MemoryQueue` into `MemorySink`, `time.process_time()` of the",
+    "  whole process divided by the records.",
+    "- Requests per record and send() latency come from bench/bench_producer.py; the",
+    "  headline latency is the paced run (a web app's request threads), the tight loop is",
+    "  the worst case.",
+    "",
+    "Raw figures: `bench/results/latest.json` (not committed).",
+    "",
+]
+
+
+def markdown(result: Mapping[str, Any], chart: str | None = "performance.png") -> str:
+    meta = result.get("meta", {})
+    lines = [
+        "# Performance",
+        "",
+        f"Generated by `make bench{'-quick' if meta.get('quick') else ''}` "
+        f"({meta.get('started', 'n/a')}, commit {meta.get('commit', 'n/a')}). "
+        "Figures are from one run on the local stack; other work on the same servers makes "
+        "them vary by tens of percent, so compare ratios measured in the same run.",
+        "",
+        f"Machine: {meta.get('machine', 'n/a')}. Servers: {meta.get('servers', 'n/a')}. "
+        f"Records: ~{_number(meta.get('record_bytes'))} byte operation records "
+        "(bench/records.py).",
+        "",
+    ]
+    if chart:
+        lines += [f"![throughput per consumer]({chart})", ""]
+    for section in (_consumers, _ceilings, _costs, _other, _targets):
+        lines += section(result)
+    lines += METHOD
+    return "\n".join(lines)
+
+
+def chart(result: Mapping[str, Any], path: Path) -> None:
+    """Horizontal bars of records/s per consumer, with the ceilings as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rps = result.get("consumer_rps", {})
+    names = [n for n in CONTENDERS if rps.get(n) is not None]
+    values = [float(rps[n]) for n in names]
+    figure, axis = plt.subplots(figsize=(9, 0.6 * len(names) + 2.2))
+    colors = ["#2a7ab9" if n.startswith("ours") else "#9a9a9a" for n in names]
+    bars = axis.barh([LABELS[n] for n in names], values, color=colors)
+    axis.bar_label(bars, labels=[f"{v:,.0f}" for v in values], padding=3, fontsize=8)
+    axis.invert_yaxis()
+    ceilings = result.get("ceiling_rps", {})
+    for key, style, label in (
+        ("mongo", "--", "MongoDB ceiling"),
+        ("sqs", ":", "SQS ceiling (packed)"),
+    ):
+        value = ceilings.get(key)
+        if value and (not values or value < 3 * max(values)):
+            axis.axvline(
+                float(value), linestyle=style, color="#c0392b", label=f"{label} {value:,.0f}/s"
+            )
+    axis.set_xlabel("records per second into MongoDB (higher is better)")
+    axis.set_title("Draining the same ~1 KB records from SQS into MongoDB")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(result: Mapping[str, Any], markdown_path: Path, chart_path: Path) -> None:
+    chart(result, chart_path)
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(markdown(result, chart_path.name))

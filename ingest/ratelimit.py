@@ -28,9 +28,11 @@ Sleep = Callable[[float], None]
 
 FIXED = "fixed"
 ADAPTIVE = "adaptive"
-# The auto burst: 1/20 s of writing, so a one-second window sees at most 5% above the ceiling.
-AUTO_BURST_FRACTION = 0.05
-PACE_HORIZON_SECONDS = 1.0
+# The auto burst: 1/25 s of writing. Bulks are split to the burst, so a one-second window
+# sees at most the ceiling plus one bulk (4%), leaving room for the writers' timing jitter.
+AUTO_BURST_FRACTION = 0.04
+# Pollers hold no more records than the writers can write in this long.
+PACE_HORIZON_SECONDS = 2.0
 
 
 class TokenBucket:
@@ -196,10 +198,6 @@ class Ceiling:
         return self.min_rate or max(1.0, self.max_rate / 50)
 
 
-class PacedGate(Protocol):
-    def ready(self, timeout: float) -> bool: ...
-
-
 class RateGate:
     """The WriteGate with a ceiling: fixed, or adaptive between a floor and the cap."""
 
@@ -256,14 +254,9 @@ class RateGate:
             self._bucket.set_rate(rate)
             self._publish()
 
-    def ready(self, timeout: float) -> bool:
-        """Pace hint for the pollers: False (after waiting up to `timeout`) while the
-        writers are more than PACE_HORIZON_SECONDS behind the ceiling."""
-        behind = self._bucket.debt_seconds() - PACE_HORIZON_SECONDS
-        if behind <= 0:
-            return True
-        self._sleep(min(timeout, behind if math.isfinite(behind) else timeout))
-        return False
+    def behind_seconds(self) -> float:
+        """How long the writers already wait for tokens (inf while closed)."""
+        return self._bucket.debt_seconds()
 
     def set_replicas(self, live: int, *, warming: bool = False) -> None:
         """Takes this replica's share: 1/live of the ceiling (nothing while warming up,
@@ -282,6 +275,48 @@ class RateGate:
         if self._metrics is not None:
             self._metrics.write_ceiling.set(self.rate)
             self._metrics.live_replicas.set(self._live)
+
+
+class Held(Protocol):
+    def __len__(self) -> int: ...
+
+
+class Pacer:
+    """The pollers' pace under a ceiling: receive only while the messages held
+    (received, not yet settled) are worth less than PACE_HORIZON_SECONDS of writing,
+    so no message waits received for long. Records per message are learnt from
+    what was decoded so far."""
+
+    def __init__(
+        self, gate: RateGate, held: Held, metrics: Metrics, *, sleep: Sleep = time.sleep
+    ) -> None:
+        self._gate = gate
+        self._held = held
+        self._metrics = metrics
+        self._sleep = sleep
+
+    def ready(self, timeout: float) -> bool:
+        """True when a poller may receive; otherwise False after waiting up to `timeout`."""
+        waited = 0.0
+        while not self._may_receive():
+            if waited >= timeout:
+                return False
+            self._sleep(0.05)
+            waited += 0.05
+        return True
+
+    def _may_receive(self) -> bool:
+        rate = self._gate.rate
+        if rate <= 0 or self._gate.behind_seconds() > PACE_HORIZON_SECONDS:
+            return False
+        held = len(self._held)
+        return held == 0 or held * self._records_per_message() < rate * PACE_HORIZON_SECONDS
+
+    def _records_per_message(self) -> float:
+        sample = self._metrics.registry.get_sample_value
+        messages = sample("ingest_messages_received_total") or 0.0
+        records = sample("ingest_records_received_total") or 0.0
+        return records / messages if messages and records else 1.0
 
 
 def build_gate(

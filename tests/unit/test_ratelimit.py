@@ -15,6 +15,7 @@ from ingest.ratelimit import (
     Aimd,
     AimdController,
     Ceiling,
+    Pacer,
     RateGate,
     TokenBucket,
     build_gate,
@@ -217,14 +218,28 @@ def test_adaptive_gate_follows_latency_and_overload() -> None:
     assert gate.rate == pytest.approx(50)
 
 
-def test_pollers_pause_while_writers_are_far_behind() -> None:
+def test_pollers_hold_no_more_than_two_seconds_of_writing() -> None:
     clock = FakeClock()
-    gate = RateGate(Ceiling(100, burst=10), clock=clock, sleep=clock.sleep)
-    assert gate.ready(1.0)
-    gate._bucket.reserve(300)  # three seconds of writing already promised
-    assert not gate.ready(1.0)
-    clock.sleep(2.0)
-    assert gate.ready(1.0)
+    metrics = Metrics()
+    gate = RateGate(Ceiling(1000, burst=10), metrics, clock=clock, sleep=clock.sleep)
+    held: list[int] = []
+    pacer = Pacer(gate, held, metrics, sleep=clock.sleep)
+    assert pacer.ready(1.0)  # nothing held, nothing learnt yet
+    metrics.messages_received.inc(10)
+    metrics.records_received.inc(1000)  # 100 records a message
+    held.extend(range(19))
+    assert pacer.ready(1.0)  # 950 records: less than a second's worth
+    held.append(19)
+    started = clock.now
+    assert not pacer.ready(1.0)  # 1000 records held: wait (and say so after the timeout)
+    assert clock.now - started == pytest.approx(1.0)
+    held.clear()
+    gate.set_replicas(2, warming=True)
+    assert not pacer.ready(0.2)  # a warming replica receives nothing
+    gate.set_replicas(2)
+    assert pacer.ready(0.2)
+    gate._bucket.reserve(2000)  # writers already four seconds behind
+    assert not pacer.ready(0.2)
 
 
 def test_settings_and_build_gate() -> None:
@@ -234,7 +249,7 @@ def test_settings_and_build_gate() -> None:
     )
     assert settings.target_write_latency == pytest.approx(0.05)
     gate = build_gate(2000, 0, settings.write_rate, settings.target_write_latency, 0)
-    assert gate is not None and gate.max_bulk() == 100 and gate.ceiling.floor == 40
+    assert gate is not None and gate.max_bulk() == 80 and gate.ceiling.floor == 40
     assert build_gate(0, 0, "fixed", 0.05, 0) is None
     with pytest.raises(ConfigError):
         build_gate(0, 0, "adaptive", 0.05, 0)

@@ -50,6 +50,7 @@ def _checkpoint_position(path: Path) -> int:
         return 0
 
 
+@pytest.mark.timeout(300 + LINES // 400)
 def test_interrupted_backfill_resumes_and_reruns_add_nothing(
     make_queue: Any, mongo_db: Any, tmp_path: Path
 ) -> None:
@@ -92,4 +93,5 @@ def test_interrupted_backfill_resumes_and_reruns_add_nothing(
     assert fresh["sent"] == LINES and fresh["ids_derived"] == LINES - LINES // 10
     _drain(queue.url, env)
     assert mongo_db.ops.count_documents({}) == LINES
-    assert len(mongo_db.ops.distinct("n")) == LINES
+    # Client-side: FerretDB's distinct is too slow at 200,000.
+    assert {d["n"] for d in mongo_db.ops.find({}, {"n": 1, "_id": 0})} == set(range(LINES))

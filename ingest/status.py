@@ -4,6 +4,7 @@ running consumers (their /readyz), once or refreshed with --watch."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -128,6 +129,18 @@ def show(
     rounds: int | None = None,
 ) -> None:
     """Print once, or every `watch` seconds until interrupted (or `rounds` times)."""
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends --watch quietly
+        _show(settings, as_json, watch, consumers, echo, rounds)
+
+
+def _show(
+    settings: Settings,
+    as_json: bool,
+    watch: float | None,
+    consumers: Sequence[str],
+    echo: Callable[[str], None],
+    rounds: int | None,
+) -> None:
     count = 0
     while True:
         report = collect(settings, consumers)

@@ -47,9 +47,23 @@ def main() -> None:
 @click.option("--exit-when-idle", type=float, help="Stop after this many idle seconds")
 @click.option("--log-format", type=click.Choice(["text", "json"]))
 @click.option("--region", help="AWS region when AWS_DEFAULT_REGION is not set")
+@click.option("--max-write-rate", type=float, help="Records/s for all replicas; adaptive: the cap")
+@click.option("--write-burst", type=float, help="Records above the ceiling allowed at once")
+@click.option("--write-rate", type=click.Choice(["fixed", "adaptive"]), help="[INGEST_WRITE_RATE]")
+@click.option("--target-write-latency", help="Adaptive: bulk write latency to hold, e.g. 50ms")
+@click.option("--min-write-rate", type=float, help="Adaptive: the floor, records/s")
+@click.option("--replica-heartbeat-seconds", type=float, help="How often replicas check in")
+@click.option("--allow-collections", help="Comma-separated collections records may go to")
+@click.option("--allow-prefixes", help="Comma-separated collection name prefixes allowed")
+@click.option("--hooks", help="Per-collection hooks: events=pkg.module:function,...")
+@click.option("--partitioned/--no-partitioned", default=None, help="One partition key, one writer")
+@click.option("--min-pollers", type=int, help="Scaling by depth: fewest pollers per queue")
+@click.option("--max-pollers", type=int, help="Scaling by depth: most pollers per queue; 0 fixes it")
+@click.option("--coalesce-max-messages", type=int, help="Merge waiting batches up to N messages")
 def run(**options: Any) -> None:
     """Consume until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
     from ingest.health import HealthServer
+    from ingest.replicas import registry_for
     from ingest.service import Service
 
     settings = _settings(**options)
@@ -57,8 +71,9 @@ def run(**options: Any) -> None:
     try:
         mongo = connect.mongo_client(settings)
         service = Service(
-            settings, connect.sqs_queues(settings), connect.mongo_sink(settings, mongo)
-        )
+            settings, connect.sqs_queues(settings), connect.mongo_sink(settings, mongo),
+            replicas=registry_for(settings, mongo),
+        )  # fmt: skip
     except IngestError as exc:
         raise click.ClickException(str(exc)) from exc
     server = None
@@ -130,16 +145,27 @@ def init(
 @click.option("--mongo-uri")
 @click.option("--database")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts")
+@click.option("--watch", type=click.FloatRange(min=0.5), help="Refresh every N seconds")
+@click.option("--consumer", "consumers", multiple=True, help="A consumer's URL: show its /readyz")
 def status(
-    queue_urls: str | None, mongo_uri: str | None, database: str | None, as_json: bool
-) -> None:
-    """Queue depth, dead-letter depth and document counts."""
-    from ingest.status import collect, render
+    queue_urls: str | None, mongo_uri: str | None, database: str | None, as_json: bool,
+    watch: float | None, consumers: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Queue depth, dead-letter depth, document counts and consumer readiness."""
+    from ingest.status import show
 
     settings = _settings(queue_urls=queue_urls, mongo_uri=mongo_uri, database=database)
-    report = collect(settings)
-    click.echo(json.dumps(report, default=str) if as_json else render(report))
+    show(settings, as_json=as_json, watch=watch, consumers=consumers, echo=click.echo)
 
+
+def _register_operations() -> None:
+    from ingest.commands import backfill, dlq
+
+    main.add_command(backfill)
+    main.add_command(dlq)
+
+
+_register_operations()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

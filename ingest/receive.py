@@ -22,7 +22,7 @@ from producer import wire
 
 log = logging.getLogger(__name__)
 
-PARTITION_ATTRIBUTE = "ingest-partition-key"
+PARTITION_ATTRIBUTE = wire.PARTITION_ATTRIBUTE
 
 
 class Inbox:

@@ -23,7 +23,7 @@ from .config import Config
 from .errors import BufferFull, ProducerClosed, RecordTooLarge, WireError
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
-from .packing import Packer, single_record_limit
+from .packing import PARTITION_OVERHEAD, Packer, single_record_limit
 from .sender import ErrorCallback, Sender
 
 log = logging.getLogger("producer")
@@ -141,10 +141,13 @@ class Producer:
             document["_id"] = ObjectId()
         wire.check_document(document)
         line = wire.encode_record(collection, document)
-        if len(line) > self._record_limit:
+        limit = self._record_limit
+        if partition_key is not None and not self.config.fifo:
+            limit -= PARTITION_OVERHEAD  # the key travels as a message attribute
+        if len(line) > limit:
             raise RecordTooLarge(
                 f"record is {len(line)} bytes encoded; one message holds at most "
-                f"{self._record_limit} bytes of records (max_message_bytes="
+                f"{limit} bytes of records (max_message_bytes="
                 f"{self.config.max_message_bytes} minus attributes)"
             )
         record_id = document["_id"]

@@ -33,6 +33,10 @@ class Message:
     dedup_id: str | None = None  # FIFO only
 
 
+# The partition-key attribute at its largest (a 128-character key).
+PARTITION_OVERHEAD: Final = len(wire.PARTITION_ATTRIBUTE) + len("String") + 128
+
+
 def attributes_overhead(encoding: str, record_count: int) -> int:
     return wire.attributes_size(wire.message_attributes(encoding, record_count))
 
@@ -62,6 +66,7 @@ class Packer:
     def raw_budget(self) -> int:
         """Raw record bytes the packer expects to fit in one message."""
         room = self.max_message_bytes - attributes_overhead(self.encoding, 99999)
+        room -= PARTITION_OVERHEAD
         if self.encoding == wire.IDENTITY:
             return room
         return min(MAX_RAW_BODY_BYTES, int(room * _SAFETY / self.ratio))
@@ -74,7 +79,9 @@ class Packer:
         return messages
 
     def _groups(self, items: Sequence[Item]) -> Iterator[list[Item]]:
-        if not self.fifo:
+        # Standard queues too: a message holds one partition key, so the consumer can
+        # keep each key on one writer (its --partitioned mode).
+        if not self.fifo and all(item.partition_key is None for item in items):
             yield list(items)
             return
         groups: dict[str | None, list[Item]] = {}
@@ -114,6 +121,11 @@ class Packer:
             if len(body) >= len(text):
                 encoding, body = wire.IDENTITY, text  # compression did not pay
         attributes = wire.message_attributes(encoding, len(chunk))
+        if chunk[0].partition_key is not None and not self.fifo:
+            attributes[wire.PARTITION_ATTRIBUTE] = {
+                "DataType": "String",
+                "StringValue": chunk[0].partition_key,
+            }
         size = len(body.encode("utf-8")) + wire.attributes_size(attributes)
         group, dedup = self._fifo_ids(chunk)
         return Message(body, attributes, tuple(chunk), size, group, dedup)

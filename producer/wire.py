@@ -38,6 +38,8 @@ FORMAT_VERSION: Final = "1"
 FORMAT_ATTRIBUTE: Final = "ingest-format"
 ENCODING_ATTRIBUTE: Final = "ingest-encoding"
 RECORDS_ATTRIBUTE: Final = "ingest-records"
+#: Standard queues: the records' partition key (FIFO queues use MessageGroupId).
+PARTITION_ATTRIBUTE: Final = "ingest-partition-key"
 IDENTITY: Final = "identity"
 GZIP: Final = "gzip"
 ZSTD: Final = "zstd"
@@ -111,6 +113,21 @@ def check_document(document: object) -> dict[str, Any]:
         if key.startswith("$"):
             raise WireError(f"top-level key {key[:60]!r} starts with '$'")
     return document
+
+
+_KNOWN_COLLECTIONS: set[str] = set()
+_MAX_KNOWN_COLLECTIONS: Final = 10_000
+
+
+def _known_collection(name: object) -> str:
+    """check_collection_name, remembered: a consumer sees the same few names all day."""
+    if isinstance(name, str) and name in _KNOWN_COLLECTIONS:
+        return name
+    checked = check_collection_name(name)
+    if len(_KNOWN_COLLECTIONS) >= _MAX_KNOWN_COLLECTIONS:
+        _KNOWN_COLLECTIONS.clear()  # bounded: a flood of distinct names costs re-checks only
+    _KNOWN_COLLECTIONS.add(checked)
+    return checked
 
 
 def _check_keys_and_depth(value: object, depth: int = 0) -> None:
@@ -200,6 +217,13 @@ def _object_hook(obj: dict[str, Any]) -> Any:
 
 
 def _parse_date(value: str, obj: dict[str, Any]) -> Any:
+    # The common shape, "2026-01-02T03:04:05.678Z" (what encode_record writes), is
+    # UTC already: parsed without the "Z" it is the naive UTC value json_util returns.
+    if len(value) in (20, 24) and value[10] == "T":
+        try:
+            return datetime.fromisoformat(value[:-1])
+        except ValueError:
+            pass
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -211,7 +235,9 @@ def _parse_date(value: str, obj: dict[str, Any]) -> Any:
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
-_loads = partial(json.loads, object_hook=_object_hook)
+# One decoder, built once: json.loads with keyword arguments builds a new one per call.
+# Sharing it across threads is what json.loads itself does with its default decoder.
+_loads = json.JSONDecoder(object_hook=_object_hook).decode
 
 
 def attribute_value(attributes: Mapping[str, Any] | None, name: str) -> str | None:
@@ -316,7 +342,7 @@ def decode_line(line: str) -> Record:
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")
     if "c" not in obj or "d" not in obj:
         raise WireError("record must have 'c' (collection) and 'd' (document)")
-    collection = check_collection_name(obj["c"])
+    collection = _known_collection(obj["c"])
     document = check_document(obj["d"])
     # Only documents with many brackets can be deep or hide NUL keys cheaply missed.
     if "\\u0000" in line or line.count("{") + line.count("[") > MAX_NESTING_DEPTH:

@@ -155,3 +155,18 @@ def test_mixed_fifo_and_standard_queues_are_refused(tmp_path: Path) -> None:
 def test_bad_options_are_refused(tmp_path: Path, options: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         Producer(URL, sqs_client=FakeSQS(), journal_dir=tmp_path, **options)
+
+
+def test_standard_queues_keep_one_partition_key_per_message() -> None:
+    packer = Packer(64 * 1024)
+    lines = [
+        Item(wire.encode_record("e", {"_id": n}), key, None)
+        for n, key in enumerate(["u1", "u2", None, "u1", "u2", None])
+    ]
+    messages = packer.pack(lines)
+    keys = [wire.attribute_value(m.attributes, wire.PARTITION_ATTRIBUTE) for m in messages]
+    assert sorted(keys, key=str) == sorted(["u1", "u2", None], key=str)
+    for message in messages:
+        key = wire.attribute_value(message.attributes, wire.PARTITION_ATTRIBUTE)
+        assert {item.partition_key for item in message.items} == {key}
+        assert message.group_id is None and message.size <= 64 * 1024

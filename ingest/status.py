@@ -45,7 +45,8 @@ def collect(settings: Settings, consumers: Sequence[str] = ()) -> dict[str, Any]
     except IngestError as exc:
         report["queues_error"] = str(exc)
     try:
-        db = connect.mongo_client(settings)[settings.database]
+        # A bounded wait: a stuck server shows as an error here, not as a hung command.
+        db = connect.mongo_client(settings, socketTimeoutMS=10_000)[settings.database]
         for name in sorted(db.list_collection_names()):
             if name == REPLICAS:
                 continue

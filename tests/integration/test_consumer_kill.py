@@ -18,8 +18,10 @@ from tests.conftest import QueuePair, drain_queue
 from tests.reliability.harness import (
     Consumer,
     Ledger,
+    crashes,
     pack,
     poison_bodies,
+    record_summary,
     running,
     scale,
     send_bodies,
@@ -75,6 +77,10 @@ def test_sigkill_mid_run_loses_nothing_and_writes_once(
         result = wait_for_all(mongo_db[ledger.collection], ledger, timeout=60 + 6 * VISIBILITY)
 
     assert consumer.starts == kills + 1
+    record_summary(
+        faults=kills, crashes=crashes([consumer]), stop_timeouts=consumer.stop_timeouts,
+        bad_inputs=len(ledger.dead), **result.as_dict(),
+    )  # fmt: skip
     assert result.lost == 0, f"{result.lost} of {result.sent} records lost"
     assert result.duplicates == 0
     assert result.stored == result.sent

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,13 +52,16 @@ class Ledger:
     def poison(self) -> int:
         return len(self.dead)
 
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def records(self, count: int) -> list[tuple[str, dict[str, Any]]]:
-        start = len(self.sent)
         made = []
-        for seq in range(start, start + count):
-            oid = ObjectId()
-            self.sent[oid] = seq
-            made.append((self.collection, {"_id": oid, "seq": seq, "pad": "x" * 40}))
+        with self.lock:  # web-app threads share one ledger
+            start = len(self.sent)
+            for seq in range(start, start + count):
+                oid = ObjectId()
+                self.sent[oid] = seq
+                made.append((self.collection, {"_id": oid, "seq": seq, "pad": "x" * 40}))
         return made
 
 
@@ -111,6 +115,44 @@ def _send_batch(sqs_client: Any, url: str, entries: list[dict[str, Any]]) -> int
     return len(entries)
 
 
+class Feeder:
+    """Sends waves of packed records (every third gzip) from a thread until stopped,
+    so faults land while the pipeline is busy."""
+
+    def __init__(
+        self, sqs_client: Any, url: str, ledger: Ledger, per_wave: int = 200, pause: float = 0.4
+    ) -> None:
+        self._args = (sqs_client, url, ledger, per_wave, pause)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="feeder")
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        sqs_client, url, ledger, per_wave, pause = self._args
+        try:
+            for wave in range(2000):  # bounded: a few minutes at most
+                if self._stop.is_set():
+                    return
+                encoding = wire.GZIP if wave % 3 == 2 else wire.IDENTITY
+                send_bodies(sqs_client, url, pack(ledger.records(per_wave), 25, encoding))
+                self._stop.wait(pause)
+        except BaseException as exc:  # surfaced by stop(): a send failure is a test failure
+            self.error = exc
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        if self.error is not None:
+            raise AssertionError(f"the feeder failed: {self.error!r}") from self.error
+
+
 # ----------------------------------------------------------------- consumer
 
 
@@ -127,6 +169,7 @@ class Consumer:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    stop_timeouts: int = 0  # SIGTERM not obeyed in time: killed instead (reported, see stop)
 
     def start(self) -> None:
         args = [
@@ -134,7 +177,10 @@ class Consumer:
             "--database", self.database, "--metrics-port", "0", "--wait-seconds", "1",
             "--visibility-timeout", str(self.visibility_timeout), *self.extra_args,
         ]  # fmt: skip
-        env = {**os.environ, "INGEST_RETRY_BASE_SECONDS": "0.5", **self.extra_env}
+        env = {
+            **os.environ, "INGEST_RETRY_BASE_SECONDS": "0.5", "INGEST_SHUTDOWN_SECONDS": "5",
+            **self.extra_env,
+        }  # fmt: skip
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, stderr=log, stdout=log, env=env)
         self.starts += 1
@@ -153,7 +199,7 @@ class Consumer:
         assert self.proc is not None
         self.proc.wait(10)
 
-    def stop(self, timeout: float = 40) -> int | None:
+    def stop(self, timeout: float = 20) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
@@ -161,9 +207,16 @@ class Consumer:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.stop_timeouts += 1
             self.proc.kill()
             self.proc.wait(10)
             return -9
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Until this run logs that it is consuming (imports and connections take ~1 s)."""
+        starts = self.starts
+        if not wait_until(lambda: self.log_text().count("consuming ") >= starts, timeout, 0.1):
+            raise AssertionError(f"the consumer did not start; see {self.log_path}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -178,6 +231,8 @@ def running(consumers: Sequence[Consumer]) -> Iterator[Sequence[Consumer]]:
     try:
         for consumer in consumers:
             consumer.start()
+        for consumer in consumers:
+            consumer.wait_ready()
         yield consumers
     finally:
         for consumer in consumers:
@@ -214,3 +269,21 @@ def tally(collection: Any, ledger: Ledger) -> Tally:
 def wait_for_all(collection: Any, ledger: Ledger, timeout: float) -> Tally:
     wait_until(lambda: collection.count_documents({}) >= len(ledger.sent), timeout, interval=0.5)
     return tally(collection, ledger)
+
+
+# ------------------------------------------------------------------ summary
+
+
+def record_summary(**counts: float) -> None:
+    """Adds one line to $RELIABILITY_SUMMARY (set by scripts/reliability.py) for its total."""
+    path = os.environ.get("RELIABILITY_SUMMARY")
+    if path:
+        import json
+
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(counts) + "\n")
+
+
+def crashes(consumers: Sequence[Consumer]) -> int:
+    """Tracebacks in the consumers' logs: a worker that crashed on something."""
+    return sum(consumer.log_text().count("Traceback") for consumer in consumers)

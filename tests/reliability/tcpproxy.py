@@ -1,0 +1,134 @@
+"""A small TCP proxy on loopback to make a link slow, cut or refused on purpose.
+
+Hand-written (asyncio, one background thread): the fault tests need four modes
+switched at run time from the test's own thread, which no packaged proxy here offers.
+
+    with TcpProxy("127.0.0.1", 27017) as proxy:   # listens on proxy.port
+        proxy.delay(200)     # every chunk waits 200 ms each way
+        proxy.refuse()       # cut open connections; new ones are reset at once
+        proxy.passthrough()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+from types import TracebackType
+from typing import Final
+
+PASS: Final = "pass"
+DELAY: Final = "delay"
+REFUSE: Final = "refuse"
+
+
+class TcpProxy:
+    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
+        self.target = (target_host, target_port)
+        self.port = listen_port
+        self.mode = PASS
+        self.delay_seconds = 0.0
+        self.connections_made = 0
+        self._loop = asyncio.new_event_loop()
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def passthrough(self) -> None:
+        self.mode, self.delay_seconds = PASS, 0.0
+
+    def delay(self, milliseconds: float) -> None:
+        self.mode, self.delay_seconds = DELAY, milliseconds / 1000
+
+    def cut(self) -> None:
+        """Reset every open connection; new ones are accepted (clients reconnect)."""
+        self._call(self._abort_all())
+
+    def refuse(self) -> None:
+        """Like the server being down: open connections reset, new ones reset at once."""
+        self.mode = REFUSE
+        self.cut()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _call(self, coroutine: object) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------- the proxy
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._abort_all()
+
+    async def _abort_all(self) -> None:
+        for writer in list(self._links):
+            _reset(writer)
+        self._links.clear()
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.mode == REFUSE:
+            _reset(client_w)
+            return
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            _reset(client_w)
+            return
+        self.connections_made += 1
+        self._links.update((client_w, server_w))
+        try:
+            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        finally:
+            for writer in (client_w, server_w):
+                self._links.discard(writer)
+                _reset(writer)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.delay_seconds:
+                    await asyncio.sleep(self.delay_seconds)
+                if self.mode == REFUSE:
+                    return
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (ConnectionError, OSError):
+            return
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST, as a crashed server or a dropped link looks to the client."""
+    sock = writer.get_extra_info("socket")
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    writer.transport.abort()

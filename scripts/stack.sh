@@ -389,13 +389,14 @@ pg_up() {
   sockdir=$base
   ((${#sockdir} <= 80)) || sockdir=/tmp
   cat >"$data/stack.conf" <<EOF
-# written by scripts/stack.sh on every up
+# written by scripts/stack.sh on every up. FerretDB 1.24 deadlocks when its pool (50 by
+# default) runs dry under many clients: it gets 300, PostgreSQL room for them.
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$sockdir'
 synchronous_commit = off
 shared_buffers = 256MB
-max_connections = 100
+max_connections = 400
 EOF
   chown postgres:postgres "$data/stack.conf"
   log "PostgreSQL: starting on 127.0.0.1:$PG_PORT"
@@ -530,7 +531,7 @@ mongo_up() {
     cd "$STACK"
     exec setsid nohup "$FDB_BIN" \
       --handler=postgresql \
-      --postgresql-url="postgres://postgres@127.0.0.1:$PG_PORT/ferretdb" \
+      --postgresql-url="postgres://postgres@127.0.0.1:$PG_PORT/ferretdb?pool_max_conns=300" \
       --listen-addr="127.0.0.1:$MONGO_PORT" \
       --debug-addr=- \
       --state-dir="$STACK/ferretdb-state" \

@@ -81,23 +81,31 @@ def sqs_packed(documents: Sequence[dict[str, Any]], messages: int) -> dict[str, 
     return sqs(repeated)
 
 
-def mongo(documents: Sequence[dict[str, Any]], threads: int = MONGO_THREADS) -> dict[str, Any]:
+def _insert_all(documents: Sequence[dict[str, Any]], threads: int) -> float:
     client = infra.mongo_client(pool=threads + 2)
     with infra.temp_database(client, "ceiling_mongo") as db:
         collection = client[db][COLLECTION]
-        chunks = [
-            list(documents[i : i + MONGO_CHUNK]) for i in range(0, len(documents), MONGO_CHUNK)
-        ]
+        chunks = [documents[i : i + MONGO_CHUNK] for i in range(0, len(documents), MONGO_CHUNK)]
         start = time.monotonic()
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda chunk: collection.insert_many(chunk, ordered=False), chunks))
         seconds = time.monotonic() - start
         infra.check_stored(client, db, len(documents))
     client.close()
+    return seconds
+
+
+def mongo(
+    documents: Sequence[dict[str, Any]], threads: int = MONGO_THREADS, repeats: int = 3
+) -> dict[str, Any]:
+    """Best of `repeats` runs, each into a fresh database: a ceiling is the best the server
+    does, and the shared servers' background load only ever lowers a run."""
+    runs = [_insert_all(documents, threads) for _ in range(repeats)]
     return {
         "records": len(documents),
         "threads": threads,
         "chunk": MONGO_CHUNK,
-        "seconds": round(seconds, 3),
-        "rps": infra.rate(len(documents), seconds),
+        "seconds": round(min(runs), 3),
+        "runs_rps": [infra.rate(len(documents), s) for s in runs],
+        "rps": infra.rate(len(documents), min(runs)),
     }

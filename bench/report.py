@@ -174,7 +174,7 @@ def chart(result: Mapping[str, Any], path: Path) -> None:
                 float(value), linestyle=style, color="#c0392b", label=f"{label} {value:,.0f}/s"
             )
     axis.set_xlabel("records per second into MongoDB (higher is better)")
-    axis.set_title("Draining the same ~1 KB records from SQS into MongoDB")
+    axis.set_title("Same ~1 KB records, SQS to MongoDB", loc="left")
     if axis.get_legend_handles_labels()[0]:
         axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()

@@ -42,7 +42,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         new_rps = rate(sink, batches)
         # redelivery: one batch in ten comes again
         again_rps = rate(sink, batches[:: max(1, len(batches) // 10)] + batches[:1])
-        result[strategy] = {"new_records_per_s": round(new_rps), "redelivered_per_s": round(again_rps)}
+        result[strategy] = {
+            "new_records_per_s": round(new_rps),
+            "redelivered_per_s": round(again_rps),
+        }
         client.drop_database(db.name)
     result["insert_vs_set_on_insert"] = round(
         result["insert"]["new_records_per_s"] / result["set_on_insert"]["new_records_per_s"], 2

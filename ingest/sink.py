@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.errors import InvalidDocument
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
@@ -338,6 +338,12 @@ def _short(exc: PyMongoError) -> str:
 # ----------------------------------------------------------------- in memory
 
 
+def _memory_key(value: Any) -> Any:
+    # ObjectIds, strings and numbers are their own keys; documents and lists are not hashable.
+    plain = isinstance(value, ObjectId | str | int | float) and not isinstance(value, bool)
+    return value if plain else json_util.dumps(value)
+
+
 class MemorySink:
     """A dictionary per collection with the same write modes and outcomes."""
 
@@ -381,7 +387,7 @@ class MemorySink:
         if reason:
             return rejected(reason)
         documents = self.collections[record.collection]
-        key = json_util.dumps(record.document["_id"])
+        key = _memory_key(record.document["_id"])
         existing = documents.get(key)
         if existing is None:
             documents[key] = dict(record.document)

@@ -9,7 +9,7 @@ import pytest
 from bson import ObjectId
 
 from ingest.messages import DUPLICATE, WRITTEN, OutcomeKind
-from ingest.sink import DocumentSink, MemorySink, MongoSink, WriteMode
+from ingest.sink import DocumentSink, MemorySink, MongoSink, WriteMode, _memory_key
 from producer import wire
 
 SinkFactory = Callable[
@@ -23,7 +23,7 @@ def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
 
         def memory(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
             sink = MemorySink(mode)
-            return sink, lambda coll, _id: sink.collections[coll].get(wire.json_util.dumps(_id))
+            return sink, lambda coll, _id: sink.collections[coll].get(_memory_key(_id))
 
         return memory
     db = request.getfixturevalue("mongo_db")

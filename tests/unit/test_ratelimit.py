@@ -5,10 +5,14 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
+from bson import ObjectId
 
+from ingest.breaker import SinkBreaker
 from ingest.errors import ConfigError
+from ingest.messages import Message, Outcome
 from ingest.metrics import Metrics
 from ingest.ratelimit import (
     ADAPTIVE,
@@ -21,6 +25,9 @@ from ingest.ratelimit import (
     build_gate,
 )
 from ingest.settings import Settings
+from ingest.sink import MemorySink
+from ingest.write import WriteStage
+from producer import wire
 
 
 class FakeClock:
@@ -257,3 +264,44 @@ def test_settings_and_build_gate() -> None:
         build_gate(100, 0, "fixed", 0.05, 200)
     with pytest.raises(ConfigError):
         build_gate(100, 0, "sometimes", 0.05, 0)
+
+
+# --------------------------------------------------------------- write stage
+
+
+class CountingSink(MemorySink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bulks: list[int] = []
+
+    def write(self, records: Sequence[wire.Record]) -> list[Outcome]:
+        self.bulks.append(len(records))
+        return super().write(records)
+
+
+def _message(count: int, mid: str) -> Message:
+    lines = [wire.encode_record("events", {"_id": ObjectId(), "n": n}) for n in range(count)]
+    return Message("memory://q", mid, f"r-{mid}", "\n".join(lines))
+
+
+def test_write_stage_splits_batches_to_the_gates_bulk_size_and_paces_them() -> None:
+    clock = FakeClock()
+    gate = RateGate(Ceiling(1000, burst=40), clock=clock, sleep=clock.sleep)
+    sink = CountingSink()
+    stage = WriteStage(sink, Metrics(), SinkBreaker(), gate)
+    started = clock.now
+    settlement = stage.process([_message(100, "m1"), _message(30, "m2")])
+    assert sink.bulks == [40, 40, 40, 10]
+    assert sink.count("events") == 130 and len(settlement.delete) == 2
+    assert clock.now - started == pytest.approx((130 - 40) / 1000)
+
+
+def test_write_stage_without_a_gate_handles_a_batch_of_only_bad_records() -> None:
+    sink = CountingSink()
+    no_id = wire.encode_record("events", {"n": 1})
+    settlement = WriteStage(sink, Metrics(), SinkBreaker()).process([message_of(no_id)])
+    assert sink.bulks == [] and len(settlement.dead_letters) == 1
+
+
+def message_of(*lines: str) -> Message:
+    return Message("memory://q", "m", "r-m", "\n".join(lines))

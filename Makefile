@@ -45,6 +45,32 @@ test: venv stack-up
 test-unit: venv
 	$(PY) -m pytest -q tests/unit tests/contract -k "not sqs and not mongo"
 
+# The backfill acceptance run at full size (make test runs the same test at 20,000 lines).
+.PHONY: backfill-check
+backfill-check: venv stack-up
+	$(WITH_ENV) BACKFILL_CHECK_LINES=200000 $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_backfill_stack.py
+
+bench: venv stack-up
+	$(WITH_ENV) $(PY) -m bench.run
+
+bench-quick: venv stack-up
+	$(WITH_ENV) $(PY) -m bench.run --quick
+
+MINUTES ?= 30
+SOAK_MINUTES ?= 2
+
+# Faults, bad input, fuzzing, security at full size, then a short soak: one JSON line.
+reliability: venv stack-up
+	$(WITH_ENV) $(PY) -m scripts.reliability --soak-minutes $(SOAK_MINUTES)
+
+soak: venv stack-up
+	$(WITH_ENV) $(PY) -m scripts.soak --minutes $(MINUTES)
+
+# Peak shaving: a burst at 5x the ceiling into SQS, MongoDB sees the ceiling; draws docs/peak-shaving.png.
+demo-peak: venv stack-up
+	$(WITH_ENV) $(PY) -m scripts.demo_peak
+	$(WITH_ENV) $(PY) -m scripts.demo_peak --adaptive
+
 lint: venv
 	$(VENV)/bin/ruff check producer ingest tests bench scripts
 	$(VENV)/bin/ruff format --check producer ingest tests bench scripts

@@ -105,3 +105,21 @@ class Metrics:
         self.pollers_running = Gauge(
             "ingest_pollers_running", "Pollers currently receiving", registry=r
         )
+        # The write ceiling (ingest/ratelimit.py).
+        self.write_ceiling = Gauge(
+            "ingest_write_ceiling_records_per_second",
+            "This replica's current write ceiling (its share of the pool's)",
+            registry=r,
+        )
+        self.write_tokens_granted = Counter(
+            "ingest_write_tokens_granted", "Records the write ceiling let through", registry=r
+        )
+        self.write_gate_wait_seconds = Histogram(
+            "ingest_write_gate_wait_seconds",
+            "Seconds a bulk write waited for the write ceiling",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.live_replicas = Gauge(
+            "ingest_live_replicas", "Consumer replicas sharing the write ceiling", registry=r
+        )

@@ -109,7 +109,7 @@ class WriteStage:
 
     def _write(self, records: list[wire.Record]) -> list[Outcome]:
         # Under a ceiling, bulks no larger than the burst keep MongoDB's load flat.
-        size = self._gate.max_bulk() or len(records)
+        size = self._gate.max_bulk() or max(1, len(records))
         outcomes: list[Outcome] = []
         for start in range(0, len(records), size):
             outcomes.extend(self._write_bulk(records[start : start + size]))

@@ -121,9 +121,11 @@ _MAX_KNOWN_COLLECTIONS: Final = 10_000
 
 def _known_collection(name: object) -> str:
     """check_collection_name, remembered: a consumer sees the same few names all day."""
-    if isinstance(name, str) and name in _KNOWN_COLLECTIONS:
+    if type(name) is str and name in _KNOWN_COLLECTIONS:  # str subclasses (bson Code) may not hash
         return name
     checked = check_collection_name(name)
+    if type(checked) is not str:
+        return checked
     if len(_KNOWN_COLLECTIONS) >= _MAX_KNOWN_COLLECTIONS:
         _KNOWN_COLLECTIONS.clear()  # bounded: a flood of distinct names costs re-checks only
     _KNOWN_COLLECTIONS.add(checked)

@@ -58,8 +58,9 @@ def main() -> None:
 @click.option("--hooks", help="Per-collection hooks: events=pkg.module:function,...")
 @click.option("--partitioned/--no-partitioned", default=None, help="One partition key, one writer")
 @click.option("--min-pollers", type=int, help="Scaling by depth: fewest pollers per queue")
-@click.option("--max-pollers", type=int, help="Scaling by depth: most pollers per queue; 0 fixes it")
-@click.option("--coalesce-max-messages", type=int, help="Merge waiting batches up to N messages")
+@click.option(
+    "--max-pollers", type=int, help="Scaling by depth: most pollers per queue; 0 fixes it"
+)
 def run(**options: Any) -> None:
     """Consume until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
     from ingest.health import HealthServer

@@ -35,7 +35,6 @@ class Settings:
     write_mode: WriteMode = WriteMode.INSERT_ONCE
     write_concern: str | None = None  # "majority", "1", "0"; None: the URI's / server's default
     journal: bool | None = None
-    coalesce_max_messages: int = 50
     inbox_batches: int = 0  # 0: twice the writers
     shutdown_seconds: float = 30.0
     retry_base_seconds: float = 2.0
@@ -104,7 +103,7 @@ class Settings:
 
 
 _INTS = {"pollers", "writers", "ackers", "max_messages", "wait_seconds", "visibility_timeout",
-         "coalesce_max_messages", "inbox_batches", "max_decoded_bytes", "metrics_port",
+         "inbox_batches", "max_decoded_bytes", "metrics_port",
          "min_pollers", "max_pollers"}  # fmt: skip
 _FLOATS = {"shutdown_seconds", "retry_base_seconds", "retry_max_seconds", "exit_when_idle",
            "max_write_rate", "write_burst", "min_write_rate", "replica_heartbeat_seconds"}  # fmt: skip

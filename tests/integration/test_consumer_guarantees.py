@@ -73,7 +73,7 @@ def test_a_write_slower_than_the_visibility_timeout_is_not_delivered_twice(
     sink = SlowSink(mongo_db)
     sink.delay = 5.0  # longer than the 3 s visibility: only the heartbeat keeps them hidden
     queue = SqsQueue(pair.url, sqs_client, pair.dead_letter_url)
-    s = settings(pair.url, visibility_timeout=3, writers=2, coalesce_max_messages=10, pollers=1)
+    s = settings(pair.url, visibility_timeout=3, writers=2, pollers=1)
     service = Service(s, {pair.url: queue}, sink)
     run_until_idle(service, timeout=120)
     assert mongo_db.events.count_documents({}) == 200

@@ -98,7 +98,7 @@ def test_stop_hands_back_what_was_not_started() -> None:
 
     sink = SlowSink()
     service = Service(
-        settings(exit_when_idle=None, writers=1, coalesce_max_messages=1), {queue.url: queue}, sink
+        settings(exit_when_idle=None, writers=1, max_messages=1), {queue.url: queue}, sink
     )
     service.start()
     time.sleep(0.5)

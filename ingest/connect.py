@@ -36,6 +36,9 @@ def sqs_client(settings: Settings, max_pool_connections: int = 50) -> Any:
 
 def mongo_client(settings: Settings, **options: Any) -> MongoClient[dict[str, Any]]:
     options.setdefault("serverSelectionTimeoutMS", 5000)
+    # A server that accepts connections but never answers must fail the write (and
+    # open the breaker), not hang a writer forever.
+    options.setdefault("socketTimeoutMS", 30000)
     options.setdefault("maxPoolSize", max(10, settings.writers * 2))
     return MongoClient(settings.mongo_uri, **options)
 

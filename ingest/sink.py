@@ -36,7 +36,14 @@ TRANSIENT_CODES: Final = frozenset(
      13436, 16500}
 )  # fmt: skip
 # Codes that mean the server is overloaded: the rate limiter treats them as a strong signal.
-FERRETDB_UNSUPPORTED: Final = '"$numberDecimal"'
+# Extended JSON markers of values FerretDB 1.24 drops the connection on.
+FERRETDB_UNSUPPORTED: Final = (
+    '"$numberDecimal"',
+    '{"$numberDouble":"NaN"}',
+    '"$code"',
+    '"$minKey"',
+    '"$maxKey"',
+)
 OVERLOAD_CODES: Final = frozenset({50, 112, 262, 462, 16500})
 # What the driver raises before sending when one document cannot become BSON
 # (ints beyond 64 bits and lone surrogates come out of valid JSON).
@@ -143,8 +150,11 @@ class MongoSink:
         if the server were down; reject such records alone (real MongoDB stores them)."""
         kept = []
         for index in indexes:
-            if FERRETDB_UNSUPPORTED in records[index].line:
-                outcomes[index] = rejected("FerretDB cannot store Decimal128 values")
+            line = records[index].line
+            if any(marker in line for marker in FERRETDB_UNSUPPORTED):
+                outcomes[index] = rejected(
+                    "FerretDB cannot store Decimal128, NaN, code or min/max key values"
+                )
             else:
                 kept.append(index)
         return kept

@@ -22,6 +22,7 @@ from pymongo import MongoClient
 
 from bench.records import COLLECTION
 from producer import Producer, wire
+from producer.grouping import bounded_groups
 
 FILL_THREADS = 8
 SQS_BATCH = 10
@@ -106,16 +107,7 @@ def send_bodies(
 
 
 def _batches(bodies: Sequence[Body], max_bytes: int) -> Iterator[list[Body]]:
-    batch: list[Body] = []
-    size = 0
-    for body in bodies:
-        if batch and (len(batch) == SQS_BATCH or size + body.size > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(body)
-        size += body.size
-    if batch:
-        yield batch
+    return bounded_groups(bodies, lambda body: body.size, max_bytes, SQS_BATCH)
 
 
 def produce(client: Any, url: str, documents: Sequence[dict[str, Any]], **options: Any) -> Any:

@@ -32,6 +32,7 @@ from ingest.queue import (
     SQS_BATCH_LIMIT,
     chunks,
 )
+from producer.grouping import bounded_groups
 
 log = logging.getLogger("ingest.deadletters")
 
@@ -275,17 +276,10 @@ def _move_manually(
 
 
 def _batches(messages: Iterator[DeadLetterMessage]) -> Iterator[list[DeadLetterMessage]]:
-    batch: list[DeadLetterMessage] = []
-    size = 0
-    for message in messages:
-        message_size = len(message.body.encode()) + 1024
-        if batch and (len(batch) == SQS_BATCH_LIMIT or size + message_size > _BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(message)
-        size += message_size
-    if batch:
-        yield batch
+    # + 1024: the attributes, generously
+    return bounded_groups(
+        messages, lambda m: len(m.body.encode()) + 1024, _BATCH_BYTES, SQS_BATCH_LIMIT
+    )
 
 
 def source_attributes(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ingest.errors import QueueUnavailable
 from ingest.messages import DeadLetter, Message
 from producer import wire
+from producer.grouping import bounded_groups
 
 T = TypeVar("T")
 
@@ -197,17 +198,8 @@ def _size_bounded(
     letters: Sequence[DeadLetter], limit: int = 256 * 1024
 ) -> Iterator[list[DeadLetter]]:
     """Split into SendMessageBatch calls of at most 10 entries and `limit` bytes."""
-    part: list[DeadLetter] = []
-    size = 0
-    for letter in letters:
-        letter_size = len(letter.body.encode()) + 2048  # attributes, generously
-        if part and (len(part) == SQS_BATCH_LIMIT or size + letter_size > limit):
-            yield part
-            part, size = [], 0
-        part.append(letter)
-        size += letter_size
-    if part:
-        yield part
+    # + 2048: the attributes, generously
+    return bounded_groups(letters, lambda d: len(d.body.encode()) + 2048, limit, SQS_BATCH_LIMIT)
 
 
 def _fifo_fields(url: str, letter: DeadLetter) -> dict[str, str]:

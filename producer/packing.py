@@ -14,6 +14,7 @@ from typing import Final
 
 from . import wire
 from .batcher import Item
+from .grouping import bounded_groups
 
 MAX_BATCH_ENTRIES: Final = 10
 DEFAULT_GROUP: Final = "default"
@@ -90,18 +91,8 @@ class Packer:
         yield from groups.values()
 
     def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
-        budget = self.raw_budget()
-        chunk: list[Item] = []
-        size = 0
-        for item in items:
-            line_size = len(item.line) + 1  # + the newline that joins it
-            if chunk and size + line_size > budget:
-                yield chunk
-                chunk, size = [], 0
-            chunk.append(item)
-            size += line_size
-        if chunk:
-            yield chunk
+        # + 1: the newline that joins a line to the next
+        return bounded_groups(items, lambda item: len(item.line) + 1, self.raw_budget())
 
     def _build(self, chunk: list[Item]) -> list[Message]:
         text = wire.join_lines(item.line for item in chunk)
@@ -144,13 +135,4 @@ def batches(
     messages: Sequence[Message], max_batch_bytes: int, max_entries: int = MAX_BATCH_ENTRIES
 ) -> Iterator[list[Message]]:
     """Group messages, in order, into SendMessageBatch calls within both limits."""
-    batch: list[Message] = []
-    size = 0
-    for message in messages:
-        if batch and (len(batch) >= max_entries or size + message.size > max_batch_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(message)
-        size += message.size
-    if batch:
-        yield batch
+    return bounded_groups(messages, lambda m: m.size, max_batch_bytes, max_entries)

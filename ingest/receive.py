@@ -115,7 +115,7 @@ class Poller:
         metrics: Metrics,
         options: ReceiveOptions,
         release: Callable[[list[Message]], None],
-        pace: Callable[[float], bool] | None = None,
+        pace: Callable[[float], int] | None = None,
     ) -> None:
         self._source = source
         self._inbox = inbox
@@ -124,7 +124,7 @@ class Poller:
         self._metrics = metrics
         self._options = options
         self._release = release
-        self._pace = pace  # the write ceiling's hint: False while writers are far behind
+        self._pace = pace  # the write ceiling's hint: how many messages the writers can use
         self.stopping = threading.Event()
         self.last_received_count = 0
 
@@ -139,10 +139,13 @@ class Poller:
             while not self.stopping.is_set():
                 if not self._breaker.wait_closed(timeout=1.0):
                     continue  # MongoDB is down: receiving would only burn receive counts
-                if self._pace is not None and not self._pace(1.0):
-                    continue  # under the ceiling: don't hold messages the writers can't use yet
+                wanted = self._options.max_messages
+                if self._pace is not None:
+                    wanted = min(wanted, self._pace(1.0))
+                    if not wanted:
+                        continue  # under the ceiling: don't hold what the writers can't use yet
                 try:
-                    self.poll_once()
+                    self.poll_once(wanted)
                     backoff = 0.5
                 except QueueUnavailable as exc:
                     self._metrics.receive_errors.inc()
@@ -152,9 +155,10 @@ class Poller:
         finally:
             self._metrics.pollers_running.dec()
 
-    def poll_once(self) -> int:
+    def poll_once(self, max_messages: int | None = None) -> int:
         o = self._options
-        messages = self._source.receive(o.max_messages, o.wait_seconds, o.visibility_timeout)
+        count = max_messages or o.max_messages
+        messages = self._source.receive(count, o.wait_seconds, o.visibility_timeout)
         self.last_received_count = len(messages)
         if not messages:
             return 0

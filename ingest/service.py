@@ -90,7 +90,7 @@ class Service:
             self.settings.max_messages, self.settings.wait_seconds, self.settings.visibility_timeout
         )
         pace = (
-            Pacer(self.gate, self.inflight, self.metrics).ready
+            Pacer(self.gate, self.inflight, self.metrics, batch=options.max_messages).ready
             if isinstance(self.gate, RateGate)
             else None
         )

@@ -101,27 +101,19 @@ def _replicas(
         client.close()
 
 
-def _check_ceiling(
-    grants: list[tuple[float, int]],
-    settled: float,
-    ledger: Ledger,
-    min_drain: float = 0.9,
-    over: float = 0.05,
-) -> None:
+def _check_ceiling(grants: list[tuple[float, int]], settled: float) -> None:
+    """Within 5% of the ceiling in every second after `settled` (plus the burst before),
+    and the whole backlog, tail included, drained at 90% of the ceiling or better."""
     burst = Ceiling(CEILING).pool_burst
     highest = highest_one_second(grants)
     steady = highest_one_second(grants, since=settled)
     last = max(t for t, _ in grants)
-    # The last second is the tail: the queue is dry, writers finish what they hold.
-    drained = sum(n for t, n in grants if settled <= t <= last - 1.0)
-    drain_rate = drained / (last - 1.0 - settled)
-    overall = sum(n for t, n in grants if t >= settled) / (last - settled)
+    drain_rate = sum(n for t, n in grants if t >= settled) / (last - settled)
     print(f"ceiling {CEILING:.0f}: highest 1-s {highest}, after start {steady}, "
-          f"drain {drain_rate:.0f}/s ({drain_rate / CEILING:.1%}), with the tail "
-          f"{overall:.0f}/s")  # fmt: skip
-    assert steady <= CEILING * (1 + over)
-    assert highest <= CEILING * (1 + over) + burst
-    assert drain_rate >= min_drain * CEILING
+          f"drain {drain_rate:.0f}/s ({drain_rate / CEILING:.1%})")  # fmt: skip
+    assert steady <= CEILING * 1.05
+    assert highest <= CEILING * 1.05 + burst
+    assert drain_rate >= 0.9 * CEILING
 
 
 def test_one_replica_drains_a_backlog_at_the_ceiling(
@@ -137,7 +129,7 @@ def test_one_replica_drains_a_backlog_at_the_ceiling(
         assert service.metrics.registry.get_sample_value("ingest_live_replicas") == 1
     result = tally(collection, ledger)
     assert (result.lost, result.duplicates, result.stored) == (0, 0, 6000)
-    _check_ceiling(grants, min(t for t, _ in grants) + 1.0, ledger)
+    _check_ceiling(grants, min(t for t, _ in grants) + 1.0)
 
 
 def test_three_replicas_share_the_ceiling(
@@ -145,7 +137,7 @@ def test_three_replicas_share_the_ceiling(
 ) -> None:
     queue: QueuePair = make_queue(visibility_timeout=30)
     ledger = Ledger("events")
-    _backlog(sqs_client, queue.url, ledger, 10000)
+    _backlog(sqs_client, queue.url, ledger, 20000)
     grants: list[tuple[float, int]] = []
     with _replicas(3, queue, mongo_uri, mongo_db.name, grants) as services:
         gates = [s.gate for s in services]
@@ -154,14 +146,11 @@ def test_three_replicas_share_the_ceiling(
         )
         settled = time.monotonic()
         collection = mongo_db[ledger.collection]
-        assert wait_until(lambda: collection.count_documents({}) >= 10000, 40)
+        assert wait_until(lambda: collection.count_documents({}) >= 20000, 60)
     result = tally(collection, ledger)
-    assert (result.lost, result.duplicates, result.stored) == (0, 0, 10000)
+    assert (result.lost, result.duplicates, result.stored) == (0, 0, 20000)
     assert len({id(g) for g in gates}) == 3
-    # Three services (24 writer threads) in one process on 2 shared cores: measured drain
-    # 85-88% and highest second 1038-1101 (GIL wake-up jitter bunches grant times) with the
-    # machine's load at 5-9; one replica: 100% and 1025-1040. Looser bars until understood.
-    _check_ceiling(grants, settled, ledger, min_drain=0.8, over=0.12)
+    _check_ceiling(grants, settled)
     assert live_replicas(mongo_db[COLLECTION], 3.0) == []  # clean stops deregister
 
 

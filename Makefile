@@ -69,7 +69,7 @@ soak: venv stack-up
 # Peak shaving: a burst at 5x the ceiling into SQS, MongoDB sees the ceiling; draws docs/peak-shaving.png.
 demo-peak: venv stack-up
 	$(WITH_ENV) $(PY) -m scripts.demo_peak
-	$(WITH_ENV) $(PY) -m scripts.demo_peak --adaptive
+	$(WITH_ENV) $(PY) -m scripts.demo_peak --adaptive --ceiling 4000 --burst-factor 2
 
 lint: venv
 	$(VENV)/bin/ruff check producer ingest tests bench scripts

@@ -125,18 +125,22 @@ class Aimd:
     """Additive increase, multiplicative decrease of a rate, one decision per window."""
 
     target_seconds: float
-    window_seconds: float = 0.5
-    increase_fraction: float = 0.05  # of the span max-min per window: floor to cap in ~10 s
+    window_seconds: float = 1.0
+    increase_fraction: float = 0.1  # of the span max-min per window: floor to cap in ~10 s
     decrease_factor: float = 0.8  # latency above target
     overload_factor: float = 0.5  # an overload error: a strong signal
-    quantile: float = 0.9
+    quantile: float = 0.99  # the target is for the p99: operators' latency promise
+    # Near the rate that was last too slow, climb at a tenth of the pace: plain AIMD
+    # saws back into the wall every few seconds under a steady competing load.
+    caution_zone: float = 0.85  # of the last too-slow rate
+    cautious_fraction: float = 0.01
 
 
 class AimdController:
     """Finds the rate from the latency of our own bulk writes (see docs/peak-shaving.md).
 
     Bulks are capped at the burst size (the write stage splits larger ones), so
-    their latencies are comparable; a window's p90 above target means slow down.
+    their latencies are comparable; a window's p99 above target means slow down.
     It climbs only while the ceiling is what limits us (someone waited for
     tokens), so an idle consumer does not drift to the cap."""
 
@@ -148,6 +152,7 @@ class AimdController:
         self._latencies: list[float] = []
         self._overloaded = False
         self._limited = False
+        self._too_slow_at: float | None = None  # the rate at the last slow window
         self._window_start = clock()
 
     def set_bounds(self, low: float, high: float) -> None:
@@ -169,16 +174,28 @@ class AimdController:
     def _decide(self, now: float) -> float:
         p = self.policy
         if self._overloaded:
+            self._too_slow_at = self.rate
             self.rate *= p.overload_factor
         elif _quantile(self._latencies, p.quantile) > p.target_seconds:
+            self._too_slow_at = self.rate
             self.rate *= p.decrease_factor
         elif self._limited:
-            self.rate += p.increase_fraction * (self._high - self._low)
+            self.rate += self._step()
         self.rate = min(max(self.rate, self._low), self._high)
         self._latencies.clear()
         self._overloaded = self._limited = False
         self._window_start = now
         return self.rate
+
+
+    def _step(self) -> float:
+        p = self.policy
+        span = self._high - self._low
+        if self._too_slow_at is not None and self.rate >= self._too_slow_at:
+            self._too_slow_at = None  # past it and fast enough: the load has gone
+        if self._too_slow_at is not None and self.rate >= p.caution_zone * self._too_slow_at:
+            return p.cautious_fraction * span
+        return p.increase_fraction * span
 
 
 def _quantile(values: list[float], q: float) -> float:

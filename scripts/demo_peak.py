@@ -4,7 +4,7 @@ docs/peak-shaving.png (produced/s, written/s, queue depth; --adaptive also the
 consumer's ceiling while a load generator slows MongoDB). Last stdout line: JSON.
 
     make demo-peak              # fixed ceiling
-    .venv/bin/python -m scripts.demo_peak --adaptive
+    .venv/bin/python -m scripts.demo_peak --adaptive --ceiling 4000 --burst-factor 2
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class Sample:
     written: int
     depth: int
     ceiling: float
+    bulks: int = 0  # bulk writes so far
+    slow: int = 0  # of which over the target latency
 
 
 @dataclass
@@ -78,10 +80,10 @@ def _produce(sqs: Any, url: str, rate: float, seconds: float, run: Run) -> None:
         time.sleep(max(0.0, start + elapsed + 0.1 - time.monotonic()))
 
 
-def _load(uri: str, stop: threading.Event, threads: int = 6) -> None:
-    """Competes for the same server: heavy inserts into another database."""
+def _load(uri: str, name: str, stop: threading.Event, threads: int = 6) -> None:
+    """Competes for the same server: heavy inserts into another database (dropped at
+    the end of the demo: on FerretDB dropping it stalls other writes for a second)."""
     client: MongoClient[dict[str, Any]] = MongoClient(uri)
-    name = f"demo_load_{uuid.uuid4().hex[:6]}"
 
     def work() -> None:
         docs = [{"pad": "y" * 400, "n": i} for i in range(500)]
@@ -94,14 +96,17 @@ def _load(uri: str, stop: threading.Event, threads: int = 6) -> None:
     stop.wait()
     for w in workers:
         w.join(10)
-    client.drop_database(name)
+    client.close()
 
 
-def _consumer(port: int) -> dict[str, float]:
-    """The consumer's ceiling and records written, from its /metrics (counting documents
-    in FerretDB takes seconds once there are many)."""
+def _consumer(port: int, target: float) -> dict[str, float]:
+    """The consumer's ceiling, records written and bulk latencies, from its /metrics
+    (counting documents in FerretDB takes seconds once there are many). `target` must
+    be one of the latency histogram's bucket bounds."""
     wanted = {"ingest_write_ceiling_records_per_second": "ceiling",
-              "ingest_records_written_total": "written"}  # fmt: skip
+              "ingest_records_written_total": "written",
+              "ingest_bulk_write_seconds_count": "bulks",
+              f'ingest_bulk_write_seconds_bucket{{le="{target}"}}': "fast"}  # fmt: skip
     found: dict[str, float] = {}
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
@@ -119,6 +124,54 @@ def _depth(sqs: Any, url: str) -> int:
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
+def _windows(
+    samples: list[Sample], since: float, until: float, length: float = 1.0
+) -> list[tuple[Sample, Sample]]:
+    """Windows of `length` seconds of samples, starting at each sample in [since, until]."""
+    out = []
+    for i, a in enumerate(samples):
+        if not since <= a.t <= until:
+            continue
+        b = next((b for b in samples[i + 1 :] if b.t - a.t >= length), None)
+        if b is not None and b.t <= until + 0.5:
+            out.append((a, b))
+    return out
+
+
+def _slow_share(a: Sample, b: Sample) -> float:
+    """Share of the bulks between two samples over the target: p99 <= target iff <= 1%."""
+    return (b.slow - a.slow) / max(1, b.bulks - a.bulks)
+
+
+def _adaptive_figures(run: Run) -> dict[str, float | bool | None]:
+    """The p99 bulk latency during the load, after the first 10 s of it; when it was
+    last over the target over a 5 s window; and the write rate after the load against
+    the rate before it."""
+    assert run.load is not None
+    start, end = run.load
+    settled = [x for x in run.samples if start + 10.0 <= x.t <= end]
+    slow_after_10s = _slow_share(settled[0], settled[-1]) if len(settled) > 1 else None
+    over = [b.t for a, b in _windows(run.samples, start, end, 5.0) if _slow_share(a, b) > 0.01]
+
+    def rate(window: tuple[Sample, Sample]) -> float:
+        a, b = window
+        return (b.written - a.written) / (b.t - a.t)
+
+    before = max(map(rate, _windows(run.samples, start - 6.0, start)), default=0.0)
+    after = [w for w in _windows(run.samples, end, end + 20.0) if w[1].depth > 0]
+    recovered = max(map(rate, after), default=0.0)
+    climbed = next((a.t - end for a, b in after if rate((a, b)) >= 0.8 * before), None)
+    return {
+        "load_seconds": round(end - start, 1),
+        "slow_bulks_pct_after_10s_of_load": None if slow_after_10s is None else round(100 * slow_after_10s, 2),
+        "p99_under_target_after_10s_of_load": None if slow_after_10s is None else slow_after_10s <= 0.01,
+        "p99_5s_window_last_over_target_at": round(max(over) - start, 1) if over else None,
+        "rate_before_load": round(before), "rate_after_load": round(recovered),
+        "rate_recovered_pct": round(100 * recovered / before, 1) if before else None,
+        "seconds_to_80pct_after_load": None if climbed is None else round(climbed, 1),
+    }  # fmt: skip
+
+
 def _highest_rate(samples: list[Sample], skip: float) -> float:
     """Highest written/s over any one-second window (samples 0.5 s apart), after `skip` s."""
     best = 0.0
@@ -131,7 +184,7 @@ def _highest_rate(samples: list[Sample], skip: float) -> float:
     return best
 
 
-def _plot(run: Run, path: Path, ceiling: float, adaptive: bool) -> None:
+def _plot(run: Run, path: Path, ceiling: float, adaptive: bool, target: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,7 +197,13 @@ def _plot(run: Run, path: Path, ceiling: float, adaptive: bool) -> None:
         pairs = itertools.pairwise(s)
         return [0.0] + [(getattr(b, attr) - getattr(a, attr)) / (b.t - a.t) for a, b in pairs]
 
-    fig, ax = plt.subplots(figsize=(11, 5))
+    if adaptive:
+        fig, (ax, low) = plt.subplots(
+            2, 1, figsize=(11, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+        )
+        _plot_latency(low, run, target)
+    else:
+        fig, ax = plt.subplots(figsize=(11, 5))
     ax.plot(t, rate("produced"), label="produced records/s", color="tab:orange")
     ax.plot(t, rate("written"), label="written to MongoDB records/s", color="tab:blue")
     if adaptive:
@@ -153,7 +212,7 @@ def _plot(run: Run, path: Path, ceiling: float, adaptive: bool) -> None:
             ax.axvspan(*run.load, color="red", alpha=0.08, label="MongoDB under other load")
     else:
         ax.axhline(ceiling, ls="--", color="tab:green", label=f"ceiling {ceiling:.0f}/s")
-    ax.set_xlabel("seconds")
+    (low if adaptive else ax).set_xlabel("seconds")
     ax.set_ylabel("records / second")
     right = ax.twinx()
     right.plot(t, [x.depth for x in s], color="tab:gray", alpha=0.6, label="SQS depth (messages)")
@@ -161,10 +220,33 @@ def _plot(run: Run, path: Path, ceiling: float, adaptive: bool) -> None:
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
     ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right")
-    ax.set_title("Peak shaving: SQS takes the burst, MongoDB sees the ceiling")
+    ax.set_title(
+        "Adaptive ceiling: the consumer follows MongoDB's latency"
+        if adaptive
+        else "Peak shaving: SQS takes the burst, MongoDB sees the ceiling"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+
+
+def _plot_latency(ax: Any, run: Run, target: float) -> None:
+    """Share of the consumer's bulk writes over the target, per second: its p99 is
+    under the target while this stays under 1%."""
+    windows = _windows(run.samples, 0.0, run.samples[-1].t)
+    share = [100 * _slow_share(a, b) for a, b in windows]
+    ax.plot(
+        [b.t for _, b in windows],
+        share,
+        color="tab:red",
+        label=f"bulks over {target * 1000:.0f} ms",
+    )
+    ax.axhline(1.0, ls="--", color="black", lw=0.8, label="1% (p99 at the target)")
+    if run.load:
+        ax.axvspan(*run.load, color="red", alpha=0.08)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylabel("% of bulks")
+    ax.legend(loc="upper right")
 
 
 def main() -> int:
@@ -174,6 +256,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--adaptive", action="store_true")
     p.add_argument("--target-latency", default="50ms")
+    p.add_argument("--load-at", type=float, default=10.0, help="adaptive: seconds in, load starts")
+    p.add_argument("--load-seconds", type=float, default=20.0)
     p.add_argument("--port", type=int, default=0, help="consumer's /metrics port (0: a free one)")
     args = p.parse_args()
     args.port = args.port or _free_port()
@@ -200,6 +284,11 @@ def main() -> int:
         mongo.drop_database(database)
 
 
+def _seconds(text: str) -> float:
+    """'50ms' or '0.05' as seconds."""
+    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.rstrip("s"))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -210,6 +299,8 @@ def _demo(
     args: Any, sqs: Any, url: str, mongo: Any, database: str, uri: str, run: Run, consumer: Any
 ) -> int:
     events = mongo[database].events
+    target = _seconds(args.target_latency)
+    load_db = f"{database}_load"
     time.sleep(3.0)  # the consumer starts
     producer = threading.Thread(
         target=_produce, args=(sqs, url, args.ceiling * args.burst_factor, args.seconds, run)
@@ -224,15 +315,23 @@ def _demo(
         if consumer.poll() is not None:
             raise SystemExit(f"the consumer exited ({consumer.returncode}); see its log in /tmp")
         now = time.monotonic() - start
-        seen = _consumer(args.port)
+        seen = _consumer(args.port, target)
         written = int(seen.get("written", 0))
         ceiling = seen.get("ceiling", float("nan"))
-        run.samples.append(Sample(now, run.produced, written, _depth(sqs, url), ceiling))
-        if args.adaptive and loader is None and now >= args.seconds:  # slow MongoDB mid-drain
-            loader = threading.Thread(target=_load, args=(uri, stop_load), daemon=True)
+        bulks = int(seen.get("bulks", 0))
+        slow = bulks - int(seen.get("fast", 0))
+        sample = Sample(now, run.produced, written, _depth(sqs, url), ceiling, bulks, slow)
+        run.samples.append(sample)
+        if args.adaptive and loader is None and now >= args.load_at:  # slow MongoDB mid-run
+            loader = threading.Thread(target=_load, args=(uri, load_db, stop_load), daemon=True)
             loader.start()
             run.load = (now, now)
-        if loader is not None and run.load and now - run.load[0] >= 20 and not stop_load.is_set():
+        if (
+            loader is not None
+            and run.load
+            and now - run.load[0] >= args.load_seconds
+            and not stop_load.is_set()
+        ):
             stop_load.set()
             run.load = (run.load[0], now)
         if not producer.is_alive() and finished is None:
@@ -243,17 +342,23 @@ def _demo(
             raise SystemExit(f"gave up: {written} of {run.produced} records written")
         time.sleep(max(0.0, 0.5 - (time.monotonic() - start - now)))
     stop_load.set()
+    if loader is not None:
+        loader.join(15)
+        mongo.drop_database(load_db)
     drain = run.samples[-1].t - (finished or 0.0)
     unique = len(
         {d["seq"] for d in events.find({}, {"seq": 1, "_id": 0})}
     )  # FerretDB: distinct is slow
     figure = Path("docs/peak-shaving-adaptive.png" if args.adaptive else "docs/peak-shaving.png")
-    _plot(run, figure, args.ceiling, args.adaptive)
-    print(json.dumps({
+    _plot(run, figure, args.ceiling, args.adaptive, target)
+    result = {
         "ceiling": args.ceiling, "highest_write_rate": round(_highest_rate(run.samples, 1.5)),
         "drain_seconds": round(drain, 1), "in_mongo": events.count_documents({}),
         "unique_ids": unique, "produced": run.produced, "figure": str(figure),
-    }))  # fmt: skip
+    }  # fmt: skip
+    if args.adaptive and run.load:
+        result |= {"target_latency_seconds": target} | _adaptive_figures(run)
+    print(json.dumps(result))
     return 0
 
 

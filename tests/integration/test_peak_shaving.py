@@ -197,3 +197,73 @@ def test_a_killed_replicas_share_is_taken_up(
     result = tally(collection, ledger)
     assert (result.lost, result.duplicates, result.stored) == (0, 0, 24000)
     assert taken_up < 30
+
+
+class CompetingLoad:
+    """Something else loading the same server: heavy inserts into another database."""
+
+    def __init__(self, uri: str, database: str, threads: int = 6) -> None:
+        self._client: MongoClient[dict[str, Any]] = MongoClient(uri)
+        self._database = database
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
+
+    def _work(self) -> None:
+        docs = [{"pad": "y" * 400, "n": i} for i in range(500)]
+        while not self._stop.is_set():
+            self._client[self._database].junk.insert_many([dict(d) for d in docs], ordered=False)
+
+    def __enter__(self) -> CompetingLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+    def close(self) -> None:
+        self._client.drop_database(self._database)  # after the run: on FerretDB it stalls writes
+        self._client.close()
+
+
+def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
+    sqs_client: Any, make_queue: Any, mongo_db: Any, mongo_uri: str
+) -> None:
+    cap = 4000.0  # near what this FerretDB takes from one consumer: latency is the limit
+    queue: QueuePair = make_queue(visibility_timeout=30)
+    ledger = Ledger("events")
+    _backlog(sqs_client, queue.url, ledger, 60000)
+    settings = Settings(
+        queue_urls=(queue.url,), mongo_uri=mongo_uri, database=mongo_db.name, metrics_port=0,
+        wait_seconds=1, max_write_rate=cap, write_rate="adaptive", target_write_latency=0.05,
+        writers=8,
+    )  # fmt: skip
+    client: MongoClient[dict[str, Any]] = connect.mongo_client(settings)
+    service = Service(settings, connect.sqs_queues(settings), connect.mongo_sink(settings, client))
+    collection = mongo_db[ledger.collection]
+    load = CompetingLoad(mongo_uri, f"{mongo_db.name}_load")
+    try:
+        service.start()
+        gate = service.gate
+        assert isinstance(gate, RateGate)
+        assert wait_until(lambda: collection.count_documents({}) >= 4000, 20)
+        before = gate.rate
+        lowest = before
+        with load:
+            ends = time.monotonic() + 10
+            while time.monotonic() < ends:
+                lowest = min(lowest, gate.rate)
+                time.sleep(0.1)
+        assert wait_until(lambda: gate.rate >= 0.8 * before, 20, 0.1), gate.rate
+        print(f"adaptive: {before:.0f}/s before the load, lowest {lowest:.0f}/s under it, "
+              f"back to {gate.rate:.0f}/s after")  # fmt: skip
+        assert lowest <= 0.75 * before  # backed off
+        assert wait_until(lambda: collection.count_documents({}) >= 60000, 60)
+    finally:
+        service.stop(deadline_seconds=10)
+        client.close()
+        load.close()
+    result = tally(collection, ledger)
+    assert (result.lost, result.duplicates, result.stored) == (0, 0, 60000)

@@ -164,7 +164,7 @@ def _window(
     aimd: AimdController, clock: FakeClock, latency: float, *, limited: bool = True
 ) -> float:
     rate = None
-    for _ in range(5):
+    for _ in range(10):
         if limited:
             aimd.waited()
         clock.sleep(0.11)
@@ -195,11 +195,21 @@ def test_aimd_climbs_back_additively_when_latency_recovers() -> None:
     for _ in range(20):
         _window(aimd, clock, 0.5)
     assert aimd.rate == pytest.approx(100)
-    rates = [_window(aimd, clock, 0.01) for _ in range(18)]
-    assert rates[0] == pytest.approx(145)  # +5% of the span per window
+    rates = [_window(aimd, clock, 0.01) for _ in range(9)]
+    assert rates[0] == pytest.approx(190)  # +10% of the span per window
     assert rates[-1] == pytest.approx(910)
-    assert _window(aimd, clock, 0.01) == pytest.approx(955)
     assert _window(aimd, clock, 0.01) == pytest.approx(1000)  # capped
+
+
+def test_aimd_climbs_slowly_near_the_rate_that_was_last_too_slow() -> None:
+    clock = FakeClock()
+    aimd = _controller(clock)
+    assert _window(aimd, clock, 0.2) == pytest.approx(800)  # too slow at 1000
+    assert _window(aimd, clock, 0.01) == pytest.approx(890)  # +10% of the span
+    assert _window(aimd, clock, 0.01) == pytest.approx(899)  # within 85% of 1000: +1%
+    for _ in range(12):
+        _window(aimd, clock, 0.01)
+    assert aimd.rate == pytest.approx(1000)  # the cap, reached at the slow pace
 
 
 def test_aimd_does_not_climb_while_nobody_waits_for_tokens() -> None:

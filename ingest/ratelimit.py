@@ -187,7 +187,6 @@ class AimdController:
         self._window_start = now
         return self.rate
 
-
     def _step(self) -> float:
         p = self.policy
         span = self._high - self._low

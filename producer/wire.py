@@ -26,7 +26,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final
 
@@ -54,7 +54,25 @@ DEFAULT_MAX_DECODED_BYTES: Final = 32 * 1024 * 1024
 MAX_COLLECTION_NAME_BYTES: Final = 120
 
 _JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
-_default = partial(json_util.default, json_options=_JSON_OPTIONS)
+_json_util_default = partial(json_util.default, json_options=_JSON_OPTIONS)
+_NO_OFFSET: Final = timedelta(0)
+
+
+def _default(value: Any) -> Any:
+    """json_util.default, with the two types every record carries done inline:
+    json_util spends ~10 µs of a 1 KB record's 20 on an ObjectId and two dates
+    (type dispatch, two strftime calls). Same output (tested against json_util)."""
+    kind = type(value)
+    if kind is ObjectId:
+        return {"$oid": str(value)}
+    utc = kind is datetime and (value.tzinfo is None or value.utcoffset() == _NO_OFFSET)
+    if utc and value.year >= 1970:
+        millis = value.microsecond // 1000
+        fraction = f".{millis:03d}" if millis else ""
+        return {"$date": f"{value.isoformat(timespec='seconds')[:19]}{fraction}Z"}
+    return _json_util_default(value)
+
+
 _SEPARATORS: Final = (",", ":")
 
 

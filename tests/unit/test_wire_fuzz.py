@@ -146,3 +146,16 @@ def test_any_extended_json_wrapper_as_a_value_only_raises_wire_error(wrapper: An
     line = json.dumps({"c": "things", "d": {"_id": 1, "v": wrapper}})
     _decodes_or_wire_error(line, {})
     _decodes_or_wire_error(json.dumps({"c": "things", "d": {"_id": wrapper}}), {})
+
+
+AWARE_DATES = st.datetimes(
+    min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.timezones()
+)
+
+
+@settings(max_examples=scale(300, 2000), deadline=None)
+@given(value=st.datetimes(min_value=datetime(1, 1, 1)) | AWARE_DATES
+       | st.binary(min_size=12, max_size=12).map(ObjectId))  # fmt: skip
+def test_fast_encoding_of_ids_and_dates_matches_json_util(value: Any) -> None:
+    """The producer encodes ObjectIds and dates inline; the text must be json_util's."""
+    assert wire._default(value) == wire._json_util_default(value)

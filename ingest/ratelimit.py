@@ -131,7 +131,8 @@ class Aimd:
     overload_factor: float = 0.5  # an overload error: a strong signal
     quantile: float = 0.99  # the target is for the p99: operators' latency promise
     # Near the rate that was last too slow, climb at a tenth of the pace: plain AIMD
-    # saws back into the wall every few seconds under a steady competing load.
+    # saws back into the wall every few seconds under a steady competing load (one full
+    # step undoes a decrease whenever the rate is a few steps above the floor).
     caution_zone: float = 0.85  # of the last too-slow rate
     cautious_fraction: float = 0.01
 
@@ -192,9 +193,10 @@ class AimdController:
         span = self._high - self._low
         if self._too_slow_at is not None and self.rate >= self._too_slow_at:
             self._too_slow_at = None  # past it and fast enough: the load has gone
-        if self._too_slow_at is not None and self.rate >= p.caution_zone * self._too_slow_at:
-            return p.cautious_fraction * span
-        return p.increase_fraction * span
+        step = p.increase_fraction * span
+        if self._too_slow_at is not None and self.rate + step >= p.caution_zone * self._too_slow_at:
+            return p.cautious_fraction * span  # a full step would land back at the wall
+        return step
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -256,9 +256,10 @@ def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
             while time.monotonic() < ends:
                 lowest = min(lowest, gate.rate)
                 time.sleep(0.1)
+        load_ended = time.monotonic()
         assert wait_until(lambda: gate.rate >= 0.8 * before, 20, 0.1), gate.rate
         print(f"adaptive: {before:.0f}/s before the load, lowest {lowest:.0f}/s under it, "
-              f"back to {gate.rate:.0f}/s after")  # fmt: skip
+              f"back to {gate.rate:.0f}/s {time.monotonic() - load_ended:.1f} s after")  # fmt: skip
         assert lowest <= 0.75 * before  # backed off
         assert wait_until(lambda: collection.count_documents({}) >= 60000, 60)
     finally:

@@ -205,11 +205,17 @@ def test_aimd_climbs_slowly_near_the_rate_that_was_last_too_slow() -> None:
     clock = FakeClock()
     aimd = _controller(clock)
     assert _window(aimd, clock, 0.2) == pytest.approx(800)  # too slow at 1000
-    assert _window(aimd, clock, 0.01) == pytest.approx(890)  # +10% of the span
-    assert _window(aimd, clock, 0.01) == pytest.approx(899)  # within 85% of 1000: +1%
-    for _ in range(12):
+    # A full step (+90) would land within 85% of 1000: +1% of the span instead.
+    assert _window(aimd, clock, 0.01) == pytest.approx(809)
+    for _ in range(21):
         _window(aimd, clock, 0.01)
-    assert aimd.rate == pytest.approx(1000)  # the cap, reached at the slow pace
+    assert aimd.rate == pytest.approx(998)
+    assert _window(aimd, clock, 0.01) == pytest.approx(1000)  # the cap, at the slow pace
+    aimd.observe(0.01, overloaded=True)  # halved to 500: far below the wall, a full step
+    assert _window(aimd, clock, 0.01) == pytest.approx(590)
+    assert _window(aimd, clock, 0.01) == pytest.approx(680)
+    assert _window(aimd, clock, 0.01) == pytest.approx(770)
+    assert _window(aimd, clock, 0.01) == pytest.approx(779)  # +90 would reach 850
 
 
 def test_aimd_does_not_climb_while_nobody_waits_for_tokens() -> None:

@@ -353,10 +353,11 @@ def decode_line(line: str) -> Record:
         obj = _loads(line)
     except RecursionError as exc:
         raise WireError("record is nested too deeply to decode") from exc
-    except (ValueError, TypeError, LookupError, BSONError, ArithmeticError) as exc:
+    except (ValueError, TypeError, LookupError, BSONError, ArithmeticError, AttributeError) as exc:
         # json.JSONDecodeError is a ValueError; json_util raises several types, among
-        # them decimal.InvalidOperation (an ArithmeticError) for a bad $numberDecimal
-        # and KeyError for a wrapper missing a field ({"$binary": {}}).
+        # them decimal.InvalidOperation (an ArithmeticError) for a bad $numberDecimal,
+        # KeyError for a wrapper missing a field ({"$binary": {}}) and AttributeError
+        # for a legacy wrapper holding null ({"$binary": null, "$type": "00"}).
         raise WireError(f"record is not valid Extended JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")

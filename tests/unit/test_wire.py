@@ -109,6 +109,7 @@ def test_compression_bombs_are_refused() -> None:
         ('{"c":"e","d":{"_id":1,"$set":{}}}', "starts with '\\$'"),
         ('{"c":"e","d":{"_id":1,"a":{"b\\u0000":1}}}', "NUL"),
         ('{"c":"e","d":{"_id":{"$oid":"nothex"}}}', "Extended JSON"),
+        ('{"c":"e","d":{"_id":1,"b":{"$binary":null,"$type":false}}}', "Extended JSON"),
         ('{"c":"e","d":{"_id":1,"x":' + "[" * 150 + "]" * 150 + "}}", "nested deeper"),
         ('{"c":"e","d":{"_id":1,"x":' + "[" * 100000 + "]" * 100000 + "}}", "nested too deeply"),
     ],

@@ -15,7 +15,8 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from bench.ceilings import packed_bodies
@@ -33,14 +34,25 @@ def _stored(sink: MemorySink) -> int:
     return sum(len(documents) for documents in sink.collections.values())
 
 
+@contextmanager
+def _collector_off() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def sink_cpu(lines: Sequence[str]) -> float:
-    """CPU seconds MemorySink.write alone spends on these records."""
+    """CPU seconds MemorySink.write alone spends on these records, GC off (the run
+    already counted the collector's time)."""
     records = [wire.decode_line(line) for line in lines]
     sink = MemorySink()
-    start = time.process_time()
-    for i in range(0, len(records), 640):
-        sink.write(records[i : i + 640])
-    return time.process_time() - start
+    with _collector_off():
+        start = time.process_time()
+        for i in range(0, len(records), 640):
+            sink.write(records[i : i + 640])
+        return time.process_time() - start
 
 
 class GcTimer:
@@ -66,14 +78,11 @@ class GcTimer:
 
 def json_baseline(lines: Sequence[str]) -> float:
     """CPU seconds json.loads takes over these lines, one thread, GC off."""
-    gc.disable()
-    try:
+    with _collector_off():
         start = time.process_time()
         for line in lines:
             json.loads(line)
         return time.process_time() - start
-    finally:
-        gc.enable()
 
 
 def run(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -113,11 +122,7 @@ def _run(lines: list[str], *, freeze_kept: bool) -> dict[str, Any]:
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     service.stop(deadline_seconds=10)
     gc.unfreeze()
-    gc.disable()  # the sink's own work, without the collections the run already counted
-    try:
-        sink_seconds = sink_cpu(lines)
-    finally:
-        gc.enable()
+    sink_seconds = sink_cpu(lines)
     baseline = json_baseline(lines)
     per_record = 1e6 / len(lines)
     own = cpu - sink_seconds - gc_time.seconds

@@ -124,7 +124,7 @@ def _parse(name: str, raw: str) -> Any:
         if name == "write_mode":
             return _write_mode(raw)
         if name == "target_write_latency":
-            return _seconds(raw)
+            return parse_seconds(raw)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from exc
     return raw
@@ -138,7 +138,7 @@ def _write_mode(raw: str | WriteMode) -> WriteMode:
         raise ConfigError(f"write mode {raw!r} is not one of {choices}") from exc
 
 
-def _seconds(raw: str) -> float:
+def parse_seconds(raw: str) -> float:
     """'50ms', '0.05s' or '0.05' (seconds)."""
     text = raw.strip().lower()
     if text.endswith("ms"):

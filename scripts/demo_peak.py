@@ -28,7 +28,9 @@ import boto3
 from bson import ObjectId
 from pymongo import MongoClient
 
+from ingest.settings import parse_seconds
 from producer import wire
+from scripts.competing_load import CompetingLoad
 
 INGEST = Path(sys.executable).with_name("ingest")
 PER_MESSAGE = 50
@@ -78,25 +80,6 @@ def _produce(sqs: Any, url: str, rate: float, seconds: float, run: Run) -> None:
             run.produced += sum(n for _, n in chunk)
         seq += due
         time.sleep(max(0.0, start + elapsed + 0.1 - time.monotonic()))
-
-
-def _load(uri: str, name: str, stop: threading.Event, threads: int = 6) -> None:
-    """Competes for the same server: heavy inserts into another database (dropped at
-    the end of the demo: on FerretDB dropping it stalls other writes for a second)."""
-    client: MongoClient[dict[str, Any]] = MongoClient(uri)
-
-    def work() -> None:
-        docs = [{"pad": "y" * 400, "n": i} for i in range(500)]
-        while not stop.is_set():
-            client[name].junk.insert_many([dict(d) for d in docs], ordered=False)
-
-    workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
-    for w in workers:
-        w.start()
-    stop.wait()
-    for w in workers:
-        w.join(10)
-    client.close()
 
 
 def _consumer(port: int, target: float) -> dict[str, float]:
@@ -152,15 +135,10 @@ def _adaptive_figures(run: Run) -> dict[str, float | bool | None]:
     settled = [x for x in run.samples if start + 10.0 <= x.t <= end]
     slow_after_10s = _slow_share(settled[0], settled[-1]) if len(settled) > 1 else None
     over = [b.t for a, b in _windows(run.samples, start, end, 5.0) if _slow_share(a, b) > 0.01]
-
-    def rate(window: tuple[Sample, Sample]) -> float:
-        a, b = window
-        return (b.written - a.written) / (b.t - a.t)
-
-    before = max(map(rate, _windows(run.samples, start - 6.0, start)), default=0.0)
+    before = max(map(_write_rate, _windows(run.samples, start - 6.0, start)), default=0.0)
     after = [w for w in _windows(run.samples, end, end + 20.0) if w[1].depth > 0]
-    recovered = max(map(rate, after), default=0.0)
-    climbed = next((a.t - end for a, b in after if rate((a, b)) >= 0.8 * before), None)
+    recovered = max(map(_write_rate, after), default=0.0)
+    climbed = next((w[0].t - end for w in after if _write_rate(w) >= 0.8 * before), None)
     return {
         "load_seconds": round(end - start, 1),
         "slow_bulks_pct_after_10s_of_load": None if slow_after_10s is None else round(100 * slow_after_10s, 2),
@@ -172,16 +150,14 @@ def _adaptive_figures(run: Run) -> dict[str, float | bool | None]:
     }  # fmt: skip
 
 
+def _write_rate(window: tuple[Sample, Sample]) -> float:
+    a, b = window
+    return (b.written - a.written) / (b.t - a.t)
+
+
 def _highest_rate(samples: list[Sample], skip: float) -> float:
     """Highest written/s over any one-second window (samples 0.5 s apart), after `skip` s."""
-    best = 0.0
-    for i, a in enumerate(samples):
-        for b in samples[i + 1 :]:
-            if b.t - a.t >= 1.0:
-                if a.t >= skip:
-                    best = max(best, (b.written - a.written) / (b.t - a.t))
-                break
-    return best
+    return max(map(_write_rate, _windows(samples, skip, samples[-1].t)), default=0.0)
 
 
 def _plot(run: Run, path: Path, ceiling: float, adaptive: bool, target: float) -> None:
@@ -284,11 +260,6 @@ def main() -> int:
         mongo.drop_database(database)
 
 
-def _seconds(text: str) -> float:
-    """'50ms' or '0.05' as seconds."""
-    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.rstrip("s"))
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -299,18 +270,16 @@ def _demo(
     args: Any, sqs: Any, url: str, mongo: Any, database: str, uri: str, run: Run, consumer: Any
 ) -> int:
     events = mongo[database].events
-    target = _seconds(args.target_latency)
-    load_db = f"{database}_load"
+    target = parse_seconds(args.target_latency)
+    load = CompetingLoad(uri, f"{database}_load")
     time.sleep(3.0)  # the consumer starts
     producer = threading.Thread(
         target=_produce, args=(sqs, url, args.ceiling * args.burst_factor, args.seconds, run)
     )
-    stop_load = threading.Event()
     start = time.monotonic()
     producer.start()
     total = int(args.ceiling * args.burst_factor * args.seconds)
     finished: float | None = None
-    loader: threading.Thread | None = None
     while True:
         if consumer.poll() is not None:
             raise SystemExit(f"the consumer exited ({consumer.returncode}); see its log in /tmp")
@@ -322,17 +291,11 @@ def _demo(
         slow = bulks - int(seen.get("fast", 0))
         sample = Sample(now, run.produced, written, _depth(sqs, url), ceiling, bulks, slow)
         run.samples.append(sample)
-        if args.adaptive and loader is None and now >= args.load_at:  # slow MongoDB mid-run
-            loader = threading.Thread(target=_load, args=(uri, load_db, stop_load), daemon=True)
-            loader.start()
+        if args.adaptive and not load.started and now >= args.load_at:  # slow MongoDB mid-run
+            load.start()
             run.load = (now, now)
-        if (
-            loader is not None
-            and run.load
-            and now - run.load[0] >= args.load_seconds
-            and not stop_load.is_set()
-        ):
-            stop_load.set()
+        if run.load and not load.stopped and now - run.load[0] >= args.load_seconds:
+            load.stop()
             run.load = (run.load[0], now)
         if not producer.is_alive() and finished is None:
             finished = now
@@ -341,10 +304,7 @@ def _demo(
         if now > args.seconds + 3 * total / args.ceiling + 60:
             raise SystemExit(f"gave up: {written} of {run.produced} records written")
         time.sleep(max(0.0, 0.5 - (time.monotonic() - start - now)))
-    stop_load.set()
-    if loader is not None:
-        loader.join(15)
-        mongo.drop_database(load_db)
+    load.close()
     drain = run.samples[-1].t - (finished or 0.0)
     unique = len(
         {d["seq"] for d in events.find({}, {"seq": 1, "_id": 0})}

@@ -24,6 +24,7 @@ from ingest.ratelimit import Ceiling, RateGate
 from ingest.replicas import COLLECTION, ReplicaRegistry, live_replicas
 from ingest.service import Service
 from ingest.settings import Settings
+from scripts.competing_load import CompetingLoad
 from tests.conftest import QueuePair
 from tests.reliability.harness import (
     Consumer,
@@ -197,35 +198,6 @@ def test_a_killed_replicas_share_is_taken_up(
     result = tally(collection, ledger)
     assert (result.lost, result.duplicates, result.stored) == (0, 0, 24000)
     assert taken_up < 30
-
-
-class CompetingLoad:
-    """Something else loading the same server: heavy inserts into another database."""
-
-    def __init__(self, uri: str, database: str, threads: int = 6) -> None:
-        self._client: MongoClient[dict[str, Any]] = MongoClient(uri)
-        self._database = database
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
-
-    def _work(self) -> None:
-        docs = [{"pad": "y" * 400, "n": i} for i in range(500)]
-        while not self._stop.is_set():
-            self._client[self._database].junk.insert_many([dict(d) for d in docs], ordered=False)
-
-    def __enter__(self) -> CompetingLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(10)
-
-    def close(self) -> None:
-        self._client.drop_database(self._database)  # after the run: on FerretDB it stalls writes
-        self._client.close()
 
 
 def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(

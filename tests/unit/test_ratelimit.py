@@ -91,6 +91,29 @@ def test_debt_tells_the_pollers_how_far_behind_the_writers_are() -> None:
     assert bucket.debt_seconds() == pytest.approx(0.5)
 
 
+def _run_writers(
+    bucket: TokenBucket, *, writers: int, bulk: int, seconds: float
+) -> tuple[float, list[tuple[float, int]]]:
+    """Real threads on the real clock taking `bulk` tokens for `seconds`: the start
+    time and every grant (when acquire returned, how many)."""
+    grants: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    start = time.monotonic()
+
+    def writer() -> None:
+        while time.monotonic() - start < seconds:
+            bucket.acquire(bulk)
+            with lock:
+                grants.append((time.monotonic(), bulk))
+
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return start, grants
+
+
 def test_late_wake_ups_do_not_bunch_bulks_into_one_second() -> None:
     """A busy CPU wakes writers late. The bound must hold on when bulks really start:
     with tokens reserved ahead, 8 writers woken up to 30 ms late gave 1040 here."""
@@ -99,22 +122,8 @@ def test_late_wake_ups_do_not_bunch_bulks_into_one_second() -> None:
     def late_sleep(seconds: float) -> None:
         time.sleep(seconds + rng.choice([0.0, 0.0, 0.03]))
 
-    bucket = TokenBucket(1000, 10, sleep=late_sleep)  # real clock: 8 writers for 2 s
-    grants: list[tuple[float, int]] = []
-    lock = threading.Lock()
-    start = time.monotonic()
-
-    def writer() -> None:
-        while time.monotonic() - start < 2.0:
-            bucket.acquire(10)
-            with lock:
-                grants.append((time.monotonic(), 10))
-
-    threads = [threading.Thread(target=writer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    bucket = TokenBucket(1000, 10, sleep=late_sleep)
+    _, grants = _run_writers(bucket, writers=8, bulk=10, seconds=2.0)
     assert _max_in_window(sorted(grants)) <= 1000 + 10 + 10  # one bulk of recording jitter
 
 
@@ -133,22 +142,8 @@ def test_closed_bucket_waits_for_a_rate_then_grants() -> None:
 
 
 def test_many_threads_share_one_bucket_without_exceeding_it() -> None:
-    bucket = TokenBucket(2000, 50)  # real clock: 4 writers for ~0.5 s
-    grants: list[tuple[float, int]] = []
-    lock = threading.Lock()
-    start = time.monotonic()
-
-    def writer() -> None:
-        while time.monotonic() - start < 0.5:
-            bucket.acquire(50)
-            with lock:
-                grants.append((time.monotonic(), 50))
-
-    threads = [threading.Thread(target=writer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bucket = TokenBucket(2000, 50)
+    start, grants = _run_writers(bucket, writers=4, bulk=50, seconds=0.5)
     span = grants[-1][0] - start
     assert sum(n for _, n in grants) <= 2000 * span + 50 + 4 * 50
 

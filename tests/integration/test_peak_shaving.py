@@ -206,7 +206,7 @@ def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
     cap = 4000.0  # near what this FerretDB takes from one consumer: latency is the limit
     queue: QueuePair = make_queue(visibility_timeout=30)
     ledger = Ledger("events")
-    _backlog(sqs_client, queue.url, ledger, 60000)
+    _backlog(sqs_client, queue.url, ledger, 90000)  # still a backlog if the climb is slow
     settings = Settings(
         queue_urls=(queue.url,), mongo_uri=mongo_uri, database=mongo_db.name, metrics_port=0,
         wait_seconds=1, max_write_rate=cap, write_rate="adaptive", target_write_latency=0.05,
@@ -229,14 +229,16 @@ def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
                 lowest = min(lowest, gate.rate)
                 time.sleep(0.1)
         load_ended = time.monotonic()
-        assert wait_until(lambda: gate.rate >= 0.8 * before, 20, 0.1), gate.rate
+        # The issue sets no time for the climb; measured 8-10 s, over 20 s when MongoDB
+        # is slow again while climbing (the cautious climb near the last slow rate).
+        assert wait_until(lambda: gate.rate >= 0.8 * before, 45, 0.1), gate.rate
         print(f"adaptive: {before:.0f}/s before the load, lowest {lowest:.0f}/s under it, "
               f"back to {gate.rate:.0f}/s {time.monotonic() - load_ended:.1f} s after")  # fmt: skip
         assert lowest <= 0.75 * before  # backed off
-        assert wait_until(lambda: collection.count_documents({}) >= 60000, 60)
+        assert wait_until(lambda: collection.count_documents({}) >= 90000, 60)
     finally:
         service.stop(deadline_seconds=10)
         client.close()
         load.close()
     result = tally(collection, ledger)
-    assert (result.lost, result.duplicates, result.stored) == (0, 0, 60000)
+    assert (result.lost, result.duplicates, result.stored) == (0, 0, 90000)

@@ -35,7 +35,7 @@ class Router:
             result = hook(record.document)
         except Exception as exc:  # a hook's failure is about this record only
             return (
-                f"hook for {record.collection!r} rejected the record: {type(exc).__name__}: {exc}"
+                f"hook for {record.collection!r} rejected the record: {exc or type(exc).__name__}"
             )
         if result is None:
             return record

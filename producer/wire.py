@@ -23,15 +23,16 @@ import binascii
 import gzip
 import io
 import json
+import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final
 
 from bson import json_util
-from bson.errors import BSONError
+from bson.errors import BSONError, InvalidId
 from bson.objectid import ObjectId
 
 FORMAT_VERSION: Final = "1"
@@ -227,13 +228,66 @@ def _object_hook(obj: dict[str, Any]) -> Any:
         if len(obj) == 1:
             value = obj[key]
             # The two wrappers every record carries, decoded ~20x faster than
-            # json_util does; anything unusual falls through to json_util.
-            if key == "$oid" and isinstance(value, str) and len(value) == 24:
-                return ObjectId(value)
+            # json_util does; anything unusual goes to _wrapper.
+            if key == "$oid" and type(value) is str and len(value) == 24:
+                return _object_id(value)
             if key == "$date" and isinstance(value, str) and value.endswith("Z"):
                 return _parse_date(value, obj)
-        return json_util.object_hook(obj, _JSON_OPTIONS)
+        return _wrapper(key, obj)
     return obj
+
+
+#: What each Extended JSON wrapper holds, as a sender would name it.
+_WRAPPER_NAMES: Final = {
+    "$oid": "ObjectId", "$date": "date", "$numberDecimal": "Decimal128",
+    "$numberLong": "64-bit integer", "$numberInt": "32-bit integer", "$numberDouble": "double",
+    "$uuid": "UUID", "$binary": "binary", "$timestamp": "timestamp", "$regex": "regular expression",
+    "$regularExpression": "regular expression", "$code": "code", "$dbPointer": "DBPointer",
+    "$minKey": "MinKey", "$maxKey": "MaxKey", "$symbol": "symbol", "$undefined": "undefined",
+}  # fmt: skip
+_INT_RANGES: Final = {"$numberLong": 64, "$numberInt": 32}
+
+
+def _wrapper(key: str, obj: dict[str, Any]) -> Any:
+    """An Extended JSON wrapper through json_util, with the checks it lacks and a reason
+    written for the sender (json_util's own errors are Python and driver text)."""
+    value = obj.get(key)
+    if key == "$oid" and len(obj) == 1:
+        # json_util turns {"$oid": null} into a fresh random ObjectId: not deterministic.
+        return _object_id(value)
+    try:
+        decoded = json_util.object_hook(obj, _JSON_OPTIONS)
+    except Exception as exc:  # json_util raises a dozen types, none of them for people
+        raise WireError(_invalid(key, value, obj)) from exc
+    bits = _INT_RANGES.get(key)
+    if bits is not None and not -(2 ** (bits - 1)) <= decoded < 2 ** (bits - 1):
+        raise WireError(f"invalid {_WRAPPER_NAMES[key]} value {_shown(value)}: out of range")
+    return decoded
+
+
+def _object_id(value: object) -> ObjectId:
+    if isinstance(value, str) and len(value) == 24:
+        try:
+            return ObjectId(value)
+        except InvalidId:
+            pass
+    raise WireError(f"invalid ObjectId value {_shown(value)}: expected 24 hex digits")
+
+
+def _invalid(key: str, value: object, obj: dict[str, Any]) -> str:
+    name = _WRAPPER_NAMES.get(key)
+    if name is None or len(obj) > 2:
+        return f"invalid Extended JSON value {_shown(obj)}"
+    return f"invalid {name} value {_shown(value)}"
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value as the sender wrote it (JSON), cut to `limit` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse_date(value: str, obj: dict[str, Any]) -> Any:
@@ -351,14 +405,14 @@ def decode_line(line: str) -> Record:
     """Decode and validate one record line."""
     try:
         obj = _loads(line)
+    except WireError:
+        raise
     except RecursionError as exc:
         raise WireError("record is nested too deeply to decode") from exc
-    except (ValueError, TypeError, LookupError, BSONError, ArithmeticError, AttributeError) as exc:
-        # json.JSONDecodeError is a ValueError; json_util raises several types, among
-        # them decimal.InvalidOperation (an ArithmeticError) for a bad $numberDecimal,
-        # KeyError for a wrapper missing a field ({"$binary": {}}) and AttributeError
-        # for a legacy wrapper holding null ({"$binary": null, "$type": "00"}).
-        raise WireError(f"record is not valid Extended JSON: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise WireError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except ValueError as exc:  # json's own checks beyond syntax (a lone surrogate pair...)
+        raise WireError(f"not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")
     if "c" not in obj or "d" not in obj:
@@ -379,9 +433,52 @@ def _check_bson_size(document: dict[str, Any]) -> None:
     try:
         size = len(bson.encode(document))
     except (BSONError, OverflowError, ValueError) as exc:
-        raise WireError(f"document cannot be stored as BSON: {exc}") from exc
+        raise WireError(bson_problem(exc, document)) from exc
     if size > MAX_BSON_DOCUMENT_BYTES:
         raise WireError(f"document is {size} bytes as BSON, over MongoDB's 16 MiB limit")
+
+
+_CLASS_REPR: Final = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>")
+
+
+def bson_problem(exc: BaseException, document: Mapping[str, Any]) -> str:
+    """Why `document` cannot become BSON, for the person who sent it (the driver's
+    own text names Python types and classes)."""
+    if isinstance(exc, OverflowError):
+        big = _first(document, lambda v: type(v) is int and not -(2**63) <= v < 2**63)
+        if big is None:
+            return "a number does not fit in 64 bits"
+        shown = f"2**{big.bit_length() - 1}" if big > 0 and big & (big - 1) == 0 else str(big)
+        return (
+            f"integer {shown if len(shown) <= 40 else shown[:37] + '...'} does not fit in 64 bits"
+        )
+    if isinstance(exc, UnicodeEncodeError):
+        char = exc.object[exc.start : exc.start + 1] if isinstance(exc.object, str) else "?"
+        return f"a string holds a lone surrogate (\\u{ord(char):04x}), which is not valid UTF-8"
+    if type(exc).__name__ == "DocumentTooLarge":
+        return "document is over MongoDB's 16 MiB limit"
+    text = _CLASS_REPR.sub(r"\1", str(exc).splitlines()[0] if str(exc) else "")
+    return (
+        f"document cannot be stored as BSON: {text[:200]}"
+        if text
+        else "document cannot be stored as BSON"
+    )
+
+
+def _first(value: object, test: Callable[[object], bool], depth: int = 0) -> Any:
+    """The first value in a document (depth first) that passes `test`."""
+    if test(value):
+        return value
+    if depth > MAX_NESTING_DEPTH:
+        return None
+    items = (
+        value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+    )
+    for item in items:
+        found = _first(item, test, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def iter_records(text: str) -> Iterator[Record | BadRecord]:

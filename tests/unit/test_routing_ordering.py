@@ -59,7 +59,7 @@ def test_hooks_transform_and_a_raising_hook_dead_letters_only_its_record() -> No
     assert audit["checked"] is True
     assert sink.count("payments") == 0 and sink.count("x") == 1
     (letter,) = settlement.dead_letters
-    assert "ValueError: amount must be positive" in letter.reason
+    assert "rejected the record: amount must be positive" in letter.reason
 
 
 @pytest.mark.parametrize("spec", ["events", "events=", "=x:y", "events=nomodule"])

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 import zstandard
-from bson import Binary, Decimal128, ObjectId
+from bson import Binary, Decimal128, ObjectId, json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,3 +160,33 @@ AWARE_DATES = st.datetimes(
 def test_fast_encoding_of_ids_and_dates_matches_json_util(value: Any) -> None:
     """The producer encodes ObjectIds and dates inline; the text must be json_util's."""
     assert wire._default(value) == wire._json_util_default(value)
+
+
+def _decoded_twice(line: str) -> tuple[str, str]:
+    """Decodes `line` twice; each result as canonical Extended JSON (or its refusal)."""
+    results = []
+    for _ in range(2):
+        try:
+            record = wire.decode_line(line)
+        except wire.WireError as exc:
+            results.append(f"refused: {exc}")
+        else:
+            results.append(json_util.dumps(record.document, json_options=CANONICAL_JSON_OPTIONS))
+    return results[0], results[1]
+
+
+@FUZZ
+@given(st.dictionaries(EXTENDED_KEYS, JSONISH, max_size=4), JSONISH)
+def test_decoding_is_deterministic(wrapper: Any, value: Any) -> None:
+    """The same line always decodes to the same document: a redelivery must collapse
+    onto the first write ({"$oid": null} once decoded to a fresh random ObjectId)."""
+    for document in ({"_id": wrapper, "v": value}, {"_id": value, "w": wrapper}):
+        first, second = _decoded_twice(json.dumps({"c": "things", "d": document}))
+        assert first == second
+
+
+def test_an_oid_wrapper_without_a_valid_id_is_refused() -> None:
+    for value in (None, 5, "zz", "0" * 23, "g" * 24, ["0" * 24], {"$oid": "0" * 24}):
+        line = json.dumps({"c": "things", "d": {"_id": {"$oid": value}}})
+        first, second = _decoded_twice(line)
+        assert first == second and first.startswith("refused: invalid ObjectId value")

@@ -6,28 +6,38 @@ SinkUnavailable instead: "retry everything" is not the same as "this record is b
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
+import bson
 from bson import ObjectId, json_util
 from bson.errors import InvalidDocument
 from pymongo import InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
+    AutoReconnect,
     BulkWriteError,
     DocumentTooLarge,
+    ExecutionTimeout,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 from pymongo.write_concern import WriteConcern
 
 from ingest.errors import SinkUnavailable
+from ingest.isolation import AFTER_FAILURE, BulkRefused, isolate
 from ingest.messages import DUPLICATE, WRITTEN, Outcome, rejected, retry
-from producer.wire import Record
+from producer.wire import Record, bson_problem
+
+Document = dict[str, Any]
 
 DUPLICATE_KEY_CODES: Final = frozenset({11000, 11001})
 # Per-document write errors that say "try again", not "this record is bad".
@@ -35,19 +45,14 @@ TRANSIENT_CODES: Final = frozenset(
     {6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 202, 262, 462, 9001, 10107, 11600, 11602, 13435,
      13436, 16500}
 )  # fmt: skip
-# Codes that mean the server is overloaded: the rate limiter treats them as a strong signal.
-# Extended JSON markers of values FerretDB 1.24 drops the connection on.
-FERRETDB_UNSUPPORTED: Final = (
-    '"$numberDecimal"',
-    '{"$numberDouble":"NaN"}',
-    '"$code"',
-    '"$minKey"',
-    '"$maxKey"',
-)
-OVERLOAD_CODES: Final = frozenset({50, 112, 262, 462, 16500})
+# Whole-command errors about access or resources rather than the records: retry them all.
+# (Unauthorized, AuthenticationFailed, OutOfDiskSpace.)
+ENVIRONMENT_CODES: Final = frozenset({13, 18, 14031})
 # What the driver raises before sending when one document cannot become BSON
 # (ints beyond 64 bits and lone surrogates come out of valid JSON).
 UNENCODABLE: Final = (DocumentTooLarge, InvalidDocument, OverflowError, UnicodeEncodeError)
+# The server hung up mid-bulk (NetworkTimeout, its subclass, means slow instead).
+_HUNG_UP: Final = (AutoReconnect,)
 
 
 class WriteMode(enum.StrEnum):
@@ -132,61 +137,72 @@ class MongoSink:
         except PyMongoError as exc:
             raise SinkUnavailable(f"MongoDB ping failed: {type(exc).__name__}") from exc
 
-    def write(self, records: Sequence[Record]) -> list[Outcome]:
-        outcomes: list[Outcome] = [WRITTEN] * len(records)
-        for name, indexes in _group_by_collection(records).items():
-            if self.is_ferretdb:
-                indexes = self._reject_unsupported(records, indexes, outcomes)
-            group = [records[i] for i in indexes]
-            for index, outcome in zip(indexes, self._write_group(name, group), strict=True):
-                outcomes[index] = outcome
-        return outcomes
+    def _answers(self) -> bool:
+        """The evidence for a bulk that failed as a whole: does the server still answer?"""
+        try:
+            self.ping()
+        except SinkUnavailable:
+            return False
+        return True
 
-    @staticmethod
-    def _reject_unsupported(
-        records: Sequence[Record], indexes: list[int], outcomes: list[Outcome]
-    ) -> list[int]:
-        """FerretDB 1.24 drops the connection on Decimal128, failing the whole bulk as
-        if the server were down; reject such records alone (real MongoDB stores them)."""
-        kept = []
-        for index in indexes:
-            line = records[index].line
-            if any(marker in line for marker in FERRETDB_UNSUPPORTED):
-                outcomes[index] = rejected(
-                    "FerretDB cannot store Decimal128, NaN, code or min/max key values"
-                )
-            else:
-                kept.append(index)
-        return kept
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        return self._write(records, ordered=False)
 
     def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        return self._write(records, ordered=True)
+
+    def _write(self, records: Sequence[Record], *, ordered: bool) -> list[Outcome]:
         outcomes: list[Outcome] = [WRITTEN] * len(records)
         for name, indexes in _group_by_collection(records).items():
-            if self.is_ferretdb:
-                indexes = self._reject_unsupported(records, indexes, outcomes)
             collection = self._collection(name)
+
+            def bulk(
+                part: Sequence[Record], into: Collection[Document] = collection
+            ) -> list[Outcome]:
+                return self._write_bulk(into, part, ordered=ordered)
+
             group = [records[i] for i in indexes]
-            for index, outcome in zip(indexes, self._ordered(collection, group), strict=True):
+            isolated = isolate(group, bulk, self._answers, ordered=ordered)
+            for index, outcome in zip(indexes, isolated, strict=True):
                 outcomes[index] = outcome
-        return _stop_after_first_retry(records, outcomes)
+        return _stop_after_first_retry(outcomes) if ordered else outcomes
+
+    def _write_bulk(
+        self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
+    ) -> list[Outcome]:
+        """One bulk in the configured mode. Raises BulkRefused when the store (or the
+        driver, for a document that cannot become BSON) fails it as a whole."""
+        try:
+            if ordered:
+                return self._ordered(collection, records)
+            return self._unordered(collection, records)
+        except UNENCODABLE as exc:
+            raise BulkRefused(bson_problem(exc, records[0].document)) from exc
+        except _HUNG_UP as exc:
+            raise BulkRefused(self._hang_up_reason(), connection_lost=True) from exc
+
+    def _hang_up_reason(self) -> str:
+        reason = "the database closed the connection each time this record was written"
+        with contextlib.suppress(SinkUnavailable):
+            if self.is_ferretdb:
+                reason += " (FerretDB does so for values it cannot store, e.g. Decimal128 or NaN)"
+        return reason
 
     def _ordered(
-        self, collection: Collection[dict[str, Any]], records: list[Record]
+        self, collection: Collection[Document], records: Sequence[Record]
     ) -> list[Outcome]:
         """Ordered bulks; a permanent error skips only its record, a transient one stops."""
         results: list[Outcome] = []
-        remaining = records
+        remaining = list(records)
         while remaining:
-            try:
-                outcomes = _bulk(collection, [self._ordered_op(r) for r in remaining], ordered=True)
-            except UNENCODABLE as exc:
-                outcomes = [rejected(f"MongoDB cannot store this document: {exc}")]
-            failed = next((i for i, o in enumerate(outcomes) if o is not WRITTEN), None)
+            ops = [self._ordered_op(record) for record in remaining]
+            outcomes = _bulk(collection, ops, ordered=True)
+            failed = next((i for i, o in enumerate(outcomes) if o.kind is not WRITTEN.kind), None)
             if failed is None:
                 return results + outcomes
             results += outcomes[: failed + 1]
             if not outcomes[failed].settled:
-                return results + [_AFTER_FAILURE] * (len(remaining) - failed - 1)
+                return results + [AFTER_FAILURE] * (len(remaining) - failed - 1)
             remaining = remaining[failed + 1 :]
         return results
 
@@ -197,18 +213,8 @@ class MongoSink:
             return _merge_op(record)
         return InsertOne(record.document)
 
-    def _write_group(self, name: str, records: list[Record]) -> list[Outcome]:
-        if not records:
-            return []
-        collection = self._collection(name)
-        try:
-            return self._write_mode(collection, records)
-        except UNENCODABLE:
-            # The driver refuses the whole bulk for one bad document: isolate it.
-            return [self._write_one(collection, record) for record in records]
-
-    def _write_mode(
-        self, collection: Collection[dict[str, Any]], records: list[Record]
+    def _unordered(
+        self, collection: Collection[Document], records: Sequence[Record]
     ) -> list[Outcome]:
         if self.mode is WriteMode.MERGE:
             ops: list[Any] = [_merge_op(r) for r in records]
@@ -217,41 +223,31 @@ class MongoSink:
             ops = [_set_on_insert_op(r) for r in records]
             ids = [r.document["_id"] for r in records]
             return _bulk(collection, ops, on_duplicate=DUPLICATE, upsert_ids=ids)
-        outcomes = _bulk(
-            collection, [InsertOne(r.document) for r in records], on_duplicate=DUPLICATE
-        )
+        inserts = [InsertOne(r.document) for r in records]
+        outcomes = _bulk(collection, inserts, on_duplicate=DUPLICATE)
         if self.mode is WriteMode.REPLACE:
             self._replace_duplicates(collection, records, outcomes)
         return outcomes
 
     def _replace_duplicates(
-        self, collection: Collection[dict[str, Any]], records: list[Record], outcomes: list[Outcome]
+        self, collection: Collection[Document], records: Sequence[Record], outcomes: list[Outcome]
     ) -> None:
-        conflicts = [i for i, outcome in enumerate(outcomes) if outcome is DUPLICATE]
+        conflicts = [i for i, o in enumerate(outcomes) if o.kind is DUPLICATE.kind]
         if not conflicts:
             return
         ops: list[Any] = [_replace_op(records[i]) for i in conflicts]
         for index, outcome in zip(conflicts, _bulk(collection, ops, ordered=True), strict=True):
             outcomes[index] = outcome
 
-    def _write_one(self, collection: Collection[dict[str, Any]], record: Record) -> Outcome:
-        try:
-            return self._write_mode(collection, [record])[0]
-        except UNENCODABLE as exc:
-            return rejected(f"MongoDB cannot store this document: {exc}")
 
-
-_AFTER_FAILURE: Final = retry("not applied: an earlier record of its group must be retried first")
-
-
-def _stop_after_first_retry(records: Sequence[Record], outcomes: list[Outcome]) -> list[Outcome]:
+def _stop_after_first_retry(outcomes: list[Outcome]) -> list[Outcome]:
     """Records of other collections after the group's first retry may already be applied;
     retrying them too re-applies them after it, so the final state follows the group's order."""
     first = next((i for i, o in enumerate(outcomes) if not o.settled), None)
     if first is None:
         return outcomes
     return outcomes[: first + 1] + [
-        o if not o.settled else _AFTER_FAILURE for o in outcomes[first + 1 :]
+        o if not o.settled else AFTER_FAILURE for o in outcomes[first + 1 :]
     ]
 
 
@@ -273,7 +269,7 @@ def _replace_op(record: Record) -> ReplaceOne[dict[str, Any]]:
 
 
 def _bulk(
-    collection: Collection[dict[str, Any]],
+    collection: Collection[Document],
     ops: list[Any],
     *,
     on_duplicate: Outcome = DUPLICATE,
@@ -281,7 +277,13 @@ def _bulk(
     upsert_ids: list[Any] | None = None,
 ) -> list[Outcome]:
     """One bulk write; per-op outcomes. With upsert_ids (each op's _id), an upsert that
-    found its document already there ($setOnInsert left it alone) is a duplicate."""
+    found its document already there ($setOnInsert left it alone) is a duplicate.
+
+    Classified by what the server did, not by the exception's type: it answered per
+    operation (outcomes), answered with one error for the whole command (BulkRefused,
+    unless the error names the server's own state: then every op is retried), hung up
+    (AutoReconnect, re-raised for the caller to check), was too slow (retries), or
+    could not be reached at all (SinkUnavailable)."""
     outcomes: list[Outcome] = [WRITTEN] * len(ops)
     upserted: list[Any] = []
     try:
@@ -290,15 +292,44 @@ def _bulk(
     except BulkWriteError as exc:
         _apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
         upserted = [u["_id"] for u in exc.details.get("upserted", [])]
-    except UNENCODABLE:
-        raise
     except OperationFailure as exc:
-        raise SinkUnavailable(f"MongoDB refused the write: {exc.code} {_short(exc)}") from exc
+        reason = server_reason(exc.code, exc.details or {}, str(exc))
+        if _about_the_server(exc):
+            return [retry(reason)] * len(ops)
+        raise BulkRefused(reason) from exc
+    except (NetworkTimeout, ExecutionTimeout) as exc:  # slow is not refused
+        return [retry(f"the database did not answer in time: {_short(exc)}")] * len(ops)
+    except ServerSelectionTimeoutError as exc:
+        raise SinkUnavailable(f"MongoDB unreachable: {_short(exc)}") from exc
+    except _HUNG_UP:
+        raise
     except PyMongoError as exc:
         raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}") from exc
     if upsert_ids is not None:
         _mark_matched_as_duplicates(outcomes, upsert_ids, upserted)
     return outcomes
+
+
+def _about_the_server(exc: OperationFailure) -> bool:
+    """Whole-command errors that name the server's state or our permissions, not a record."""
+    return (
+        exc.code in TRANSIENT_CODES
+        or exc.code in ENVIRONMENT_CODES
+        or exc.has_error_label("RetryableWriteError")
+    )
+
+
+# FerretDB prefixes PostgreSQL's message with its Go call frames: [file.go:12 pkg.Func].
+_GO_FRAMES: Final = re.compile(r"^(?:\[[^\]]*\.go:\d+[^\]]*\]\s*)+(?:ERROR:\s*)?")
+
+
+def server_reason(code: int | None, details: Mapping[str, Any], fallback: str) -> str:
+    """The server's own code and message, as the record's dead-letter reason."""
+    message = str(details.get("errmsg") or fallback).splitlines()[0]
+    message = _GO_FRAMES.sub("", message)[:300]
+    name = details.get("codeName")
+    label = f"error {code} {name}" if name else f"error {code}"
+    return f"refused by the database ({label}): {message}"
 
 
 def _mark_matched_as_duplicates(
@@ -309,7 +340,7 @@ def _mark_matched_as_duplicates(
     fresh = [json_util.dumps(i) for i in upserted]
     for index, outcome in enumerate(outcomes):
         key = json_util.dumps(ids[index])
-        if outcome is WRITTEN:
+        if outcome.kind is WRITTEN.kind:
             if key in fresh:
                 fresh.remove(key)  # the first op with this _id inserted it
             else:
@@ -323,12 +354,13 @@ def _apply_write_errors(
     for error in details.get("writeErrors", []):
         index, code = int(error["index"]), int(error.get("code", 0))
         failed_at = min(failed_at, index)
+        reason = server_reason(code, error, "")
         if code in DUPLICATE_KEY_CODES:
             outcomes[index] = on_duplicate
         elif code in TRANSIENT_CODES:
-            outcomes[index] = retry(f"MongoDB error {code}: {error.get('errmsg', '')[:200]}")
+            outcomes[index] = retry(reason)
         else:
-            outcomes[index] = rejected(f"MongoDB error {code}: {error.get('errmsg', '')[:300]}")
+            outcomes[index] = rejected(reason)
     if ordered:
         # An ordered bulk stops at its first error: what follows was never tried.
         for index in range(failed_at + 1, len(outcomes)):
@@ -337,7 +369,7 @@ def _apply_write_errors(
         # Written on the primary but not acknowledged as asked: write again later;
         # the next attempt collapses into a duplicate.
         for index, outcome in enumerate(outcomes):
-            if outcome is WRITTEN:
+            if outcome.kind is WRITTEN.kind:
                 outcomes[index] = retry("write concern not satisfied")
 
 
@@ -355,42 +387,70 @@ def _memory_key(value: Any) -> Any:
 
 
 class MemorySink:
-    """A dictionary per collection with the same write modes and outcomes."""
+    """A dictionary per collection with the same write modes and outcomes.
+
+    `reject` refuses single records (as a server's per-record write error does);
+    `refuse_bulk` fails any bulk that holds a matching record as a whole (as FerretDB
+    does for a NUL in a string), `hang_up` making that a dropped connection."""
 
     def __init__(
         self,
         mode: WriteMode = WriteMode.INSERT_ONCE,
         *,
         reject: Callable[[Record], str | None] | None = None,
+        refuse_bulk: Callable[[Record], str | None] | None = None,
+        hang_up: bool = False,
     ) -> None:
         self.mode = mode
         self.collections: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.unavailable = False  # flip to simulate an outage
         self.write_calls = 0
         self._reject = reject
+        self._refuse_bulk = refuse_bulk
+        self._hang_up = hang_up
         self._lock = threading.Lock()
 
     def ping(self) -> None:
         if self.unavailable:
             raise SinkUnavailable("memory sink is unavailable")
 
+    def _answers(self) -> bool:
+        return not self.unavailable
+
     def write(self, records: Sequence[Record]) -> list[Outcome]:
-        self.ping()
-        with self._lock:
-            self.write_calls += 1
-            return [self._write_one(record) for record in records]
+        return isolate(records, self._bulk, self._answers)
 
     def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
-        self.ping()
+        return isolate(records, self._bulk_ordered, self._answers, ordered=True)
+
+    def _bulk(self, records: Sequence[Record]) -> list[Outcome]:
+        self._check_bulk(records)
         with self._lock:
-            self.write_calls += 1
+            return [self._write_one(record) for record in records]
+
+    def _bulk_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        self._check_bulk(records)
+        with self._lock:
             outcomes: list[Outcome] = []
             for index, record in enumerate(records):
                 outcome = self._write_one(record)
                 outcomes.append(outcome)
                 if not outcome.settled:
-                    return outcomes + [_AFTER_FAILURE] * (len(records) - index - 1)
+                    return outcomes + [AFTER_FAILURE] * (len(records) - index - 1)
             return outcomes
+
+    def _check_bulk(self, records: Sequence[Record]) -> None:
+        self.ping()
+        with self._lock:
+            self.write_calls += 1
+        for record in records:
+            reason = self._refuse_bulk(record) if self._refuse_bulk else None
+            if reason:
+                raise BulkRefused(reason, connection_lost=self._hang_up)
+            try:  # what the driver does before sending: some valid JSON is not BSON
+                bson.encode(record.document)
+            except UNENCODABLE as exc:
+                raise BulkRefused(bson_problem(exc, record.document)) from exc
 
     def _write_one(self, record: Record) -> Outcome:
         reason = self._reject(record) if self._reject else None

@@ -103,20 +103,62 @@ def test_types_survive_the_write(make_sink: SinkFactory) -> None:
     assert stored["big"] == 2**40
 
 
+def _on_ferretdb(sink: DocumentSink) -> bool:
+    return isinstance(sink, MongoSink) and sink.is_ferretdb
+
+
 def test_decimal128_is_stored_except_on_ferretdb(make_sink: SinkFactory) -> None:
-    """FerretDB 1.24 cannot store Decimal128 (it drops the connection): there the
-    record alone is rejected, and the good record beside it is still written."""
+    """FerretDB 1.24 cannot store Decimal128: it drops the connection, failing the whole
+    bulk as if the server were down. The server still answers a ping, so the bulk is
+    bisected and the record alone is rejected; the good records beside it are written."""
     from bson import Decimal128
 
     sink, find = make_sink(WriteMode.INSERT_ONCE)
+    plain = [record("events", n=n) for n in range(20)]
     priced = record("events", price=Decimal128("9.99"))
-    plain = record("events", n=1)
-    outcomes = sink.write([priced, plain])
-    assert outcomes[1] == WRITTEN
-    if isinstance(sink, MongoSink) and sink.is_ferretdb:
-        assert outcomes[0].kind is OutcomeKind.REJECTED
-        assert "Decimal128" in outcomes[0].reason
+    outcomes = sink.write([*plain[:7], priced, *plain[7:]])
+    stored = {OutcomeKind.WRITTEN, OutcomeKind.DUPLICATE}  # see the NUL test below
+    assert all(o.kind in stored for o in outcomes[:7] + outcomes[8:])
+    if _on_ferretdb(sink):
+        assert outcomes[7].kind is OutcomeKind.REJECTED
+        assert "closed the connection" in outcomes[7].reason and "FerretDB" in outcomes[7].reason
         assert find("events", priced.document["_id"]) is None
     else:
-        assert outcomes[0] == WRITTEN
+        assert outcomes[7] == WRITTEN
         assert find("events", priced.document["_id"])["price"] == Decimal128("9.99")  # type: ignore[index]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_nul_in_a_string_is_stored_except_on_ferretdb(
+    make_sink: SinkFactory, ordered: bool
+) -> None:
+    """MongoDB stores a NUL inside a string value; FerretDB answers the whole insert with
+    PostgreSQL's error 22P05. That record alone is rejected with the server's reason."""
+    sink, find = make_sink(WriteMode.INSERT_ONCE)
+    plain = [record("events", n=n) for n in range(30)]
+    nul = record("events", s="a\x00b")
+    write = sink.write_ordered if ordered else sink.write
+    outcomes = write([*plain[:11], nul, *plain[11:]])
+    # FerretDB applies the inserts before the refused one: re-written, they are duplicates.
+    stored = {OutcomeKind.WRITTEN, OutcomeKind.DUPLICATE}
+    assert all(o.kind in stored for o in outcomes[:11] + outcomes[12:])
+    if _on_ferretdb(sink):
+        assert outcomes[11].kind is OutcomeKind.REJECTED
+        assert outcomes[11].reason.startswith("refused by the database (error 1 InternalError)")
+        assert "22P05" in outcomes[11].reason and ".go:" not in outcomes[11].reason
+    else:
+        assert outcomes[11] == WRITTEN
+        assert find("events", nul.document["_id"])["s"] == "a\x00b"  # type: ignore[index]
+    assert all(find("events", r.document["_id"]) is not None for r in plain)
+
+
+def test_an_integer_beyond_64_bits_is_rejected_alone_with_a_reason(make_sink: SinkFactory) -> None:
+    sink, _ = make_sink(WriteMode.INSERT_ONCE)
+    big = wire.decode_line('{"c":"events","d":{"_id":"big","v":1180591620717411303424}}')
+    outcomes = sink.write([record("events", n=1), big, record("events", n=2)])
+    assert [o.kind for o in outcomes] == [
+        OutcomeKind.WRITTEN,
+        OutcomeKind.REJECTED,
+        OutcomeKind.WRITTEN,
+    ]
+    assert outcomes[1].reason == "integer 2**70 does not fit in 64 bits"

@@ -35,7 +35,7 @@ def test_an_unreadable_message_is_dead_lettered_whole_and_others_written() -> No
     sink = MemorySink()
     settlement = stage(sink).process([message("not json", mid="bad"), message(line(1))])
     assert [letter.body for letter in settlement.dead_letters] == ["not json"]
-    assert "Extended JSON" in settlement.dead_letters[0].reason
+    assert "not valid JSON" in settlement.dead_letters[0].reason
     assert [m.message_id for m in settlement.delete_after_dead_letter] == ["bad"]
     assert [m.message_id for m in settlement.delete] == ["m1"] and sink.count() == 1
 
@@ -88,3 +88,54 @@ def test_a_sink_outage_releases_everything_and_opens_the_breaker() -> None:
     sink.unavailable = False
     assert write.process([message(line(2), mid="m3")]).release
     assert sink.write_calls == 0
+
+
+def _nul(record: wire.Record) -> str | None:
+    return "refused by the database: NUL in a string" if "\\u0000" in record.line else None
+
+
+def _packed_with_poison(good: int) -> Message:
+    poison = wire.encode_record("events", {"_id": ObjectId(), "n": -1, "s": "a\x00b"})
+    lines = [line(n) for n in range(good)]
+    lines.insert(good // 3, poison)
+    return message(*lines)
+
+
+def test_a_record_that_fails_its_whole_bulk_is_found_and_the_rest_are_written() -> None:
+    sink = MemorySink(refuse_bulk=_nul)
+    settlement = stage(sink).process([_packed_with_poison(300), message(line(1), mid="m2")])
+    assert sink.count() == 301  # 300 packed beside the poison, and the other message
+    (letter,) = settlement.dead_letters
+    assert '"n":-1' in letter.body and letter.reason == "refused by the database: NUL in a string"
+    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["m1"]
+    assert [m.message_id for m in settlement.delete] == ["m2"] and not settlement.release
+    assert sink.write_calls <= 2 * 9 + 1  # bisection: about 2·log2(n) bulks, not n
+
+
+def test_a_store_that_hangs_up_on_one_record_but_still_answers_rejects_only_it() -> None:
+    sink = MemorySink(refuse_bulk=_nul, hang_up=True)
+    breaker = SinkBreaker()
+    settlement = WriteStage(sink, Metrics(), breaker).process([_packed_with_poison(40)])
+    assert sink.count() == 40 and len(settlement.dead_letters) == 1 and not breaker.is_open
+
+
+def test_a_store_that_hangs_up_and_stops_answering_is_an_outage() -> None:
+    class Dying(MemorySink):
+        def _check_bulk(self, records):  # type: ignore[no-untyped-def]
+            self.unavailable = True  # hangs up, and ping fails from now on
+            super()._check_bulk(records)
+
+    breaker = SinkBreaker()
+    settlement = WriteStage(Dying(refuse_bulk=_nul, hang_up=True), Metrics(), breaker).process(
+        [_packed_with_poison(10)]
+    )
+    assert breaker.is_open and len(settlement.release) == 1 and not settlement.dead_letters
+
+
+def test_ordered_isolation_keeps_the_group_in_order() -> None:
+    sink = MemorySink(refuse_bulk=_nul)
+    records = [wire.decode_line(line(n)) for n in range(6)]
+    records.insert(2, wire.decode_line(wire.encode_record("events", {"_id": 9, "s": "\x00"})))
+    outcomes = sink.write_ordered(records)
+    assert [o.kind.value for o in outcomes] == ["written"] * 2 + ["rejected"] + ["written"] * 4
+    assert sink.count() == 6

@@ -39,20 +39,39 @@ class AckStage:
         deletable = settlement.delete + [
             m for m in settlement.delete_after_dead_letter if m.message_id not in undelivered
         ]
-        # A message whose dead letter could not be sent stays in the source queue:
-        # its retries end in SQS's own redrive to the dead-letter queue, never in a loss.
+        # A message whose dead letter could not be sent stays in the source queue, to be
+        # tried again: never deleted before its bad records are safe elsewhere.
         retry = settlement.retry + [
             m for m in settlement.delete_after_dead_letter if m.message_id in undelivered
         ]
         self._delete(deletable)
         self._inflight.remove(deletable)
+        # At its last receive, a message that comes back would be moved by SQS without a
+        # reason, good records and all: send it again as a new message instead.
+        retry, release = self._requeue_last(retry), self._requeue_last(settlement.release)
         # Let go before they turn visible: a poller that receives them again at once
         # must not take them for a redelivery of messages still held, and drop them.
-        self._inflight.remove(retry + settlement.release)
+        self._inflight.remove(retry + release)
         self._change_visibility([(m, self._retry.delay(m.receive_count)) for m in retry])
-        self._change_visibility([(m, 0) for m in settlement.release])
-        self._metrics.messages_released.inc(len(settlement.release))
+        self._change_visibility([(m, 0) for m in release])
+        self._metrics.messages_released.inc(len(release))
         self._metrics.in_flight.set(len(self._inflight))
+
+    def _requeue_last(self, messages: list[Message]) -> list[Message]:
+        """Requeues the messages at their last receive; returns the others (and any
+        that could not be requeued: they come back, and SQS may move them)."""
+        last = [m for m in messages if m.last_receive]
+        if not last:
+            return messages
+        left = [m for m in messages if not m.last_receive]
+        for url, group in _by_queue(last, lambda m: m.queue_url).items():
+            failed = self._queues[url].requeue(group)
+            self._inflight.remove([m for m in group if m not in failed])
+            self._metrics.messages_requeued.inc(len(group) - len(failed))
+            if failed:
+                log.warning("could not requeue %d messages at their last receive", len(failed))
+            left += failed
+        return left
 
     def _dead_letter(self, letters: Sequence[DeadLetter]) -> set[str]:
         """Sends dead letters; returns the ids of source messages not fully dead-lettered."""

@@ -52,8 +52,8 @@ def write_concern(settings: Settings) -> WriteConcern | None:
     return WriteConcern(w=w, j=settings.journal)
 
 
-def dead_letter_url(client: Any, queue_url: str) -> str | None:
-    """The dead-letter queue named by the queue's RedrivePolicy, if any."""
+def redrive_policy(client: Any, queue_url: str) -> tuple[str | None, int]:
+    """The dead-letter queue and maxReceiveCount of the queue's RedrivePolicy, if any."""
     import json
 
     try:
@@ -62,10 +62,16 @@ def dead_letter_url(client: Any, queue_url: str) -> str | None:
         raise QueueUnavailable(f"cannot read the attributes of {queue_url}: {exc}") from exc
     policy = attrs.get("Attributes", {}).get("RedrivePolicy")
     if not policy:
-        return None
-    arn = json.loads(policy)["deadLetterTargetArn"]
-    name = arn.rsplit(":", 1)[-1]
-    return str(client.get_queue_url(QueueName=name)["QueueUrl"])
+        return None, 0
+    parsed = json.loads(policy)
+    name = str(parsed["deadLetterTargetArn"]).rsplit(":", 1)[-1]
+    url = str(client.get_queue_url(QueueName=name)["QueueUrl"])
+    return url, int(parsed.get("maxReceiveCount", 0))
+
+
+def dead_letter_url(client: Any, queue_url: str) -> str | None:
+    """The dead-letter queue named by the queue's RedrivePolicy, if any."""
+    return redrive_policy(client, queue_url)[0]
 
 
 def sqs_queues(settings: Settings, client: Any | None = None) -> dict[str, SqsQueue]:
@@ -74,8 +80,8 @@ def sqs_queues(settings: Settings, client: Any | None = None) -> dict[str, SqsQu
     client = client or sqs_client(settings)
     queues: dict[str, SqsQueue] = {}
     for url in settings.queue_urls:
-        dlq = settings.dead_letter_url or dead_letter_url(client, url)
-        queues[url] = SqsQueue(url, client, dlq)
+        dlq, max_receives = redrive_policy(client, url)
+        queues[url] = SqsQueue(url, client, settings.dead_letter_url or dlq, max_receives)
     return queues
 
 

@@ -24,6 +24,13 @@ class Message:
     group_id: str | None = None
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0  # monotonic; maintained by the heartbeat
+    max_receive_count: int = 0  # the queue's redrive policy; 0: SQS never moves it
+
+    @property
+    def last_receive(self) -> bool:
+        """SQS moves this message to the dead-letter queue, without a reason, instead of
+        delivering it again: whatever must happen to it must happen now."""
+        return 0 < self.max_receive_count <= self.receive_count
 
 
 class OutcomeKind(enum.Enum):

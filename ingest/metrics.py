@@ -58,6 +58,11 @@ class Metrics:
         self.messages_released = Counter(
             "ingest_messages_released", "Messages made visible again without processing", registry=r
         )
+        self.messages_requeued = Counter(
+            "ingest_messages_requeued",
+            "Messages sent again as new ones at their last receive (not their fault)",
+            registry=r,
+        )
         self.visibility_extended = Counter(
             "ingest_visibility_extended", "Visibility extensions by the heartbeat", registry=r
         )

@@ -6,6 +6,7 @@ handles that change on redelivery), so the same contract tests run on both."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -54,6 +55,11 @@ class MessageQueue(Protocol):
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> list[DeadLetter]: ...
 
+    def requeue(self, messages: Sequence[Message]) -> list[Message]:
+        """Sends each message again as a new one (receive count 0), then deletes the
+        original: for a message at its last receive that is not at fault."""
+        ...
+
     def send(self, body: str, attributes: Mapping[str, Any] | None = None) -> str: ...
 
     def depth(self) -> QueueDepth: ...
@@ -89,9 +95,16 @@ def chunks(items: Sequence[T], size: int = SQS_BATCH_LIMIT) -> Iterator[Sequence
 class SqsQueue:
     """A real SQS queue (or ElasticMQ) through a boto3 client."""
 
-    def __init__(self, url: str, client: Any, dead_letter_url: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        client: Any,
+        dead_letter_url: str | None = None,
+        max_receive_count: int = 0,
+    ) -> None:
         self.url = url
         self.dead_letter_url = dead_letter_url
+        self.max_receive_count = max_receive_count  # from the redrive policy; 0: none
         self._client = client
 
     def receive(
@@ -121,6 +134,7 @@ class SqsQueue:
             group_id=system.get("MessageGroupId"),
             received_at=now,
             visible_until=now + visibility,
+            max_receive_count=self.max_receive_count,
         )
 
     def delete(self, messages: Sequence[Message]) -> list[Message]:
@@ -170,6 +184,23 @@ class SqsQueue:
             failed.extend(part[int(f["Id"])] for f in response.get("Failed", []))
         return failed
 
+    def requeue(self, messages: Sequence[Message]) -> list[Message]:
+        unsent: list[Message] = []
+        sent: list[Message] = []
+        for part in chunks(messages):
+            entries = [_requeue_entry(str(i), m) for i, m in enumerate(part)]
+            try:
+                response = self._call("send_message_batch", QueueUrl=self.url, Entries=entries)
+            except QueueUnavailable:
+                unsent.extend(part)
+                continue
+            failed = {int(f["Id"]) for f in response.get("Failed", [])}
+            unsent.extend(m for i, m in enumerate(part) if i in failed)
+            sent.extend(m for i, m in enumerate(part) if i not in failed)
+        with contextlib.suppress(QueueUnavailable):
+            self.delete(sent)  # an undeleted original comes back; its records collapse
+        return unsent
+
     def send(self, body: str, attributes: Mapping[str, Any] | None = None) -> str:
         response = self._call(
             "send_message", QueueUrl=self.url, MessageBody=body, MessageAttributes=attributes or {}
@@ -200,6 +231,28 @@ def _size_bounded(
     """Split into SendMessageBatch calls of at most 10 entries and `limit` bytes."""
     # + 2048: the attributes, generously
     return bounded_groups(letters, lambda d: len(d.body.encode()) + 2048, limit, SQS_BATCH_LIMIT)
+
+
+def _requeue_entry(entry_id: str, message: Message) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Id": entry_id,
+        "MessageBody": message.body,
+        "MessageAttributes": _sendable(message.attributes),
+    }
+    if message.queue_url.endswith(".fifo"):
+        entry["MessageGroupId"] = message.group_id or "requeued"
+        entry["MessageDeduplicationId"] = f"{message.message_id}-{message.receive_count}"[-128:]
+    return entry
+
+
+def _sendable(attributes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Received MessageAttributes as SendMessage takes them."""
+    kept = ("DataType", "StringValue", "BinaryValue")
+    return {
+        name: {k: v for k, v in value.items() if k in kept}
+        for name, value in attributes.items()
+        if isinstance(value, Mapping)
+    }
 
 
 def _fifo_fields(url: str, letter: DeadLetter) -> dict[str, str]:
@@ -289,6 +342,7 @@ class MemoryQueue:
             group_id=stored.group_id,
             received_at=now,
             visible_until=stored.visible_at,
+            max_receive_count=self.max_receive_count,
         )
 
     def _redrive(self, stored: _Stored) -> None:
@@ -322,6 +376,14 @@ class MemoryQueue:
                     stored.visible_at = now + seconds
             self._cond.notify_all()
         return failed
+
+    def requeue(self, messages: Sequence[Message]) -> list[Message]:
+        with self._cond:
+            current = [m for m in messages if self._current(m) is not None]
+        for message in current:
+            self.send(message.body, message.attributes, message.group_id)
+        self.delete(current)
+        return [m for m in messages if m not in current]
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
         if self.dead_letter_queue is None:

@@ -196,15 +196,17 @@ def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: S
         settlement.dead_letters.append(letter)
         settlement.delete_after_dead_letter.append(message)
         return
-    if any(not outcome.settled for outcome in outcomes):
+    unsettled = [o for o in outcomes if not o.settled]
+    if unsettled and not message.last_receive:
         settlement.retry.append(message)
         return
     letters = [_line_letter(message, bad.line, bad_record_reason(bad)) for bad in item.bad_records]
-    letters += [
-        _line_letter(message, record.line, outcome.reason)
-        for record, outcome in zip(item.records, outcomes, strict=True)
-        if outcome.kind is OutcomeKind.REJECTED
-    ]
+    for record, outcome in zip(item.records, outcomes, strict=True):
+        if outcome.kind is OutcomeKind.REJECTED:
+            letters.append(_line_letter(message, record.line, outcome.reason))
+        elif not outcome.settled:  # the last receive: SQS would move it without a reason
+            reason = f"still failing after {message.receive_count} receives: {outcome.reason}"
+            letters.append(_line_letter(message, record.line, reason))
     if letters:
         settlement.dead_letters.extend(letters)
         settlement.delete_after_dead_letter.append(message)

@@ -92,3 +92,17 @@ def test_depth_counts_visible_and_in_flight(queues: Pair) -> None:
         depth = queue.depth()
     assert depth.visible + depth.in_flight == 3
     assert depth.in_flight >= 1
+
+
+def test_requeue_sends_a_fresh_copy_and_deletes_the_original(queues: Pair) -> None:
+    queue, dead = queues
+    attributes = wire.message_attributes(wire.IDENTITY, 1)
+    queue.send("again", attributes)
+    first = receive_all(queue, 1)
+    assert queue.requeue(first) == []
+    again = receive_all(queue, 1)
+    assert [m.body for m in again] == ["again"] and again[0].receive_count == 1
+    assert again[0].message_id != first[0].message_id
+    assert wire.attribute_value(again[0].attributes, wire.FORMAT_ATTRIBUTE) == "1"
+    assert queue.delete(again) == []
+    assert queue.receive(10, 0, 30) == [] and dead.receive(10, 0, 30) == []

@@ -46,6 +46,12 @@ class Producer:
         on_error: ErrorCallback | None = None,
         **options: Any,
     ) -> None:
+        # The sender builds its boto3 client on first use, which imports
+        # concurrent.futures; that import registers with threading, which Python refuses
+        # once the interpreter is shutting down. Imported now (a few ms, once), a script
+        # that exits without close() still delivers from the exit hook.
+        import concurrent.futures.thread  # noqa: F401
+
         urls = (queue_url,) if isinstance(queue_url, str) else tuple(queue_url)
         self.config = Config(queue_urls=urls, **options)
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
@@ -56,7 +62,9 @@ class Producer:
         self._setup()
         _live.add(self)
         if self._journal.pending():
-            self._start()  # records left by a crashed process: replay them now
+            left = self._journal.pending_records()
+            log.info("%d journaled records in %s: replaying them", left, self.journal_dir)
+            self._start()  # records left by an earlier process: replay them now
 
     def _setup(self) -> None:
         """Fresh per-process state: at construction and in a forked child."""
@@ -210,6 +218,12 @@ class Producer:
             self._sender.spill(left)
         self._journal.close()
         _live.discard(self)
+        if self._journal.pending():
+            log.warning(
+                "%d records stay in the journal at %s: SQS did not take them before close(); "
+                "the next Producer with this journal_dir sends them",
+                self._journal.pending_records(), self.journal_dir,
+            )  # fmt: skip
 
     @property
     def closed(self) -> bool:

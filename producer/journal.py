@@ -146,6 +146,19 @@ class Journal:
         """Are there segments, ours or other processes', waiting to be replayed?"""
         return bool(self.segments())
 
+    def pending_records(self) -> int:
+        """Records waiting in every segment, past each one's replay progress (a count of
+        lines: read once, when a producer starts or stops with a journal to report)."""
+        total = 0
+        for path in self.segments():
+            try:
+                with path.open("rb") as segment:
+                    segment.seek(_read_offset(path))
+                    total += sum(1 for line in segment if line.endswith(b"\n"))
+            except FileNotFoundError:
+                continue  # replayed and removed by another process meanwhile
+        return total
+
     def claim(self) -> SegmentReader | None:
         """Lock the oldest segment nobody else holds, for replay."""
         with self._lock:

@@ -101,6 +101,7 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._replay: SegmentReader | None = None
         self._journal_pending = True  # a crashed process may have left segments
+        self._delivered: bool | None = None  # did the last batch reach a queue?
         self._next_probe = 0.0
 
     # ---------------------------------------------------------------- lifecycle
@@ -142,17 +143,29 @@ class Sender:
         until = self._wake_for_journal()
         if buffer.wait_for_work(self._config.linger_seconds, until):
             self._flush_once()
-        elif buffer.abandoned or (buffer.closing and not buffer.has_work()):
+        elif buffer.abandoned:
             return False
+        elif buffer.closing and not buffer.has_work():
+            # Closing: what the journal holds goes too, while SQS takes it (a script
+            # that exits soon after starting must not leave an earlier run's records).
+            # Not after a failed delivery: close() would only wait out its timeout.
+            if not self._journal_pending or self._delivered is False:
+                return False
+            return self._replay_guarded(at_close=True)
         if self._journal_pending and not buffer.closing:
-            try:
-                self._replay_step()
-            except Exception:  # e.g. an unreadable segment: keep the live path going
-                log.exception("journal replay failed; retrying in %ss", self._config.probe_seconds)
-                if self._replay is not None:
-                    self._replay.release()
-                    self._replay = None
+            self._replay_guarded(at_close=False)
         return True
+
+    def _replay_guarded(self, *, at_close: bool) -> bool:
+        """One replay step; False when it made no progress or failed."""
+        try:
+            return self._replay_step(at_close=at_close)
+        except Exception:  # e.g. an unreadable segment: keep the live path going
+            log.exception("journal replay failed; retrying in %ss", self._config.probe_seconds)
+            if self._replay is not None:
+                self._replay.release()
+                self._replay = None
+            return False
 
     def _wake_for_journal(self) -> float | None:
         if not self._journal_pending:
@@ -184,6 +197,7 @@ class Sender:
         for batch in batches(messages, self._config.max_batch_bytes):
             for message in self._deliver_batch(batch):
                 unsent.extend(message.items)
+        self._delivered = not unsent
         return unsent
 
     def _deliver_batch(self, batch: list[Message]) -> list[Message]:
@@ -292,15 +306,16 @@ class Sender:
 
     # ---------------------------------------------------------------- replay
 
-    def _replay_step(self) -> None:
-        """Send one chunk of the oldest journal segment, if a probe is due."""
+    def _replay_step(self, *, at_close: bool = False) -> bool:
+        """Send one chunk of the oldest journal segment, if a probe is due (or closing).
+        Returns whether it made progress."""
         if self._replay is None:
-            if time.monotonic() < self._next_probe:
-                return
+            if time.monotonic() < self._next_probe and not at_close:
+                return False
             self._next_probe = time.monotonic() + self._config.probe_seconds
             self._replay = self._claim()
             if self._replay is None:
-                return
+                return False
         reader = self._replay
         items, bad, offset = reader.read_chunk(self.take_bytes())
         if bad:
@@ -309,14 +324,15 @@ class Sender:
             reader.finish()
             log.info("journal segment %s replayed", reader.path.name)
             self._replay, self._next_probe = None, time.monotonic()
-            return
+            return True
         unsent = self._deliver(self._packer.pack(items)) if items else []
         if unsent:
             reader.release()  # try again at the next probe, from the last commit
             self._replay = None
-            return
+            return False
         reader.commit(offset)
         self._counters.add("replayed", len(items))
+        return True
 
     def _claim(self) -> SegmentReader | None:
         reader = self._journal.claim()

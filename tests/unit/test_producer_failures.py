@@ -288,3 +288,31 @@ def test_bad_partition_keys_are_refused_in_send(tmp_path: Path) -> None:
             with pytest.raises(WireError, match="partition_key"):
                 producer.send("events", {}, partition_key=key)
         producer.send("events", {}, partition_key="user-1:a/b")
+
+
+def test_a_producer_closed_at_once_still_replays_what_an_earlier_run_journaled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cron job or a one-off script lives shorter than a journal probe: the journal
+    an earlier run left is sent at close(), not left for a later, longer process."""
+    with make(tmp_path, FakeSQS(unreachable={URL}), probe_seconds=60) as down:
+        send_many(down, 50)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="producer"):
+        up = FakeSQS()
+        make(tmp_path, up, probe_seconds=60).close()  # no send(), no wait
+    assert numbers(up) == list(range(50))
+    assert not list(tmp_path.glob("*.seg"))
+    assert any("50 journaled records" in r.getMessage() for r in caplog.records)
+
+
+def test_records_left_in_the_journal_at_close_are_counted_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level("WARNING", logger="producer"),
+        make(tmp_path, FakeSQS(unreachable={URL})) as producer,
+    ):
+        send_many(producer, 7)
+    (warning,) = [r.getMessage() for r in caplog.records if "stay in the journal" in r.getMessage()]
+    assert warning.startswith(f"7 records stay in the journal at {tmp_path}")

@@ -5,6 +5,7 @@ written; the consumer never crashes."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from tests.reliability.harness import (
 )
 
 pytestmark = pytest.mark.integration
+# Reasons are for whoever sent the record: no reprs, tracebacks or driver hints.
+PYTHON_TEXT = re.compile(
+    r"<class '|object at 0x|Traceback|\[<|CodecOptions|https?://|\w+Error\(|\w+Exception\("
+)
 SENDABLE = [case for case in CASES if case.sendable]
 
 
@@ -89,9 +94,14 @@ def test_corpus_through_the_real_stack(
     dead_bodies = Counter(m["Body"] for m in letters)
     for body, count in expected_dead.items():
         assert dead_bodies[body] == count, f"dead letters for {body[:80]!r}"
+    reasonless = [
+        m["Body"][:80] for m in letters if REASON_ATTRIBUTE not in m.get("MessageAttributes", {})
+    ]
+    assert not reasonless, f"dead letters without a reason (SQS's own redrive?): {reasonless}"
     reasons: dict[str, list[str]] = {}
     for m in letters:
         reason = m["MessageAttributes"][REASON_ATTRIBUTE]["StringValue"]
+        assert not PYTHON_TEXT.search(reason), f"a reason in Python's words: {reason!r}"
         reasons.setdefault(m["Body"], []).append(reason)
     for case in SENDABLE:
         if case.expect is Expect.DEAD:

@@ -22,7 +22,7 @@ from pymongo import MongoClient
 
 from bench.records import COLLECTION
 from producer import Producer, wire
-from producer.grouping import bounded_groups
+from producer.wire import bounded_groups
 
 FILL_THREADS = 8
 SQS_BATCH = 10

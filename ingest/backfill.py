@@ -28,7 +28,6 @@ from ingest.checkpoint import Checkpoint
 from ingest.ids import derive_object_id, timestamp_of
 from ingest.readers import BadLine, SourceFile, discover, read
 from producer import wire
-from producer.packing import single_record_limit
 
 log = logging.getLogger("ingest.backfill")
 
@@ -152,7 +151,7 @@ class Backfill:
         self.stop = stop or threading.Event()
         self.report = Report(dry_run=options.dry_run)
         self._echo = echo
-        self._record_limit = single_record_limit(options.max_message_bytes)
+        self._record_limit = wire.single_record_limit(options.max_message_bytes)
         self._pending: dict[str, int] = {}  # positions handed over since the last checkpoint
         self._since_checkpoint = 0
         self._baseline = self._undelivered()

@@ -32,7 +32,7 @@ from ingest.queue import (
     SQS_BATCH_LIMIT,
     chunks,
 )
-from producer.grouping import bounded_groups
+from producer.wire import bounded_groups
 
 log = logging.getLogger("ingest.deadletters")
 

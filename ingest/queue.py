@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ingest.errors import QueueUnavailable
 from ingest.messages import DeadLetter, Message
 from producer import wire
-from producer.grouping import bounded_groups
+from producer.wire import bounded_groups
 
 T = TypeVar("T")
 

@@ -4,25 +4,38 @@
     producer = Producer("https://sqs.eu-west-1.amazonaws.com/123456789012/ingest")
     producer.send("events", {"kind": "click"})  # returns the new ObjectId at once
 
-See docs/producer.md."""
+See docs/producer.md. Names are loaded when first used, so that importing the format
+alone (`producer.wire`, as the consumer does) loads nothing else and registers no
+exit or fork hooks."""
 
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from .core import Producer
-from .errors import BufferFull, ProducerClosed, ProducerError, RecordTooLarge, WireError
-from .metrics import Stats
 
 if TYPE_CHECKING:
     from .aio import AsyncProducer
+    from .core import Producer
+    from .errors import BufferFull, ProducerClosed, ProducerError, RecordTooLarge, WireError
+    from .metrics import Stats
+
+_WHERE = {
+    "AsyncProducer": ".aio",  # loads asyncio (~40 ms): a WSGI app that never uses it should not pay
+    "Producer": ".core",
+    "BufferFull": ".errors",
+    "ProducerClosed": ".errors",
+    "ProducerError": ".errors",
+    "RecordTooLarge": ".errors",
+    "WireError": ".errors",
+    "Stats": ".metrics",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # AsyncProducer loads asyncio (~40 ms); a WSGI app that never uses it should not pay.
-    if name == "AsyncProducer":
-        from .aio import AsyncProducer
-
-        return AsyncProducer
-    raise AttributeError(f"module 'producer' has no attribute {name!r}")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'producer' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 __all__ = [

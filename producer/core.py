@@ -23,7 +23,7 @@ from .config import Config
 from .errors import BufferFull, ProducerClosed, RecordTooLarge, WireError
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
-from .packing import PARTITION_OVERHEAD, Packer, single_record_limit
+from .packing import Packer
 from .sender import ErrorCallback, Sender
 
 log = logging.getLogger("producer")
@@ -57,7 +57,7 @@ class Producer:
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
         self._given_client = sqs_client
         self._on_error = on_error
-        self._record_limit = single_record_limit(self.config.max_message_bytes)
+        self._record_limit = wire.single_record_limit(self.config.max_message_bytes)
         self._closed = False
         self._setup()
         _live.add(self)
@@ -151,7 +151,7 @@ class Producer:
         line = wire.encode_record(collection, document)
         limit = self._record_limit
         if partition_key is not None and not self.config.fifo:
-            limit -= PARTITION_OVERHEAD  # the key travels as a message attribute
+            limit -= wire.PARTITION_OVERHEAD  # the key travels as a message attribute
         if len(line) > limit:
             raise RecordTooLarge(
                 f"record is {len(line)} bytes encoded; one message holds at most "

@@ -1,14 +1,10 @@
-"""Errors raised by the producer. Wire-format errors come from producer.wire."""
+"""The producer's errors: one tree under ProducerError, the format's WireError included."""
 
 from __future__ import annotations
 
-from .wire import RecordTooLarge, WireError
+from .wire.errors import ProducerError, RecordTooLarge, WireError
 
 __all__ = ["BufferFull", "ProducerClosed", "ProducerError", "RecordTooLarge", "WireError"]
-
-
-class ProducerError(Exception):
-    """Base class of the producer's own errors."""
 
 
 class BufferFull(ProducerError):

@@ -14,7 +14,6 @@ from typing import Final
 
 from . import wire
 from .batcher import Item
-from .grouping import bounded_groups
 
 MAX_BATCH_ENTRIES: Final = 10
 DEFAULT_GROUP: Final = "default"
@@ -34,17 +33,8 @@ class Message:
     dedup_id: str | None = None  # FIFO only
 
 
-# The partition-key attribute at its largest (a 128-character key).
-PARTITION_OVERHEAD: Final = len(wire.PARTITION_ATTRIBUTE) + len("String") + 128
-
-
 def attributes_overhead(encoding: str, record_count: int) -> int:
     return wire.attributes_size(wire.message_attributes(encoding, record_count))
-
-
-def single_record_limit(max_message_bytes: int) -> int:
-    """Largest record line that fits alone in an uncompressed message."""
-    return max_message_bytes - attributes_overhead(wire.IDENTITY, 1)
 
 
 class Packer:
@@ -67,7 +57,7 @@ class Packer:
     def raw_budget(self) -> int:
         """Raw record bytes the packer expects to fit in one message."""
         room = self.max_message_bytes - attributes_overhead(self.encoding, 99999)
-        room -= PARTITION_OVERHEAD
+        room -= wire.PARTITION_OVERHEAD
         if self.encoding == wire.IDENTITY:
             return room
         return min(MAX_RAW_BODY_BYTES, int(room * _SAFETY / self.ratio))
@@ -92,7 +82,7 @@ class Packer:
 
     def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
         # + 1: the newline that joins a line to the next
-        return bounded_groups(items, lambda item: len(item.line) + 1, self.raw_budget())
+        return wire.bounded_groups(items, lambda item: len(item.line) + 1, self.raw_budget())
 
     def _build(self, chunk: list[Item]) -> list[Message]:
         text = wire.join_lines(item.line for item in chunk)
@@ -113,10 +103,7 @@ class Packer:
                 encoding, body = wire.IDENTITY, text  # compression did not pay
         attributes = wire.message_attributes(encoding, len(chunk))
         if chunk[0].partition_key is not None and not self.fifo:
-            attributes[wire.PARTITION_ATTRIBUTE] = {
-                "DataType": "String",
-                "StringValue": chunk[0].partition_key,
-            }
+            attributes[wire.PARTITION_ATTRIBUTE] = wire.string_attribute(chunk[0].partition_key)
         size = len(body.encode("utf-8")) + wire.attributes_size(attributes)
         group, dedup = self._fifo_ids(chunk)
         return Message(body, attributes, tuple(chunk), size, group, dedup)
@@ -135,4 +122,4 @@ def batches(
     messages: Sequence[Message], max_batch_bytes: int, max_entries: int = MAX_BATCH_ENTRIES
 ) -> Iterator[list[Message]]:
     """Group messages, in order, into SendMessageBatch calls within both limits."""
-    return bounded_groups(messages, lambda m: m.size, max_batch_bytes, max_entries)
+    return wire.bounded_groups(messages, lambda m: m.size, max_batch_bytes, max_entries)

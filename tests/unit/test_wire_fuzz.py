@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer import wire
+from producer.wire import jsonlines
 from tests.reliability.harness import scale
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -159,7 +160,7 @@ AWARE_DATES = st.datetimes(
        | st.binary(min_size=12, max_size=12).map(ObjectId))  # fmt: skip
 def test_fast_encoding_of_ids_and_dates_matches_json_util(value: Any) -> None:
     """The producer encodes ObjectIds and dates inline; the text must be json_util's."""
-    assert wire._default(value) == wire._json_util_default(value)
+    assert jsonlines._default(value) == jsonlines._json_util_default(value)
 
 
 def _decoded_twice(line: str) -> tuple[str, str]:

@@ -1,0 +1,35 @@
+"""The format stands alone: the consumer and other tools import it without the web
+app's machinery (its buffer, sender thread, exit and fork hooks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_PROBE = """
+import atexit, json, sys
+before = atexit._ncallbacks()
+import producer.wire
+from producer.wire import decode_message, encode_record
+decode_message(encode_record("c", {"_id": 1}))
+print(json.dumps({
+    "modules": sorted(m for m in sys.modules if m.split(".")[0] == "producer"),
+    "atexit": atexit._ncallbacks() - before,
+}))
+"""
+
+
+def test_importing_the_format_loads_no_other_producer_module_and_no_hooks() -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
+    found = json.loads(out.stdout)
+    assert found["atexit"] == 0
+    assert all(m == "producer" or m.startswith("producer.wire") for m in found["modules"]), found
+    assert "producer.wire" in found["modules"]
+
+
+def test_the_format_errors_are_producer_errors() -> None:
+    from producer import ProducerError, WireError
+    from producer.wire import RecordTooLarge
+
+    assert issubclass(WireError, ProducerError) and issubclass(RecordTooLarge, WireError)

@@ -20,9 +20,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo import MongoClient
 
-from ingest.isolation import BulkRefused, isolate
-from ingest.messages import Outcome
-from ingest.sink import MongoSink
+from ingest.sinks.base import Outcome
+from ingest.sinks.isolation import BulkRefused, isolate
+from ingest.sinks.mongo import MongoSink
 from producer import wire
 
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from bench.ceilings import packed_bodies
 from bench.records import record_lines
-from ingest.queue import MemoryQueue
-from ingest.service import Service
+from ingest.pipeline.service import Service
+from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
-from ingest.sink import MemorySink
+from ingest.sinks.memory import MemorySink
 from producer import wire
 
 TIMEOUT = 300.0

@@ -1,21 +1,54 @@
-"""One tree of error classes for the consumer."""
+"""One tree of error classes for the consumer and its tools.
+
+IngestError
+├── ConfigError          settings are missing, out of range, or contradict each other
+├── QueueUnavailable     SQS did not answer (or answered 5xx / throttled): retry later
+│   └── QueueRefused     SQS answered, and refused (no such queue, access denied)
+├── SinkUnavailable      MongoDB did not answer: retry everything later
+│                        (a record it refuses is an outcome, not an error)
+└── ToolError            an operator tool cannot go on (backfill, checkpoint, input)
+    ├── BackfillError
+    ├── CheckpointError
+    └── ReaderError
+"""
 
 from __future__ import annotations
 
 
 class IngestError(Exception):
-    """Base of every error the consumer raises on purpose."""
+    """Base of every error the consumer raises on purpose. Its text is one line,
+    written for whoever has to act on it."""
 
 
 class ConfigError(IngestError):
-    """Settings are missing or contradict each other."""
+    """Settings are missing, out of range, or contradict each other."""
 
 
 class QueueUnavailable(IngestError):
-    """SQS did not answer or refused a call; the operation may be retried."""
+    """SQS did not answer, or failed the call as its own problem; it may be retried."""
+
+
+class QueueRefused(QueueUnavailable):
+    """SQS answered and refused the call (no such queue, access denied, bad request)."""
 
 
 class SinkUnavailable(IngestError):
-    """The document store is down or refused the whole write: retry everything later.
+    """The document store does not answer: retry everything later.
 
     Distinct from a per-record rejection, which dead-letters only that record."""
+
+
+class ToolError(IngestError):
+    """An operator tool cannot go on."""
+
+
+class BackfillError(ToolError):
+    """The backfill cannot go on; the checkpoint stays at the last safe point."""
+
+
+class CheckpointError(ToolError):
+    """The checkpoint file is unreadable or belongs to another queue."""
+
+
+class ReaderError(ToolError):
+    """The input as a whole cannot be read (no such path, unknown format)."""

@@ -1,34 +1,46 @@
-"""/metrics for Prometheus, /healthz (alive) and /readyz (SQS and MongoDB answer)."""
+"""/metrics for Prometheus, /healthz (alive) and /readyz (ready), answered from the
+state the service keeps, never by calling SQS or MongoDB: a probe answers in
+milliseconds whatever the servers do (Kubernetes' default probe timeout is 1 s)."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-Check = Callable[[], dict[str, str]]  # component -> "ok" or the reason it is not
+from ingest.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Health:
+    alive: bool
+    ready: bool
+    checks: dict[str, str] = field(default_factory=dict)  # component -> "ok" or why not
+    reason: str = ""  # why it is not alive
+
+    def liveness(self) -> dict[str, object]:
+        return {"alive": self.alive, **({"reason": self.reason} if self.reason else {})}
+
+    def readiness(self) -> dict[str, object]:
+        return {"ready": self.ready, "checks": self.checks}
 
 
 class HealthServer:
     def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        alive: Callable[[], bool],
-        ready: Check,
-        cache_seconds: float = 1.0,
+        self, host: str, port: int, registry: CollectorRegistry, health: Callable[[], Health]
     ) -> None:
         self._registry = registry
-        self._alive = alive
-        self._ready = ready
-        self._cache_seconds = cache_seconds
-        self._cached: tuple[float, dict[str, str]] = (0.0, {})
-        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._health = health
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler())
+        except OSError as exc:  # in use, not an address of this host, no permission
+            raise ConfigError(
+                f"--metrics-host {host} --metrics-port {port}: {exc.strerror or exc}"
+            ) from exc
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
@@ -40,14 +52,6 @@ class HealthServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def readiness(self) -> dict[str, str]:
-        # Cached: an orchestrator probing often must not hammer SQS and MongoDB.
-        at, result = self._cached
-        if time.monotonic() - at > self._cache_seconds:
-            result = self._ready()
-            self._cached = (time.monotonic(), result)
-        return result
-
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         outer = self
 
@@ -56,12 +60,11 @@ class HealthServer:
                 if self.path == "/metrics":
                     self._send(200, generate_latest(outer._registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    ok = outer._alive()
-                    self._json(200 if ok else 503, {"alive": ok})
+                    health = outer._health()
+                    self._json(200 if health.alive else 503, health.liveness())
                 elif self.path == "/readyz":
-                    checks = outer.readiness()
-                    ready = all(v == "ok" for v in checks.values())
-                    self._json(200 if ready else 503, {"ready": ready, "checks": checks})
+                    health = outer._health()
+                    self._json(200 if health.ready else 503, health.readiness())
                 else:
                     self._json(404, {"error": "not found"})
 

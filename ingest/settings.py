@@ -1,146 +1,289 @@
-"""Frozen settings. The only module that reads INGEST_* variables; the CLI's flags override them.
+"""Frozen settings, typed and checked at the edge. The only module that reads INGEST_*
+variables; the CLI's flags override them.
 
-SQS endpoint, region and credentials are not ours to read: boto3's own chain
-does that (AWS_ENDPOINT_URL_SQS, AWS_DEFAULT_REGION, profiles, IAM roles)."""
+Each value is converted by its field's type (numbers, true/false, choices, lists,
+durations such as "50ms") and checked against its range where it comes in, and a
+mistake names what the user typed: the flag or the variable. SQS endpoint, region and
+credentials are not ours to read: boto3's own chain does that (AWS_ENDPOINT_URL_SQS,
+AWS_DEFAULT_REGION, profiles, IAM roles)."""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import ipaddress
 import os
-from collections.abc import Mapping
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ingest.errors import ConfigError
-from ingest.sink import WriteMode
+from ingest.sinks.base import WriteMode
 
-PREFIX = "INGEST_"
+PREFIX: Final = "INGEST_"
+
+
+class RateMode(enum.StrEnum):
+    FIXED = "fixed"
+    ADAPTIVE = "adaptive"
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def parse_seconds(raw: str) -> float:
+    """'50ms', '0.05s' or '0.05' (seconds)."""
+    text = raw.strip().lower()
+    try:
+        if text.endswith("ms"):
+            return float(text[:-2]) / 1000
+        return float(text.removesuffix("s"))
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a duration (e.g. 50ms, 0.5s or 2)") from None
+
+
+def parse_hooks(raw: str) -> dict[str, str]:
+    """``events=pkg.mod:fn,audit=pkg.mod:other`` -> {collection: import path}."""
+    hooks: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        collection, sep, path = item.partition("=")
+        if not sep or not collection.strip() or ":" not in path:
+            raise ValueError(f"{item!r} must look like collection=package.module:function")
+        hooks[collection.strip()] = path.strip()
+    return hooks
+
+
+def _meta(
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    parse: Callable[[str], Any] | None = None,
+    check: Callable[[Any], str | None] | None = None,
+    variable: str | None = None,
+    flag: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "low": low,
+        "high": high,
+        "parse": parse,
+        "check": check,
+        "variable": variable,
+        "flag": flag,
+    }
+
+
+def _mongo_uri(value: str) -> str | None:
+    if not value.startswith(("mongodb://", "mongodb+srv://")):
+        return "must be a MongoDB URI (mongodb://host:port/ or mongodb+srv://host/)"
+    return None
+
+
+def _queue_urls(value: tuple[str, ...]) -> str | None:
+    bad = [url for url in value if "://" not in url]
+    return (
+        f"{bad[0]!r} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
+        if bad
+        else None
+    )
+
+
+def _host(value: str) -> str | None:
+    if re.fullmatch(r"[\d.]+", value):
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return f"{value!r} is not an IPv4 address"
+    elif not re.fullmatch(r"[A-Za-z0-9.:\-]+", value):
+        return f"{value!r} is not a host name or address"
+    return None
 
 
 @dataclass(frozen=True)
 class Settings:
-    queue_urls: tuple[str, ...] = ()
-    mongo_uri: str = "mongodb://127.0.0.1:27017/"
+    queue_urls: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(check=_queue_urls, variable="INGEST_QUEUE_URL", flag="--queue-url"),
+    )
+    mongo_uri: str = field(default="mongodb://127.0.0.1:27017/", metadata=_meta(check=_mongo_uri))
     database: str = "ingest"
     dead_letter_url: str | None = None  # found through the queue's RedrivePolicy when unset
     region: str | None = (
         None  # only when AWS_DEFAULT_REGION cannot be used (boto3 ignores AWS_REGION)
     )
-    pollers: int = 2  # per queue
-    writers: int = 4
-    ackers: int = 2
-    max_messages: int = 10
-    wait_seconds: int = 20
-    visibility_timeout: int = 30
+    pollers: int = field(default=2, metadata=_meta(1, 64))  # per queue
+    writers: int = field(default=4, metadata=_meta(1, 256))
+    ackers: int = field(default=2, metadata=_meta(1, 64))
+    max_messages: int = field(default=10, metadata=_meta(1, 10))  # an SQS limit
+    wait_seconds: int = field(default=20, metadata=_meta(0, 20))  # an SQS limit
+    visibility_timeout: int = field(default=30, metadata=_meta(1, 43200))  # SQS: 0-12 h
     write_mode: WriteMode = WriteMode.INSERT_ONCE
     write_concern: str | None = None  # "majority", "1", "0"; None: the URI's / server's default
     journal: bool | None = None
-    inbox_batches: int = 0  # 0: twice the writers
-    shutdown_seconds: float = 30.0
-    retry_base_seconds: float = 2.0
-    retry_max_seconds: float = 300.0
-    max_decoded_bytes: int = 32 * 1024 * 1024
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9108  # 0: no HTTP server
-    exit_when_idle: float | None = None  # stop after this many seconds with nothing to do
-    log_format: str = "text"
-    log_level: str = "INFO"
-    # The write ceiling (ingest/ratelimit.py), records per second for the whole pool of replicas.
-    max_write_rate: float = 0.0  # 0: no ceiling; the cap in adaptive mode
-    write_burst: float = 0.0  # records; 0: 1/20 of a second's worth
-    write_rate: str = "fixed"  # "fixed" or "adaptive"
-    target_write_latency: float = 0.05  # seconds per bulk write, adaptive mode; "50ms" accepted
-    min_write_rate: float = 0.0  # adaptive floor; 0: 1/50 of max_write_rate
-    replica_heartbeat_seconds: float = 5.0
-    # Routing (ingest/route.py): comma-separated names and prefixes; empty allows all.
+    inbox_batches: int = field(default=0, metadata=_meta(0, 10_000))  # 0: twice the writers
+    shutdown_seconds: float = field(default=30.0, metadata=_meta(0, 3600))
+    retry_base_seconds: float = field(default=2.0, metadata=_meta(0, 43200))
+    retry_max_seconds: float = field(default=300.0, metadata=_meta(0, 43200))
+    max_decoded_bytes: int = field(default=32 * 1024 * 1024, metadata=_meta(1024, 1 << 31))
+    metrics_host: str = field(default="127.0.0.1", metadata=_meta(check=_host))
+    metrics_port: int = field(default=9108, metadata=_meta(0, 65535))  # 0: no HTTP server
+    exit_when_idle: float | None = field(default=None, metadata=_meta(0, 86400))
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: LogLevel = LogLevel.INFO
+    # The write ceiling (ingest/flow/ceiling.py), records per second for the whole pool.
+    max_write_rate: float = field(default=0.0, metadata=_meta(0, 1e9))  # 0: none; adaptive: the cap
+    write_burst: float = field(
+        default=0.0, metadata=_meta(0, 1e9)
+    )  # records; 0: 2% of a second's worth
+    write_rate: RateMode = RateMode.FIXED
+    target_write_latency: float = field(  # seconds per bulk write, adaptive mode
+        default=0.05, metadata=_meta(0.001, 60, parse=parse_seconds)
+    )
+    min_write_rate: float = field(default=0.0, metadata=_meta(0, 1e9))  # adaptive floor; 0: cap/50
+    replica_heartbeat_seconds: float = field(default=5.0, metadata=_meta(0.1, 3600))
+    # Routing (ingest/pipeline/route.py): names and prefixes; empty allows all.
     allow_collections: tuple[str, ...] = ()
     allow_prefixes: tuple[str, ...] = ()
-    hooks: str = ""  # "events=pkg.module:function,audit=..."
+    hooks: Mapping[str, str] = field(default_factory=dict, metadata=_meta(parse=parse_hooks))
     # Standard queues: keep one partition key on one writer, in arrival order.
     partitioned: bool = False
     # Scaling by depth: pollers per queue move between these bounds (max 0: fixed at `pollers`).
-    min_pollers: int = 1
-    max_pollers: int = 4
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    min_pollers: int = field(default=1, metadata=_meta(1, 64))
+    max_pollers: int = field(default=4, metadata=_meta(0, 64))
 
     def __post_init__(self) -> None:
-        if self.writers < 1 or self.pollers < 1 or self.ackers < 1:
-            raise ConfigError("pollers, writers and ackers must be at least 1")
-        if not 1 <= self.max_messages <= 10:
-            raise ConfigError("max_messages must be between 1 and 10 (an SQS limit)")
-        if not 0 <= self.wait_seconds <= 20:
-            raise ConfigError("wait_seconds must be between 0 and 20 (an SQS limit)")
-        if self.log_format not in ("text", "json"):
-            raise ConfigError("log_format must be 'text' or 'json'")
+        for item in dataclasses.fields(self):
+            problem = _out_of_range(item, getattr(self, item.name))
+            if problem:
+                raise ConfigError(f"{item.name}: {problem}")
+        problem = self._contradiction()
+        if problem:
+            raise ConfigError(problem)
+
+    def _contradiction(self) -> str | None:
+        if self.max_pollers and self.min_pollers > self.max_pollers:
+            return f"--min-pollers {self.min_pollers} is above --max-pollers {self.max_pollers}"
+        if self.max_write_rate and self.min_write_rate > self.max_write_rate:
+            low, high = _number(self.min_write_rate), _number(self.max_write_rate)
+            return f"--min-write-rate {low} is above --max-write-rate {high}"
+        if self.write_rate is RateMode.ADAPTIVE and not self.max_write_rate:
+            return "--write-rate adaptive needs --max-write-rate as its cap"
+        if self.retry_base_seconds > self.retry_max_seconds:
+            return "INGEST_RETRY_BASE_SECONDS is above INGEST_RETRY_MAX_SECONDS"
+        return None
 
     @property
     def inbox_size(self) -> int:
         return self.inbox_batches or 2 * self.writers
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then INGEST_* variables, then explicit overrides (the CLI's flags)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
+        """Defaults, then INGEST_* variables, then the CLI's flags (None: not given).
+        Raises ConfigError naming the variable or flag that is wrong."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        hints = typing.get_type_hints(cls)
         for item in dataclasses.fields(cls):
-            if item.name == "extra":
+            variable = item.metadata.get("variable") or PREFIX + item.name.upper()
+            raw, source = env.get(variable), variable
+            if flags.get(item.name) is not None:
+                raw, source = flags[item.name], flag_name(item)
+            if raw is None or raw == "":
                 continue
-            name = PREFIX + item.name.upper()
-            if item.name == "queue_urls":
-                name = PREFIX + "QUEUE_URL"
-            if name in env and env[name] != "":
-                values[item.name] = _parse(item.name, env[name])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("queue_urls", "allow_collections", "allow_prefixes"):
-            if isinstance(values.get(name), str):
-                values[name] = _parse(name, values[name])
-        latency = values.get("target_write_latency")
-        if isinstance(latency, str):
-            values["target_write_latency"] = _parse("target_write_latency", latency)
-        if "write_mode" in values:
-            values["write_mode"] = _write_mode(values["write_mode"])
+            value = _convert(item, hints[item.name], raw, source)
+            problem = _out_of_range(item, value)
+            if problem:
+                raise ConfigError(f"{source}={raw}: {problem}")
+            values[item.name] = value
+        unknown = set(flags) - {item.name for item in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
         return cls(**values)
 
 
-_INTS = {"pollers", "writers", "ackers", "max_messages", "wait_seconds", "visibility_timeout",
-         "inbox_batches", "max_decoded_bytes", "metrics_port",
-         "min_pollers", "max_pollers"}  # fmt: skip
-_FLOATS = {"shutdown_seconds", "retry_base_seconds", "retry_max_seconds", "exit_when_idle",
-           "max_write_rate", "write_burst", "min_write_rate", "replica_heartbeat_seconds"}  # fmt: skip
+def flag_name(item: dataclasses.Field[Any]) -> str:
+    return str(item.metadata.get("flag") or "--" + item.name.replace("_", "-"))
 
 
-def _parse(name: str, raw: str) -> Any:
+def _convert(item: dataclasses.Field[Any], kind: Any, raw: Any, source: str) -> Any:
+    """`raw` (text from the environment, or a flag's value) as the field's type."""
+    parse = item.metadata.get("parse")
+    kind = _without_none(kind)
     try:
-        if name == "queue_urls":
-            return tuple(url.strip() for url in raw.split(",") if url.strip())
-        if name in _INTS:
-            return int(raw)
-        if name in _FLOATS:
-            return float(raw)
-        if name in ("journal", "partitioned"):
-            return raw.lower() in ("1", "true", "yes")
-        if name in ("allow_collections", "allow_prefixes"):
-            return tuple(item.strip() for item in raw.split(",") if item.strip())
-        if name == "write_mode":
-            return _write_mode(raw)
-        if name == "target_write_latency":
-            return parse_seconds(raw)
+        if not isinstance(raw, str):
+            if isinstance(kind, type) and issubclass(kind, enum.Enum):
+                return kind(raw)
+            if typing.get_origin(kind) is tuple and isinstance(raw, (list, tuple)):
+                return tuple(raw)
+            return raw  # click already typed it
+        if parse is not None:
+            return parse(raw)
+        return _from_text(kind, raw)
     except ValueError as exc:
-        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+        raise ConfigError(f"{source}={raw}: {exc}") from None
+
+
+def _from_text(kind: Any, raw: str) -> Any:
+    if kind is bool:
+        folded = raw.strip().lower()
+        if folded in ("1", "true", "yes", "on"):
+            return True
+        if folded in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("must be true or false")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        choices = [m.value for m in kind]
+        folded = raw.strip()
+        for member in kind:
+            if member.value.lower() == folded.lower():
+                return member
+        raise ValueError(f"must be one of {', '.join(choices)}")
+    if typing.get_origin(kind) is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
 
-def _write_mode(raw: str | WriteMode) -> WriteMode:
-    try:
-        return WriteMode(raw)
-    except ValueError as exc:
-        choices = ", ".join(m.value for m in WriteMode)
-        raise ConfigError(f"write mode {raw!r} is not one of {choices}") from exc
+def _without_none(kind: Any) -> Any:
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        rest = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+        return rest[0] if len(rest) == 1 else kind
+    return kind
 
 
-def parse_seconds(raw: str) -> float:
-    """'50ms', '0.05s' or '0.05' (seconds)."""
-    text = raw.strip().lower()
-    if text.endswith("ms"):
-        return float(text[:-2]) / 1000
-    return float(text.removesuffix("s"))
+def _out_of_range(item: dataclasses.Field[Any], value: Any) -> str | None:
+    if value is None:
+        return None
+    check = item.metadata.get("check")
+    if check is not None and (problem := check(value)):
+        return str(problem)
+    low, high = item.metadata.get("low"), item.metadata.get("high")
+    if isinstance(value, bool) or not isinstance(value, int | float) or low is None or high is None:
+        return None
+    if not low <= value <= high:
+        return f"must be between {_number(low)} and {_number(high)}"
+    return None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -8,10 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .core import Producer
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +48,11 @@ class Counters:
             return dict(self._values)
 
 
-def register_prometheus(producer: Producer, registry: Any = None) -> Any:
+class HasStats(Protocol):
+    def stats(self) -> Stats: ...
+
+
+def register_prometheus(producer: HasStats, registry: Any = None) -> Any:
     """Export producer.stats() as Prometheus counters (sqs_producer_records_*_total)
     and a gauge of buffered records. Returns the registered collector."""
     from prometheus_client import REGISTRY

@@ -64,7 +64,7 @@ _REQUEST_FAULTS = frozenset(
 )
 
 
-class QueueUnavailable(Exception):
+class _QueueDown(Exception):
     """The queue could not take the call: unreachable, or still failing after retries."""
 
 
@@ -214,7 +214,7 @@ class Sender:
                 self._reject([item for m in left for item in m.items], str(exc), url)
                 self._router.breakers[url].success()  # the queue answered
                 return []
-            except QueueUnavailable as exc:
+            except _QueueDown as exc:
                 log.warning("queue %s unavailable: %s", url, exc)
                 self._router.breakers[url].failure()
                 continue
@@ -253,7 +253,7 @@ class Sender:
                         raise _RetryLater()
         except _RetryLater as exc:
             if exc.whole_call is not None:
-                raise QueueUnavailable(f"still failing after retries: {exc}") from exc
+                raise _QueueDown(f"still failing after retries: {exc}") from exc
         return left
 
     def _call(self, url: str, batch: list[Message]) -> list[Message]:
@@ -364,13 +364,13 @@ def _entry(entry_id: str, message: Message) -> dict[str, Any]:
 def _classify(exc: Exception) -> Exception:
     """Map a whole-call failure to "retry with backoff" or "queue unavailable"."""
     if isinstance(exc, ConnectionError):
-        return QueueUnavailable(f"cannot reach SQS: {exc}")
+        return _QueueDown(f"cannot reach SQS: {exc}")
     try:
         from botocore import exceptions as boto
     except ImportError:  # a fake client without botocore installed
-        return QueueUnavailable(repr(exc))
+        return _QueueDown(repr(exc))
     if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
-        return QueueUnavailable(f"cannot reach SQS: {exc}")
+        return _QueueDown(f"cannot reach SQS: {exc}")
     if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
         return _RetryLater(exc)
     if isinstance(exc, boto.ClientError):
@@ -381,4 +381,4 @@ def _classify(exc: Exception) -> Exception:
         if code.removeprefix("AWS.SimpleQueueService.") in _REQUEST_FAULTS:
             return _Rejected(f"{code}: {exc}")
         log.error("SQS refused the whole call: %s", exc)
-    return QueueUnavailable(repr(exc))
+    return _QueueDown(repr(exc))

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 from pymongo import MongoClient
 
-from ingest.provision import create_queues
+from ingest.queues.sqs import SqsService
 from producer import Producer
 from tests.reliability.harness import Consumer, wait_until
 
@@ -87,16 +87,16 @@ def check(collection: Any, sent: int) -> dict[str, int]:
 def run(minutes: float, rate: float, sample_seconds: float) -> dict[str, Any]:
     sqs = boto3.client("sqs")
     name = f"soak-{uuid.uuid4().hex[:8]}"
-    made = create_queues(sqs, name, visibility_timeout=30)
+    made = SqsService(sqs).create(name, visibility_timeout=30)
     mongo = MongoClient(
         os.environ["INGEST_MONGO_URI"], socketTimeoutMS=30000, serverSelectionTimeoutMS=10000
     )
     db = mongo[f"soak_{uuid.uuid4().hex[:8]}"]
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     counter = Counter()
-    consumer = Consumer(made.queue_url, os.environ["INGEST_MONGO_URI"], db.name,
+    consumer = Consumer(made.url, os.environ["INGEST_MONGO_URI"], db.name,
                         workdir / "consumer.log", 30)  # fmt: skip
-    producer = Producer(made.queue_url, journal_dir=workdir / "journal")
+    producer = Producer(made.url, journal_dir=workdir / "journal")
     stop = threading.Event()
     threads = [threading.Thread(target=load, args=(producer, counter, rate / 4, stop), daemon=True)
                for _ in range(4)]  # fmt: skip
@@ -124,7 +124,7 @@ def run(minutes: float, rate: float, sample_seconds: float) -> dict[str, Any]:
         producer.close()
         consumer.stop()
         mongo.drop_database(db.name)
-        for url in (made.queue_url, made.dead_letter_url):
+        for url in (made.url, made.dead_letter_url):
             sqs.delete_queue(QueueUrl=url)
     # Warm-up: a minute or the first fifth, whichever is longer (pools, caches, allocator arenas).
     warmup = max(2, int(60 / sample_seconds), len(samples["c_rss"]) // 5)

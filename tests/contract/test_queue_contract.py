@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from ingest.messages import DeadLetter
-from ingest.queue import REASON_ATTRIBUTE, MemoryQueue, MessageQueue, SqsQueue
+from ingest.queues.base import REASON_ATTRIBUTE, DeadLetter, MessageQueue
+from ingest.queues.memory import MemoryQueue
+from ingest.queues.sqs import SqsQueue
 from producer import wire
 from tests.conftest import QueuePair
 

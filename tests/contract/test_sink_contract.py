@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from ingest.messages import DUPLICATE, WRITTEN, OutcomeKind
-from ingest.sink import DocumentSink, MemorySink, MongoSink, WriteMode, _memory_key
+from ingest.sinks.base import DUPLICATE, WRITTEN, DocumentSink, OutcomeKind, WriteMode
+from ingest.sinks.memory import MemorySink, memory_key
+from ingest.sinks.mongo import MongoSink
 from producer import wire
 
 SinkFactory = Callable[
@@ -23,7 +24,7 @@ def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
 
         def memory(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
             sink = MemorySink(mode)
-            return sink, lambda coll, _id: sink.collections[coll].get(_memory_key(_id))
+            return sink, lambda coll, _id: sink.collections[coll].get(memory_key(_id))
 
         return memory
     db = request.getfixturevalue("mongo_db")

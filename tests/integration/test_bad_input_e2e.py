@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingest.queue import REASON_ATTRIBUTE
+from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.conftest import drain_queue
 from tests.reliability.corpus import CASES, GOOD_COLLECTION, Case, Expect, attrs
@@ -79,13 +79,19 @@ def test_corpus_through_the_real_stack(
 
     def settled() -> bool:
         letters.extend(drain_queue(sqs_client, queue.dead_letter_url, wait=0))
-        return mongo_db[GOOD_COLLECTION].count_documents({}) >= good and len(letters) >= sum(
-            expected_dead.values()
+        dead_bodies = Counter(m["Body"] for m in letters)
+        decided = all(
+            _stored_or_dead(c, mongo_db, dead_bodies) for c in SENDABLE if c.expect is Expect.STORE
+        )
+        return (
+            decided
+            and mongo_db[GOOD_COLLECTION].count_documents({}) >= good
+            and len(letters) >= sum(expected_dead.values())
         )
 
     with running([consumer]):
         assert wait_until(settled, 120, interval=1.0)
-        wait_until(lambda: False, 2)  # let store-decided cases settle
+        wait_until(lambda: False, 2)  # anything more would be a duplicate dead letter
         letters.extend(drain_queue(sqs_client, queue.dead_letter_url, wait=1))
         assert consumer.alive()
     record_summary(bad_inputs=len(SENDABLE), crashes=crashes([consumer]))

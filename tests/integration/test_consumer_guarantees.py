@@ -8,11 +8,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from ingest.messages import Outcome, retry
-from ingest.queue import SqsQueue
-from ingest.service import Service
+from ingest.pipeline.service import Service
+from ingest.queues.sqs import SqsQueue
 from ingest.settings import Settings
-from ingest.sink import MongoSink, WriteMode
+from ingest.sinks.base import Outcome, WriteMode, retry
+from ingest.sinks.mongo import MongoSink
 from producer import wire
 from tests.conftest import QueuePair
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingest.queue import REASON_ATTRIBUTE
+from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.conftest import QueuePair, drain_queue
 from tests.reliability.harness import (

@@ -15,7 +15,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from ingest import deadletters
+from ingest.errors import QueueRefused
+from ingest.queues.base import NO_REASON
+from ingest.queues.sqs import SqsQueue, SqsService
+from ingest.tools import deadletters
 from producer import wire
 
 pytestmark = pytest.mark.integration
@@ -39,7 +42,7 @@ def _send(
 
 
 def _depth(client: Any, url: str) -> int:
-    return deadletters.depth(client, url)
+    return SqsQueue(url, client).depth().total
 
 
 def _drain(url: str, env: dict[str, str]) -> None:
@@ -71,7 +74,7 @@ def test_show_redrive_and_purge(sqs_client: Any, make_queue: Any, mongo_db: Any)
     summary = json.loads(shown.stdout)
     counts = {group["reason"]: group["count"] for group in summary["reasons"]}
     assert summary["total"] == 5
-    assert counts[deadletters.NO_REASON] == 3
+    assert counts[NO_REASON] == 3
     assert any("'$'" in reason and count == 1 for reason, count in counts.items())
     assert any("brotli" in reason and count == 1 for reason, count in counts.items())
     assert _depth(sqs_client, queue.dead_letter_url) == 5  # nothing consumed
@@ -120,9 +123,11 @@ def test_redrive_all_falls_back_when_the_move_task_is_refused(
     client.meta.events.register("before-call.sqs.StartMessageMoveTask", refuse)
     for n in range(12):
         sqs_client.send_message(QueueUrl=queue.dead_letter_url, MessageBody=f"m{n}")
-    result = deadletters.redrive(client, queue.dead_letter_url, queue.url)
+    service = SqsService(client)
+    source, dead = service.queue(queue.url), service.queue(queue.dead_letter_url)
+    result = deadletters.redrive(service, dead, source)
     assert (result.method, result.moved, result.kept) == ("receive-send-delete", 12, 0)
     assert "UnsupportedOperation" in result.notes[0]
     assert _depth(sqs_client, queue.url) == 12 and _depth(sqs_client, queue.dead_letter_url) == 0
-    with pytest.raises(ClientError):
-        deadletters.redrive(client, queue.dead_letter_url, queue.url, method="move-task")
+    with pytest.raises(QueueRefused, match="UnsupportedOperation"):
+        deadletters.redrive(service, dead, source, method="move-task")

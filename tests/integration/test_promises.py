@@ -21,7 +21,7 @@ import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.queue import REASON_ATTRIBUTE
+from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.conftest import drain_queue
 from tests.reliability.harness import Consumer, crashes, running, send_bodies, wait_until

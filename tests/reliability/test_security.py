@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ingest.logs import configure, redact
-from ingest.queue import REASON_ATTRIBUTE
+from ingest.queues.base import REASON_ATTRIBUTE
 from tests.conftest import drain_queue
 from tests.reliability.harness import Consumer, Ledger, pack, poison_bodies, running, send_bodies
 from tests.reliability.servers import free_port

@@ -12,7 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ingest.backfill import Backfill, BackfillError, Options
+from ingest.errors import BackfillError
+from ingest.tools.backfill import Backfill, Options
 from producer import Producer
 from producer.wire import decode_message
 

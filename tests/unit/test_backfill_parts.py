@@ -1,4 +1,4 @@
-"""Deterministic ids, the checkpoint file and the pacer."""
+"""Deterministic ids, the checkpoint file and the backfill's rate (the flow's token bucket)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.backfill import Pacer
-from ingest.checkpoint import Checkpoint, CheckpointError
-from ingest.ids import derive_object_id, timestamp_of
+from ingest.errors import CheckpointError
+from ingest.flow.ceiling import TokenBucket
+from ingest.tools.checkpoint import Checkpoint
+from ingest.tools.ids import derive_object_id, timestamp_of
 
 
 def test_derived_ids_are_stable_and_distinct() -> None:
@@ -47,9 +48,9 @@ def test_checkpoint_round_trip_and_queue_guard(tmp_path: Path) -> None:
         Checkpoint.load(path, "q1")
 
 
-def test_pacer_holds_the_rate() -> None:
-    pacer = Pacer(2000)
+def test_the_backfill_rate_holds() -> None:
+    pacer = TokenBucket(2000, 20)  # what --rate 2000 builds
     started = time.monotonic()
     for _ in range(400):
-        pacer.wait()
+        pacer.acquire(1)
     assert time.monotonic() - started >= 0.18  # 400 records at 2000/s: 0.2 s less one tick

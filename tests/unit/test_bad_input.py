@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from ingest.breaker import SinkBreaker
-from ingest.decode import decode
-from ingest.messages import Message
+from ingest.flow.breaker import SinkBreaker
 from ingest.metrics import Metrics
-from ingest.sink import MemorySink
-from ingest.write import WriteStage
+from ingest.pipeline.decode import decode
+from ingest.pipeline.write import BatchWriter
+from ingest.queues.base import Message
+from ingest.sinks.memory import MemorySink
 from producer import wire
 from tests.reliability.corpus import CASES, GOOD_COLLECTION, Case, Expect, attrs
 
@@ -73,7 +73,7 @@ def test_write_stage_settles_the_whole_corpus_in_one_batch() -> None:
     packed = _message(wire.join_lines(_good_lines("packed", 3)), n=2000)
     cases = [_message(case.body, case.attributes, n) for n, case in enumerate(CASES)]
     sink = MemorySink()
-    stage = WriteStage(sink, Metrics(), SinkBreaker())
+    stage = BatchWriter(sink, Metrics(), SinkBreaker())
 
     settlement = stage.process([*good[:2], *cases, packed, *good[2:]])
 

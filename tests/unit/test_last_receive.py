@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from ingest.ack import AckStage
-from ingest.breaker import SinkBreaker
-from ingest.inflight import InFlight
-from ingest.messages import Outcome, Settlement, retry
+from ingest.flow.breaker import SinkBreaker
+from ingest.flow.retry import RetryPolicy
 from ingest.metrics import Metrics
-from ingest.queue import REASON_ATTRIBUTE, MemoryQueue
-from ingest.retry import RetryPolicy
-from ingest.sink import MemorySink
-from ingest.write import WriteStage
+from ingest.pipeline.ack import Acknowledger
+from ingest.pipeline.inflight import InFlight
+from ingest.pipeline.messages import Settlement
+from ingest.pipeline.write import BatchWriter
+from ingest.queues.base import REASON_ATTRIBUTE
+from ingest.queues.memory import MemoryQueue
+from ingest.sinks.base import Outcome, retry
+from ingest.sinks.memory import MemorySink
 from producer import wire
 
 MAX_RECEIVES = 3
@@ -26,8 +28,8 @@ def queues() -> tuple[MemoryQueue, MemoryQueue]:
     ), dead
 
 
-def ack(queue: MemoryQueue) -> AckStage:
-    return AckStage({queue.url: queue}, InFlight(), Metrics(), RetryPolicy(0, 0, 0))
+def ack(queue: MemoryQueue) -> Acknowledger:
+    return Acknowledger({queue.url: queue}, InFlight(), Metrics(), RetryPolicy(0, 0, 0))
 
 
 def receive_until_last(queue: MemoryQueue) -> list:  # type: ignore[type-arg]
@@ -55,7 +57,7 @@ def test_records_still_failing_at_the_last_receive_are_dead_lettered_with_the_re
     ]
     queue.send("\n".join(lines))
     sink = AlwaysRetry()
-    stage = WriteStage(sink, Metrics(), SinkBreaker())
+    stage = BatchWriter(sink, Metrics(), SinkBreaker())
     for _ in range(MAX_RECEIVES - 1):  # before the last receive: back to the queue
         got = queue.receive(10, 0, 30)
         settlement = stage.process(got)

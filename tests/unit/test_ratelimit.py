@@ -10,23 +10,17 @@ from collections.abc import Sequence
 import pytest
 from bson import ObjectId
 
-from ingest.breaker import SinkBreaker
 from ingest.errors import ConfigError
-from ingest.messages import Message, Outcome
+from ingest.flow.aimd import Aimd, AimdController
+from ingest.flow.breaker import SinkBreaker
+from ingest.flow.ceiling import Ceiling, RateGate, TokenBucket, build_gate
+from ingest.flow.pacer import Pacer, RecordsPerMessage
 from ingest.metrics import Metrics
-from ingest.ratelimit import (
-    ADAPTIVE,
-    Aimd,
-    AimdController,
-    Ceiling,
-    Pacer,
-    RateGate,
-    TokenBucket,
-    build_gate,
-)
-from ingest.settings import Settings
-from ingest.sink import MemorySink
-from ingest.write import WriteStage
+from ingest.pipeline.write import BatchWriter
+from ingest.queues.base import Message
+from ingest.settings import RateMode, Settings
+from ingest.sinks.base import Outcome
+from ingest.sinks.memory import MemorySink
 from producer import wire
 
 
@@ -253,7 +247,7 @@ def test_gate_counts_tokens_and_waits() -> None:
 
 def test_adaptive_gate_follows_latency_and_overload() -> None:
     clock = FakeClock()
-    ceiling = Ceiling(1000, mode=ADAPTIVE, target_seconds=0.05, min_rate=100)
+    ceiling = Ceiling(1000, mode=RateMode.ADAPTIVE, target_seconds=0.05, min_rate=100)
     gate = RateGate(ceiling, Metrics(), clock=clock, sleep=clock.sleep)
     gate.observe(100, 0.01, overloaded=True)
     assert gate.rate == pytest.approx(500)
@@ -268,10 +262,10 @@ def test_pollers_receive_only_what_a_second_of_writing_uses() -> None:
     metrics = Metrics()
     gate = RateGate(Ceiling(1000, burst=10), metrics, clock=clock, sleep=clock.sleep)
     held: list[int] = []
-    pacer = Pacer(gate, held, metrics, sleep=clock.sleep)
+    per_message = RecordsPerMessage()
+    pacer = Pacer(gate, held, per_message, sleep=clock.sleep)
     assert pacer.ready(1.0) == 10  # nothing held, nothing learnt yet: a full batch
-    metrics.messages_received.inc(10)
-    metrics.records_received.inc(1000)  # 100 records a message: 10 messages is a second
+    per_message.observe(10, 1000)  # 100 records a message: 10 messages is a second
     held.extend(range(7))
     assert pacer.ready(1.0) == 3  # 700 records held: room for 300 more
     held.extend(range(3))
@@ -297,15 +291,16 @@ def test_settings_and_build_gate() -> None:
         target_write_latency="50ms",
     )
     assert settings.target_write_latency == pytest.approx(0.05)
-    gate = build_gate(2000, 0, settings.write_rate, settings.target_write_latency, 0)
+    gate = build_gate(settings)
     assert gate is not None and gate.max_bulk() == 40 and gate.ceiling.floor == 40
-    assert build_gate(0, 0, "fixed", 0.05, 0) is None
-    with pytest.raises(ConfigError):
-        build_gate(0, 0, "adaptive", 0.05, 0)
-    with pytest.raises(ConfigError):
-        build_gate(100, 0, "fixed", 0.05, 200)
-    with pytest.raises(ConfigError):
-        build_gate(100, 0, "sometimes", 0.05, 0)
+    assert build_gate(Settings()) is None
+    for wrong in (
+        {"INGEST_WRITE_RATE": "adaptive"},
+        {"INGEST_MAX_WRITE_RATE": "100", "INGEST_MIN_WRITE_RATE": "200"},
+        {"INGEST_MAX_WRITE_RATE": "100", "INGEST_WRITE_RATE": "sometimes"},
+    ):
+        with pytest.raises(ConfigError):
+            Settings.from_env(wrong)
 
 
 # --------------------------------------------------------------- write stage
@@ -330,7 +325,7 @@ def test_write_stage_splits_batches_to_the_gates_bulk_size_and_paces_them() -> N
     clock = FakeClock()
     gate = RateGate(Ceiling(1000, burst=40), clock=clock, sleep=clock.sleep)
     sink = CountingSink()
-    stage = WriteStage(sink, Metrics(), SinkBreaker(), gate)
+    stage = BatchWriter(sink, Metrics(), SinkBreaker(), gate)
     started = clock.now
     settlement = stage.process([_message(100, "m1"), _message(30, "m2")])
     assert sink.bulks == [40, 40, 40, 10]
@@ -341,9 +336,43 @@ def test_write_stage_splits_batches_to_the_gates_bulk_size_and_paces_them() -> N
 def test_write_stage_without_a_gate_handles_a_batch_of_only_bad_records() -> None:
     sink = CountingSink()
     no_id = wire.encode_record("events", {"n": 1})
-    settlement = WriteStage(sink, Metrics(), SinkBreaker()).process([message_of(no_id)])
+    settlement = BatchWriter(sink, Metrics(), SinkBreaker()).process([message_of(no_id)])
     assert sink.bulks == [] and len(settlement.dead_letters) == 1
 
 
 def message_of(*lines: str) -> Message:
     return Message("memory://q", "m", "r-m", "\n".join(lines))
+
+
+def _simulate(gate: RateGate, clock: FakeClock, seconds: float, capacity: float) -> list[float]:
+    """Writers enough that the ceiling is what limits them, against a store whose bulk
+    latency grows with the rate it is given (50 ms, the target, at 2/3 of `capacity`);
+    returns the gate's rate, every second."""
+    rates: list[float] = []
+    ends, next_sample = clock.now + seconds, clock.now
+    while clock.now < ends:
+        gate.acquire(40)
+        latency = 0.01 + 0.06 * gate.rate / capacity  # in parallel with the next bulks
+        gate.observe(40, latency, overloaded=False)
+        if clock.now >= next_sample:
+            rates.append(gate.rate)
+            next_sample += 1.0
+    return rates
+
+
+def test_adaptive_ceiling_backs_off_under_a_competing_load_and_climbs_back() -> None:
+    """The controller's dynamics, deterministic: a competing load makes MongoDB slow at
+    a third of the cap; the ceiling settles near what holds the target, then climbs back
+    to the cap once the load goes. (How fast on real servers: make demo-peak.)"""
+    clock = FakeClock()
+    cap = 4000.0
+    ceiling = Ceiling(cap, burst=40, mode=RateMode.ADAPTIVE, target_seconds=0.05)
+    gate = RateGate(ceiling, clock=clock, sleep=clock.sleep)
+    calm = _simulate(gate, clock, 20, capacity=10 * cap)
+    assert calm[-1] == cap  # fast enough everywhere: the cap holds
+    loaded = _simulate(gate, clock, 30, capacity=2000)  # holds 50 ms at about 1333/s
+    assert max(loaded[-10:]) <= 1.1 * 1333 and min(loaded[-10:]) >= 0.75 * 1333
+    recovered = _simulate(gate, clock, 60, capacity=10 * cap)
+    back = next(i for i, rate in enumerate(recovered) if rate >= 0.8 * cap)
+    assert back <= 20, recovered
+    assert max(calm + loaded + recovered) <= cap

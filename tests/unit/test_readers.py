@@ -11,7 +11,8 @@ import bson
 import pytest
 from bson.objectid import ObjectId
 
-from ingest.readers import BadLine, ReaderError, SourceDocument, discover, read
+from ingest.errors import ReaderError
+from ingest.tools.readers import BadLine, SourceDocument, discover, read
 
 
 def _items(path: Path) -> list[SourceDocument | BadLine]:

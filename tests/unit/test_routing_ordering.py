@@ -8,16 +8,19 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from ingest.breaker import SinkBreaker
 from ingest.errors import ConfigError
-from ingest.messages import Message, OutcomeKind, retry
+from ingest.flow.breaker import SinkBreaker
+from ingest.flow.scaling import ScalingPolicy
 from ingest.metrics import Metrics
-from ingest.receive import PARTITION_ATTRIBUTE, Inbox
-from ingest.route import build_router, parse_hooks
-from ingest.scaling import ScalingPolicy
-from ingest.sink import MemorySink, WriteMode
-from ingest.write import WriteStage
+from ingest.pipeline.channels import Inbox
+from ingest.pipeline.route import build_router
+from ingest.pipeline.write import BatchWriter
+from ingest.queues.base import Message
+from ingest.settings import Settings, parse_hooks
+from ingest.sinks.base import OutcomeKind, WriteMode, retry
+from ingest.sinks.memory import MemorySink
 from producer import wire
+from producer.wire import PARTITION_ATTRIBUTE
 
 
 def line(collection: str, **fields: Any) -> str:
@@ -36,10 +39,13 @@ def refuse(document: dict[str, Any]) -> dict[str, Any]:
     raise ValueError("amount must be positive")
 
 
+ROUTED = 42  # not callable: a hook path naming it is a mistake
+
+
 def test_allow_list_and_prefixes_reject_other_collections_alone() -> None:
     sink = MemorySink()
     router = build_router(["audit"], ["events_"])
-    stage = WriteStage(sink, Metrics(), SinkBreaker(), router=router)
+    stage = BatchWriter(sink, Metrics(), SinkBreaker(), router=router)
     body = [line("audit"), line("events_eu"), line("secrets"), line("events")]
     settlement = stage.process([message(*body)])
     assert sink.count() == 2
@@ -53,7 +59,7 @@ def test_allow_list_and_prefixes_reject_other_collections_alone() -> None:
 def test_hooks_transform_and_a_raising_hook_dead_letters_only_its_record() -> None:
     hooks = parse_hooks(f"audit={__name__}:stamp,payments={__name__}:refuse")
     sink = MemorySink()
-    stage = WriteStage(sink, Metrics(), SinkBreaker(), router=build_router(hooks=hooks))
+    stage = BatchWriter(sink, Metrics(), SinkBreaker(), router=build_router(hooks=hooks))
     settlement = stage.process([message(line("audit", n=1), line("payments", n=2), line("x"))])
     (audit,) = sink.collections["audit"].values()
     assert audit["checked"] is True
@@ -63,9 +69,15 @@ def test_hooks_transform_and_a_raising_hook_dead_letters_only_its_record() -> No
 
 
 @pytest.mark.parametrize("spec", ["events", "events=", "=x:y", "events=nomodule"])
-def test_bad_hook_specs_are_config_errors(spec: str) -> None:
-    with pytest.raises(ConfigError):
-        build_router(hooks=parse_hooks(spec))
+def test_bad_hook_specs_are_config_errors_naming_the_variable(spec: str) -> None:
+    with pytest.raises(ConfigError, match=r"^INGEST_HOOKS="):
+        Settings.from_env({"INGEST_HOOKS": spec})
+
+
+@pytest.mark.parametrize("path", ["nomodule:fn", f"{__name__}:missing", f"{__name__}:ROUTED"])
+def test_hooks_that_cannot_be_loaded_are_config_errors(path: str) -> None:
+    with pytest.raises(ConfigError, match="hook"):
+        build_router(hooks={"events": path})
 
 
 def test_fifo_group_after_a_failure_is_not_applied_and_comes_back_in_order() -> None:
@@ -80,7 +92,7 @@ def test_fifo_group_after_a_failure_is_not_applied_and_comes_back_in_order() -> 
             return super()._write_one(record)
 
     sink = FailsOnce(WriteMode.REPLACE)
-    stage = WriteStage(sink, Metrics(), SinkBreaker())
+    stage = BatchWriter(sink, Metrics(), SinkBreaker())
     batch = [message(line("e", _id=oid, v=v), mid=f"m{v}", group="g") for v in (1, 2, 3)]
     batch.append(message(line("e", v=9), mid="other", group="h"))
     settlement = stage.process(batch)
@@ -109,13 +121,13 @@ def test_partitioned_inbox_keeps_a_key_on_one_lane_in_order() -> None:
     for n in range(40):
         key = f"user-{n % 5}"
         m = Message("q", f"m{n}", "r", "", {PARTITION_ATTRIBUTE: {"StringValue": key}})
-        assert inbox.put([m], stop) == []
+        assert inbox.put([m], stop, lambda: None) == []
     seen: dict[str, int] = {}
     order: dict[str, list[int]] = {}
     for lane in range(4):
         while not inbox.empty():
             try:
-                batch = inbox.get_nowait(lane)
+                batch = inbox.get(lane, timeout=0)
             except Exception:
                 break
             for m in batch:
@@ -129,10 +141,10 @@ def test_inbox_hands_back_what_it_cannot_place_when_stopping() -> None:
     inbox = Inbox(maxsize=1)
     stop = threading.Event()
     first = [Message("q", "a", "r", "")]
-    assert inbox.put(first, stop) == []
+    assert inbox.put(first, stop, lambda: None) == []
     stop.set()
     second = [Message("q", "b", "r", "")]
-    assert inbox.put(second, stop) == second
+    assert inbox.put(second, stop, lambda: None) == second
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,11 @@ import time
 
 from bson import ObjectId
 
-from ingest.queue import REASON_ATTRIBUTE, MemoryQueue
-from ingest.service import Service
+from ingest.pipeline.service import Service
+from ingest.queues.base import REASON_ATTRIBUTE
+from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
-from ingest.sink import MemorySink
+from ingest.sinks.memory import MemorySink
 from producer import wire
 
 

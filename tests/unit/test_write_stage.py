@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from bson import ObjectId
 
-from ingest.breaker import SinkBreaker
-from ingest.messages import Message
+from ingest.flow.breaker import SinkBreaker
 from ingest.metrics import Metrics
-from ingest.sink import MemorySink
-from ingest.write import WriteStage
+from ingest.pipeline.write import BatchWriter
+from ingest.queues.base import Message
+from ingest.sinks.memory import MemorySink
 from producer import wire
 
 
@@ -20,8 +20,8 @@ def line(n: int, collection: str = "events") -> str:
     return wire.encode_record(collection, {"_id": ObjectId(), "n": n})
 
 
-def stage(sink: MemorySink) -> WriteStage:
-    return WriteStage(sink, Metrics(), SinkBreaker())
+def stage(sink: MemorySink) -> BatchWriter:
+    return BatchWriter(sink, Metrics(), SinkBreaker())
 
 
 def test_good_messages_are_deleted_after_the_write() -> None:
@@ -61,7 +61,7 @@ def test_records_the_sink_rejects_are_dead_lettered_with_its_reason() -> None:
 def test_a_retryable_record_sends_its_whole_message_back_and_nothing_is_dead_lettered() -> None:
     class Flaky(MemorySink):
         def _write_one(self, record: wire.Record):  # type: ignore[no-untyped-def]
-            from ingest.messages import retry
+            from ingest.sinks.base import retry
 
             return (
                 retry("write conflict") if record.document["n"] == 2 else super()._write_one(record)
@@ -79,7 +79,7 @@ def test_a_sink_outage_releases_everything_and_opens_the_breaker() -> None:
     sink = MemorySink()
     sink.unavailable = True
     breaker = SinkBreaker()
-    write = WriteStage(sink, Metrics(), breaker)
+    write = BatchWriter(sink, Metrics(), breaker)
     settlement = write.process([message(line(1)), message("garbage", mid="m2")])
     assert breaker.is_open
     assert [m.message_id for m in settlement.release] == ["m1", "m2"]
@@ -115,7 +115,7 @@ def test_a_record_that_fails_its_whole_bulk_is_found_and_the_rest_are_written() 
 def test_a_store_that_hangs_up_on_one_record_but_still_answers_rejects_only_it() -> None:
     sink = MemorySink(refuse_bulk=_nul, hang_up=True)
     breaker = SinkBreaker()
-    settlement = WriteStage(sink, Metrics(), breaker).process([_packed_with_poison(40)])
+    settlement = BatchWriter(sink, Metrics(), breaker).process([_packed_with_poison(40)])
     assert sink.count() == 40 and len(settlement.dead_letters) == 1 and not breaker.is_open
 
 
@@ -126,7 +126,7 @@ def test_a_store_that_hangs_up_and_stops_answering_is_an_outage() -> None:
             super()._check_bulk(records)
 
     breaker = SinkBreaker()
-    settlement = WriteStage(Dying(refuse_bulk=_nul, hang_up=True), Metrics(), breaker).process(
+    settlement = BatchWriter(Dying(refuse_bulk=_nul, hang_up=True), Metrics(), breaker).process(
         [_packed_with_poison(10)]
     )
     assert breaker.is_open and len(settlement.release) == 1 and not settlement.dead_letters

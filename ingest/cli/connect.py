@@ -1,0 +1,35 @@
+"""The real seams from settings (imported only by commands that use them: boto3 and
+pymongo take a while to load)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ingest.errors import ConfigError
+from ingest.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.queues.sqs import SqsQueue, SqsService
+    from ingest.sinks.mongo import MongoSink
+
+
+def queue_service(settings: Settings, *, for_receiving: bool = False) -> SqsService:
+    from ingest.queues import sqs
+
+    return sqs.connect(
+        settings.region, wait_seconds=settings.wait_seconds if for_receiving else None
+    )
+
+
+def queues(settings: Settings, service: SqsService | None = None) -> dict[str, SqsQueue]:
+    if not settings.queue_urls:
+        raise ConfigError("no queue: set INGEST_QUEUE_URL or pass --queue-url")
+    service = service or queue_service(settings)
+    return {url: service.queue(url, settings.dead_letter_url) for url in settings.queue_urls}
+
+
+def store(settings: Settings, *, quick: bool = False) -> MongoSink:
+    """`quick`: short timeouts, for the operator tools and the startup check."""
+    from ingest.sinks import mongo
+
+    return mongo.connect(settings, quick=quick)

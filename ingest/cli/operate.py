@@ -1,0 +1,84 @@
+"""`ingest init`, `ingest status` and `ingest check`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ingest.cli import fail, load_settings
+from ingest.cli.connect import queue_service, queues, store
+from ingest.flow.replicas import MISSED_HEARTBEATS
+
+_positive = click.IntRange(min=1)
+
+
+@click.command()
+@click.option("--queue-name", default="ingest-records", show_default=True)
+@click.option("--visibility-timeout", type=click.IntRange(0, 43200), default=30, show_default=True)
+@click.option("--max-receive-count", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="Receives before SQS moves a message to the dead-letter queue")  # fmt: skip
+@click.option("--kms-key-id", help="KMS key for server-side encryption (default: SQS-managed SSE)")
+@click.option("--collection", "collections", multiple=True, help="Collections to create")
+@click.option("--mongo-uri")
+@click.option("--database")
+@click.option("--region")
+def init(queue_name: str, visibility_timeout: int, max_receive_count: int, kms_key_id: str | None,
+         collections: tuple[str, ...], **flags: Any) -> None:  # fmt: skip
+    """Create the queue, its dead-letter queue and MongoDB's collections. Idempotent."""
+    from ingest.tools.provision import provision
+
+    settings = load_settings(**flags)
+    made = provision(
+        queue_service(settings), store(settings, quick=True), queue_name, collections,
+        visibility_timeout=visibility_timeout, max_receive_count=max_receive_count,
+        kms_key_id=kms_key_id,
+    )  # fmt: skip
+    click.echo(json.dumps(made.as_dict()))
+
+
+@click.command()
+@click.option("--queue-url", "queue_urls")
+@click.option("--mongo-uri")
+@click.option("--database")
+@click.option("--region")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts")
+@click.option("--watch", type=click.FloatRange(min=0.5), help="Refresh every N seconds")
+@click.option("--consumer", "consumers", multiple=True, help="A consumer's URL: show its /readyz")
+def status(as_json: bool, watch: float | None, consumers: tuple[str, ...], **flags: Any) -> None:
+    """Queue depth, dead-letter depth, document counts and consumer readiness.
+    Exits 1 when SQS or MongoDB does not answer, or a consumer is not ready."""
+    from ingest.tools.status import collect, show
+
+    settings = load_settings(**flags)
+    service, sink = queue_service(settings), store(settings, quick=True)
+    board = sink.replica_board()
+    window = settings.replica_heartbeat_seconds * MISSED_HEARTBEATS
+
+    def report() -> dict[str, Any]:
+        return collect(lambda: queues(settings, service), sink, board, window, consumers)
+
+    if not show(report, as_json=as_json, watch=watch, echo=click.echo):
+        raise SystemExit(1)
+
+
+@click.command()
+@click.option("--queue-url", "queue_urls")
+@click.option("--dead-letter-url")
+@click.option("--mongo-uri")
+@click.option("--database")
+@click.option("--region")
+def check(**flags: Any) -> None:
+    """Check the configuration before a rollout: the settings, the queue, its dead-letter
+    queue and redrive policy, and write access to the database. Exits 1 on any failure."""
+    from ingest.tools.check import run_checks
+
+    settings = load_settings(**flags)
+    click.echo("ok    settings: valid")
+    results = list(run_checks(lambda: queues(settings), store(settings, quick=True)))
+    for result in results:
+        click.echo(result.line())
+    failed = [r for r in results if not r.ok]
+    if failed:
+        fail(f"{len(failed)} of {len(results) + 1} checks failed", 1)

@@ -1,0 +1,204 @@
+"""The queue seam: what the pipeline and the operator tools need from SQS.
+
+Two implementations keep the same contract (tests/contract/test_queue_contract.py):
+`SqsQueue` (SQS or ElasticMQ, through boto3) and `MemoryQueue`, which keeps the
+semantics that matter here (visibility timeout, receive counts, redrive after
+maxReceiveCount, receipt handles that change on redelivery)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
+
+from producer import wire
+
+T = TypeVar("T")
+
+REASON_ATTRIBUTE: Final = "ingest-dead-letter-reason"
+SOURCE_QUEUE_ATTRIBUTE: Final = "ingest-source-queue"
+SOURCE_MESSAGE_ATTRIBUTE: Final = "ingest-source-message-id"
+#: What the consumer adds when it dead-letters a message (a redrive takes them off).
+DEAD_LETTER_ATTRIBUTES: Final = (REASON_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE)
+NO_REASON: Final = "(no reason attribute: SQS moved it after maxReceiveCount receives)"
+MAX_REASON_CHARS: Final = 1000
+SQS_BATCH_LIMIT: Final = 10
+#: SendMessageBatch's total on every SQS flavour, with room for the attributes.
+SQS_BATCH_BYTES: Final = 200 * 1024
+# Attributes kept when a message is dead-lettered, so a redrive can decode it again.
+_CARRIED_ATTRIBUTES: Final = (wire.FORMAT_ATTRIBUTE, wire.ENCODING_ATTRIBUTE)
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One received SQS message. The receipt handle changes if SQS redelivers."""
+
+    queue_url: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # MessageAttributes
+    receive_count: int = 1
+    group_id: str | None = None
+    sent_at: float | None = None  # epoch seconds, SQS's own SentTimestamp
+    visible_until: float = 0.0  # monotonic; maintained by the heartbeat
+    max_receive_count: int = 0  # the queue's redrive policy; 0: SQS never moves it
+
+    @property
+    def last_receive(self) -> bool:
+        """SQS moves this message to the dead-letter queue, without a reason, instead of
+        delivering it again: whatever must happen to it must happen now."""
+        return 0 < self.max_receive_count <= self.receive_count
+
+    def attribute(self, name: str) -> str | None:
+        return wire.attribute_value(self.attributes, name)
+
+    @property
+    def reason(self) -> str:
+        """Why it was dead-lettered (for messages read from a dead-letter queue)."""
+        return self.attribute(REASON_ATTRIBUTE) or NO_REASON
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What goes to the dead-letter queue: the original body (or one record) and why."""
+
+    source: Message
+    body: str
+    reason: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to send. FIFO queues need the group and deduplication ids."""
+
+    body: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    group_id: str | None = None
+    dedup_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+@dataclass(frozen=True, slots=True)
+class MoveTask:
+    """SQS's own move of every message from a dead-letter queue back to its source."""
+
+    handle: str
+    status: str  # RUNNING, COMPLETED, CANCELLED, FAILED
+    moved: int
+
+
+class MessageQueue(Protocol):
+    """One queue. Batch calls return the entries that failed; a call SQS does not
+    answer raises QueueUnavailable (QueueRefused when it answers and refuses)."""
+
+    url: str
+    dead_letter_url: str | None
+    max_receive_count: int  # 0: no redrive policy
+
+    def receive(
+        self, max_messages: int, wait_seconds: int, visibility_timeout: int
+    ) -> list[Message]: ...
+
+    def delete(self, messages: Sequence[Message]) -> list[Message]: ...
+
+    def change_visibility(self, entries: Sequence[tuple[Message, int]]) -> list[Message]: ...
+
+    def send_batch(self, messages: Sequence[Outgoing]) -> list[Outgoing]: ...
+
+    def send(self, body: str, attributes: Mapping[str, Any] | None = None) -> str: ...
+
+    def dead_letter(self, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
+        """Sends each letter to the dead-letter queue with its reason attached."""
+        ...
+
+    def requeue(self, messages: Sequence[Message]) -> list[Message]:
+        """Sends each message again as a new one (receive count 0), then deletes the
+        original: for a message at its last receive that is not at fault."""
+        ...
+
+    def depth(self) -> QueueDepth: ...
+
+    def dead_letter_depth(self) -> QueueDepth | None:
+        """The dead-letter queue's depth; None when the queue has none."""
+        ...
+
+    def purge(self) -> None: ...
+
+
+class QueueService(Protocol):
+    """The SQS endpoint as a whole: finding, creating and moving between queues."""
+
+    def queue(self, url: str, dead_letter_url: str | None = None) -> MessageQueue:
+        """The queue at `url`, its dead-letter queue and maxReceiveCount read from its
+        redrive policy (`dead_letter_url` overrides the dead-letter queue)."""
+        ...
+
+    def create(
+        self,
+        name: str,
+        *,
+        visibility_timeout: int = 30,
+        max_receive_count: int = 5,
+        retention_seconds: int = 1209600,
+        kms_key_id: str | None = None,
+    ) -> MessageQueue:
+        """The queue `name` and `<name>-dlq` with a redrive policy. Idempotent:
+        existing queues get these attributes."""
+        ...
+
+    def start_move(self, source_url: str, destination_url: str) -> str:
+        """Starts moving every message from source to destination; returns a handle."""
+        ...
+
+    def move_status(self, source_url: str, handle: str) -> MoveTask: ...
+
+
+def dead_letter_attributes(letter: DeadLetter) -> wire.Attributes:
+    """The letter's format attributes (so a redrive decodes it again), its reason and
+    where it came from."""
+    attributes: wire.Attributes = {}
+    for name in _CARRIED_ATTRIBUTES:
+        value = wire.attribute_value(letter.attributes, name)
+        if value is not None:
+            attributes[name] = wire.string_attribute(value)
+    attributes[REASON_ATTRIBUTE] = wire.string_attribute(
+        letter.reason[:MAX_REASON_CHARS] or "unknown"
+    )
+    attributes[SOURCE_QUEUE_ATTRIBUTE] = wire.string_attribute(letter.source.queue_url)
+    attributes[SOURCE_MESSAGE_ATTRIBUTE] = wire.string_attribute(letter.source.message_id)
+    return attributes
+
+
+def sendable_attributes(attributes: Mapping[str, Any], drop: Sequence[str] = ()) -> dict[str, Any]:
+    """Received MessageAttributes as SendMessage takes them, without the names in `drop`."""
+    kept = ("DataType", "StringValue", "BinaryValue")
+    return {
+        name: {k: v for k, v in value.items() if k in kept}
+        for name, value in attributes.items()
+        if isinstance(value, Mapping) and name not in drop
+    }
+
+
+def chunks(items: Sequence[T], size: int = SQS_BATCH_LIMIT) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def send_groups(messages: Sequence[Outgoing]) -> Iterator[list[Outgoing]]:
+    """SendMessageBatch calls of at most 10 entries and SQS_BATCH_BYTES."""
+    # + 2048: the attributes, generously
+    return wire.bounded_groups(
+        messages, lambda m: len(m.body.encode()) + 2048, SQS_BATCH_BYTES, SQS_BATCH_LIMIT
+    )

@@ -1,0 +1,116 @@
+"""The sink seam: where documents go, and what every write answers.
+
+A sink answers every record with a typed outcome (written, duplicate, rejected with
+a reason, retry later). When the store does not answer at all it raises
+SinkUnavailable instead: "retry everything" is not the same as "this record is bad".
+Two implementations keep the same contract (tests/contract/test_sink_contract.py):
+`MongoSink` and `MemorySink`. Outcomes are compared by kind."""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from producer.wire import Record
+
+
+class WriteMode(enum.StrEnum):
+    INSERT_ONCE = "insert-once"  # first write of an _id wins; duplicates collapse
+    REPLACE = "replace"  # last write wins
+    MERGE = "merge"  # $set of the record's fields, upserting
+
+
+class OutcomeKind(enum.Enum):
+    WRITTEN = "written"
+    DUPLICATE = "duplicate"  # an earlier write of the same _id won; nothing to do
+    REJECTED = "rejected"  # permanent: dead-letter this record with the reason
+    RETRY = "retry"  # transient: write it again later
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: OutcomeKind
+    reason: str = ""
+
+    @property
+    def settled(self) -> bool:
+        """True when the record needs no further write."""
+        return self.kind is not OutcomeKind.RETRY
+
+
+WRITTEN = Outcome(OutcomeKind.WRITTEN)
+DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
+
+
+def rejected(reason: str) -> Outcome:
+    return Outcome(OutcomeKind.REJECTED, reason)
+
+
+def retry(reason: str) -> Outcome:
+    return Outcome(OutcomeKind.RETRY, reason)
+
+
+class DocumentSink(Protocol):
+    """What the write stage needs."""
+
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        """One outcome per record, in order. Raises SinkUnavailable for the whole batch."""
+        ...
+
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        """Applies records strictly in order (FIFO groups). A record to retry stops
+        the ones after it, which come back as RETRY without having been applied."""
+        ...
+
+    def ping(self) -> None:
+        """Raises SinkUnavailable when the store does not answer."""
+        ...
+
+
+class DocumentStore(DocumentSink, Protocol):
+    """What the operator tools need beyond writing."""
+
+    @property
+    def database(self) -> str: ...
+
+    def collection_counts(self) -> dict[str, int]:
+        """Documents per collection (the consumer's own collections left out)."""
+        ...
+
+    def prepare(self, collections: Sequence[str]) -> list[str]:
+        """Creates the named collections; returns every collection there is. Idempotent."""
+        ...
+
+    def check_write(self) -> None:
+        """Raises SinkUnavailable unless a test write to the database succeeds."""
+        ...
+
+    def replica_board(self) -> ReplicaBoard: ...
+
+
+class ReplicaBoard(Protocol):
+    """Where consumer replicas check in to share the write ceiling. Times are the
+    store's own clock, so replicas on hosts with skewed clocks still agree."""
+
+    def check_in(self, replica: str, status: Mapping[str, Any]) -> None: ...
+
+    def live(self, within_seconds: float) -> list[dict[str, Any]]:
+        """The replicas seen within the last `within_seconds`, by the store's clock."""
+        ...
+
+    def leave(self, replica: str) -> None: ...
+
+
+#: The consumer's own collections (replicas, `ingest check`) start with this.
+INTERNAL_PREFIX = "_ingest_"
+REPLICAS_COLLECTION = INTERNAL_PREFIX + "replicas"
+
+
+def group_by_collection(records: Sequence[Record]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[record.collection].append(index)
+    return groups

@@ -1,0 +1,171 @@
+"""The sink seam in memory: a dictionary per collection with the same write modes and
+outcomes, and a replica board, for unit tests and for measuring the pipeline itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import bson
+from bson import ObjectId, json_util
+
+from ingest.errors import SinkUnavailable
+from ingest.sinks.base import DUPLICATE, INTERNAL_PREFIX, WRITTEN, Outcome, WriteMode, rejected
+from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate
+from ingest.sinks.mongo_errors import UNENCODABLE
+from producer.wire import Record, bson_problem
+
+
+def memory_key(value: Any) -> Any:
+    # ObjectIds, strings and numbers are their own keys; documents and lists are not hashable.
+    plain = isinstance(value, ObjectId | str | int | float) and not isinstance(value, bool)
+    return value if plain else json_util.dumps(value)
+
+
+class MemorySink:
+    """`reject` refuses single records (as a server's per-record write error does);
+    `refuse_bulk` fails any bulk that holds a matching record as a whole (as FerretDB
+    does for a NUL in a string), `hang_up` making that a dropped connection."""
+
+    def __init__(
+        self,
+        mode: WriteMode = WriteMode.INSERT_ONCE,
+        *,
+        reject: Callable[[Record], str | None] | None = None,
+        refuse_bulk: Callable[[Record], str | None] | None = None,
+        hang_up: bool = False,
+        database: str = "memory",
+    ) -> None:
+        self.mode = mode
+        self.database = database
+        self.collections: dict[str, dict[Any, dict[str, Any]]] = defaultdict(dict)
+        self.unavailable = False  # flip to simulate an outage
+        self.write_calls = 0
+        self._reject = reject
+        self._refuse_bulk = refuse_bulk
+        self._hang_up = hang_up
+        self._lock = threading.Lock()
+        self._board = MemoryReplicaBoard()
+
+    def ping(self) -> None:
+        if self.unavailable:
+            raise SinkUnavailable("memory sink is unavailable")
+
+    def _answers(self) -> bool:
+        return not self.unavailable
+
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        return isolate(records, self._bulk, self._answers)
+
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        return isolate(records, self._bulk_ordered, self._answers, ordered=True)
+
+    def _bulk(self, records: Sequence[Record]) -> list[Outcome]:
+        self._check_bulk(records)
+        with self._lock:
+            return [self._write_one(record) for record in records]
+
+    def _bulk_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        self._check_bulk(records)
+        with self._lock:
+            outcomes: list[Outcome] = []
+            for index, record in enumerate(records):
+                outcome = self._write_one(record)
+                outcomes.append(outcome)
+                if not outcome.settled:
+                    return outcomes + [AFTER_FAILURE] * (len(records) - index - 1)
+            return outcomes
+
+    def _check_bulk(self, records: Sequence[Record]) -> None:
+        self.ping()
+        with self._lock:
+            self.write_calls += 1
+        for record in records:
+            reason = self._refuse_bulk(record) if self._refuse_bulk else None
+            if reason:
+                raise BulkRefused(reason, connection_lost=self._hang_up)
+            try:  # what the driver does before sending: some valid JSON is not BSON
+                bson.encode(record.document)
+            except UNENCODABLE as exc:
+                raise BulkRefused(bson_problem(exc, record.document)) from exc
+
+    def _write_one(self, record: Record) -> Outcome:
+        reason = self._reject(record) if self._reject else None
+        if reason:
+            return rejected(reason)
+        documents = self.collections[record.collection]
+        key = memory_key(record.document["_id"])
+        existing = documents.get(key)
+        if existing is None:
+            documents[key] = dict(record.document)
+            return WRITTEN
+        if self.mode is WriteMode.INSERT_ONCE:
+            return DUPLICATE
+        if self.mode is WriteMode.REPLACE:
+            documents[key] = dict(record.document)
+        else:
+            existing.update(record.document)
+        return WRITTEN
+
+    def count(self, collection: str | None = None) -> int:
+        with self._lock:
+            if collection is not None:
+                return len(self.collections.get(collection, {}))
+            return sum(len(docs) for docs in self.collections.values())
+
+    def find(self, collection: str, _id: Any) -> dict[str, Any] | None:
+        with self._lock:
+            return self.collections.get(collection, {}).get(memory_key(_id))
+
+    # ------------------------------------------------------------ operator tools
+
+    def collection_counts(self) -> dict[str, int]:
+        self.ping()
+        with self._lock:
+            return {
+                name: len(docs)
+                for name, docs in sorted(self.collections.items())
+                if not name.startswith(INTERNAL_PREFIX)
+            }
+
+    def prepare(self, collections: Sequence[str]) -> list[str]:
+        self.ping()
+        with self._lock:
+            for name in collections:
+                self.collections.setdefault(name, {})
+            return sorted(self.collections)
+
+    def check_write(self) -> None:
+        self.ping()
+
+    def replica_board(self) -> MemoryReplicaBoard:
+        return self._board
+
+
+class MemoryReplicaBoard:
+    """Replicas checking in, by this process's clock."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def check_in(self, replica: str, status: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._seen[replica] = (self._clock(), dict(status))
+
+    def live(self, within_seconds: float) -> list[dict[str, Any]]:
+        now = self._clock()
+        with self._lock:
+            return [
+                {"_id": replica, **status}
+                for replica, (seen, status) in sorted(self._seen.items())
+                if now - seen < within_seconds
+            ]
+
+    def leave(self, replica: str) -> None:
+        with self._lock:
+            self._seen.pop(replica, None)

@@ -1,0 +1,336 @@
+"""The sink seam on MongoDB: unordered bulk writes keyed on _id. The only place in the
+consumer that speaks pymongo's write API.
+
+insert-once: unordered inserts; a duplicate-key error on _id means an earlier delivery
+already wrote the record. On FerretDB an insert costs a fifth of an upsert, and on
+MongoDB it is no slower, so this keeps upsert semantics at insert speed.
+replace: inserts first, then only the duplicate-key conflicts as replace-upserts.
+merge: $set upserts of the record's fields.
+
+A bulk refused as a whole while the server still answers is bisected (isolation.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    InvalidURI,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.write_concern import WriteConcern
+
+from ingest.errors import ConfigError, SinkUnavailable
+from ingest.settings import Settings
+from ingest.sinks.base import (
+    DUPLICATE,
+    INTERNAL_PREFIX,
+    REPLICAS_COLLECTION,
+    WRITTEN,
+    Outcome,
+    OutcomeKind,
+    WriteMode,
+    group_by_collection,
+    retry,
+)
+from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate, stop_after_first_retry
+from ingest.sinks.modes import Document, insert_op, merge_op, ordered_op, replace_op
+from ingest.sinks.mongo_errors import (
+    UNENCODABLE,
+    apply_write_errors,
+    classify_failure,
+    server_reason,
+)
+from producer.wire import Record, bson_problem
+
+
+def client(settings: Settings, **options: Any) -> MongoClient[Document]:
+    options.setdefault("serverSelectionTimeoutMS", 5000)
+    # A server that accepts connections but never answers must fail the write (and
+    # open the breaker), not hang a writer forever.
+    options.setdefault("socketTimeoutMS", 30000)
+    options.setdefault("maxPoolSize", max(10, settings.writers * 2))
+    return MongoClient(settings.mongo_uri, **options)
+
+
+def write_concern(settings: Settings) -> WriteConcern | None:
+    if settings.write_concern is None and settings.journal is None:
+        return None
+    w: int | str | None = settings.write_concern
+    if isinstance(w, str) and w.isdigit():
+        w = int(w)
+    return WriteConcern(w=w, j=settings.journal)
+
+
+CHECK_COLLECTION = INTERNAL_PREFIX + "check"  # where `ingest check` tries a write
+# Short timeouts for the operator tools and the startup check: a server that does not
+# answer is an error in seconds.
+QUICK_TIMEOUT_MS = 4000
+
+
+def connect(settings: Settings, *, quick: bool = False) -> MongoSink:
+    """The sink the settings name (no network until its first use)."""
+    options: dict[str, Any] = {}
+    if quick:
+        options = dict.fromkeys(
+            ("serverSelectionTimeoutMS", "socketTimeoutMS", "connectTimeoutMS"), QUICK_TIMEOUT_MS
+        )
+    try:
+        database = client(settings, **options)[settings.database]
+    except (ConfigurationError, InvalidURI, ValueError) as exc:
+        raise ConfigError(f"--mongo-uri: {exc}") from exc
+    where = f"MongoDB at {hosts(settings.mongo_uri)}"
+    return MongoSink(
+        database, settings.write_mode, write_concern=write_concern(settings), where=where
+    )
+
+
+def hosts(uri: str) -> str:
+    """The hosts of a MongoDB URI, without credentials (for messages)."""
+    rest = uri.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0] or "?"
+
+
+class MongoSink:
+    def __init__(
+        self,
+        database: Database[Document],
+        mode: WriteMode = WriteMode.INSERT_ONCE,
+        *,
+        write_concern: WriteConcern | None = None,
+        where: str = "MongoDB",
+    ) -> None:
+        self._db = database
+        self.where = where  # "MongoDB at host:port", for messages
+        self.mode = mode
+        self._write_concern = write_concern
+        self._collections: dict[str, Collection[Document]] = {}
+        self._ferretdb: bool | None = None
+
+    @property
+    def database(self) -> str:
+        return self._db.name
+
+    @property
+    def is_ferretdb(self) -> bool:
+        """FerretDB speaks MongoDB's protocol but not every type (see the README)."""
+        if self._ferretdb is None:
+            try:
+                info = self._db.client.admin.command("buildInfo")
+            except PyMongoError as exc:
+                raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}") from exc
+            self._ferretdb = "ferretdbVersion" in info
+        return self._ferretdb
+
+    def _collection(self, name: str) -> Collection[Document]:
+        found = self._collections.get(name)
+        if found is None:
+            found = self._db.get_collection(name, write_concern=self._write_concern)
+            self._collections[name] = found
+        return found
+
+    def ping(self) -> None:
+        try:
+            self._db.client.admin.command("ping")
+        except PyMongoError as exc:
+            cause = str(exc).split(",", 1)[0].split(" (configured timeouts", 1)[0][:200]
+            raise SinkUnavailable(f"{self.where} does not answer: {cause}") from exc
+
+    def _answers(self) -> bool:
+        """The evidence for a bulk that failed as a whole: does the server still answer?"""
+        try:
+            self.ping()
+        except SinkUnavailable:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, records: Sequence[Record]) -> list[Outcome]:
+        return self._write(records, ordered=False)
+
+    def write_ordered(self, records: Sequence[Record]) -> list[Outcome]:
+        return self._write(records, ordered=True)
+
+    def _write(self, records: Sequence[Record], *, ordered: bool) -> list[Outcome]:
+        outcomes: list[Outcome] = [WRITTEN] * len(records)
+        for name, indexes in group_by_collection(records).items():
+            collection = self._collection(name)
+
+            def bulk(
+                part: Sequence[Record], into: Collection[Document] = collection
+            ) -> list[Outcome]:
+                return self._write_bulk(into, part, ordered=ordered)
+
+            group = [records[i] for i in indexes]
+            for index, outcome in zip(
+                indexes, isolate(group, bulk, self._answers, ordered=ordered), strict=True
+            ):
+                outcomes[index] = outcome
+        return stop_after_first_retry(outcomes) if ordered else outcomes
+
+    def _write_bulk(
+        self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
+    ) -> list[Outcome]:
+        """One bulk in the configured mode. Raises BulkRefused when the store (or the
+        driver, for a document that cannot become BSON) fails it as a whole."""
+        try:
+            if ordered:
+                return self._ordered(collection, records)
+            return self._unordered(collection, records)
+        except UNENCODABLE as exc:
+            raise BulkRefused(bson_problem(exc, records[0].document)) from exc
+        except AutoReconnect as exc:
+            raise BulkRefused(self._hang_up_reason(), connection_lost=True) from exc
+
+    def _hang_up_reason(self) -> str:
+        reason = "the database closed the connection each time this record was written"
+        with contextlib.suppress(SinkUnavailable):
+            if self.is_ferretdb:
+                reason += " (FerretDB does so for values it cannot store, e.g. Decimal128 or NaN)"
+        return reason
+
+    def _ordered(
+        self, collection: Collection[Document], records: Sequence[Record]
+    ) -> list[Outcome]:
+        """Ordered bulks; a permanent error skips only its record, a transient one stops."""
+        results: list[Outcome] = []
+        remaining = list(records)
+        while remaining:
+            ops = [ordered_op(self.mode, record) for record in remaining]
+            outcomes = _bulk(collection, ops, ordered=True)
+            failed = next(
+                (i for i, o in enumerate(outcomes) if o.kind is not OutcomeKind.WRITTEN), None
+            )
+            if failed is None:
+                return results + outcomes
+            results += outcomes[: failed + 1]
+            if not outcomes[failed].settled:
+                return results + [AFTER_FAILURE] * (len(remaining) - failed - 1)
+            remaining = remaining[failed + 1 :]
+        return results
+
+    def _unordered(
+        self, collection: Collection[Document], records: Sequence[Record]
+    ) -> list[Outcome]:
+        if self.mode is WriteMode.MERGE:
+            ops: list[Any] = [merge_op(r) for r in records]
+            return _bulk(collection, ops, on_duplicate=retry("duplicate key on upsert"))
+        outcomes = _bulk(collection, [insert_op(r) for r in records], on_duplicate=DUPLICATE)
+        if self.mode is WriteMode.REPLACE:
+            conflicts = [i for i, o in enumerate(outcomes) if o.kind is OutcomeKind.DUPLICATE]
+            if conflicts:
+                replaced = _bulk(
+                    collection, [replace_op(records[i]) for i in conflicts], ordered=True
+                )
+                for index, outcome in zip(conflicts, replaced, strict=True):
+                    outcomes[index] = outcome
+        return outcomes
+
+    # ------------------------------------------------------------ operator tools
+
+    def collection_counts(self) -> dict[str, int]:
+        try:
+            names = sorted(self._db.list_collection_names())
+            return {
+                name: self._db[name].estimated_document_count()
+                for name in names
+                if not name.startswith(INTERNAL_PREFIX)
+            }
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    def prepare(self, collections: Sequence[str]) -> list[str]:
+        try:
+            existing = set(self._db.list_collection_names())
+            for name in collections:
+                if name not in existing:
+                    self._db.create_collection(name)
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        return sorted(set(collections) | existing)
+
+    def check_write(self) -> None:
+        """Writes and removes one document: does this user have write permission here?"""
+        probe = self._db[CHECK_COLLECTION]
+        try:
+            marker = probe.insert_one({"check": "ingest check"}).inserted_id
+            probe.delete_one({"_id": marker})
+        except OperationFailure as exc:
+            raise SinkUnavailable(
+                f"{self.where} refused a test write: {server_reason(exc.code, exc.details or {}, str(exc))}"
+            ) from exc
+        except PyMongoError as exc:
+            raise SinkUnavailable(
+                f"{self.where} does not answer: {str(exc).split(',', 1)[0][:200]}"
+            ) from exc
+
+    def replica_board(self) -> MongoReplicaBoard:
+        return MongoReplicaBoard(self._db[REPLICAS_COLLECTION])
+
+
+def _bulk(
+    collection: Collection[Document],
+    ops: list[Any],
+    *,
+    on_duplicate: Outcome = DUPLICATE,
+    ordered: bool = False,
+) -> list[Outcome]:
+    """One bulk write; per-op outcomes (see mongo_errors for a bulk failed as a whole)."""
+    outcomes: list[Outcome] = [WRITTEN] * len(ops)
+    try:
+        collection.bulk_write(ops, ordered=ordered)
+    except BulkWriteError as exc:
+        apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
+    except UNENCODABLE:
+        raise
+    except PyMongoError as exc:
+        return classify_failure(exc, len(ops))
+    return outcomes
+
+
+class MongoReplicaBoard:
+    """Each replica upserts {_id, seen} with the server's $currentDate; "now" is the
+    server's hello.localTime. Works on MongoDB and FerretDB."""
+
+    def __init__(self, collection: Collection[Document]) -> None:
+        self._collection = collection
+
+    def check_in(self, replica: str, status: Mapping[str, Any]) -> None:
+        try:
+            self._collection.update_one(
+                {"_id": replica},
+                {"$currentDate": {"seen": True}, "$set": dict(status)},
+                upsert=True,
+            )
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"replica check-in failed: {type(exc).__name__}") from exc
+
+    def live(self, within_seconds: float) -> list[dict[str, Any]]:
+        try:
+            since = self._server_time() - datetime.timedelta(seconds=within_seconds)
+            return list(self._collection.find({"seen": {"$gt": since}}).sort("_id"))
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"reading replicas failed: {type(exc).__name__}") from exc
+
+    def _server_time(self) -> datetime.datetime:
+        hello = self._collection.database.client.admin.command("hello")
+        local = hello.get("localTime")
+        if isinstance(local, datetime.datetime):
+            return local
+        return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)  # tolerate: ours
+
+    def leave(self, replica: str) -> None:
+        try:
+            self._collection.delete_one({"_id": replica})
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"replica leave failed: {type(exc).__name__}") from exc

@@ -82,6 +82,3 @@ class Router:
                 self._next = index + 1
                 return url
         return None
-
-    def any_closed(self) -> bool:
-        return any(b.state is State.CLOSED for b in self.breakers.values())

@@ -106,3 +106,12 @@ def drain_queue(sqs_client: Any, url: str, wait: int = 1) -> list[dict[str, Any]
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
             ],
         )
+
+
+# Property tests run the same examples every time (a failure replays), except in
+# `make reliability`, which explores new ones.
+from hypothesis import settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("replayable", derandomize=True)
+if os.environ.get("RELIABILITY_FULL", "") in ("", "0"):
+    _hypothesis.load_profile("replayable")

@@ -12,7 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     )
 
     QueueAttributes = dict[QueueAttributeNameType, str]
+
+T = TypeVar("T")
 
 _DEPTH_ATTRIBUTES: Final = (
     "ApproximateNumberOfMessages",
@@ -213,24 +215,23 @@ class SqsQueue:
         if not self.dead_letter_url:
             return list(letters)
         fifo = self.dead_letter_url.endswith(".fifo")
-        outgoing = [_letter(letter, fifo) for letter in letters]
-        try:
-            failed = {id(m) for m in _send(self._sqs, self.dead_letter_url, outgoing)}
-        except QueueUnavailable:
-            return list(letters)
-        return [letter for letter, m in zip(letters, outgoing, strict=True) if id(m) in failed]
+        return self._send_each(self.dead_letter_url, letters, [_letter(x, fifo) for x in letters])
 
     def requeue(self, messages: Sequence[Message]) -> list[Message]:
         fifo = self.url.endswith(".fifo")
-        outgoing = [_again(message, fifo) for message in messages]
-        try:
-            failed = {id(m) for m in _send(self._sqs, self.url, outgoing)}
-        except QueueUnavailable:
-            return list(messages)
-        sent = [msg for msg, m in zip(messages, outgoing, strict=True) if id(m) not in failed]
+        unsent = self._send_each(self.url, messages, [_again(m, fifo) for m in messages])
         with contextlib.suppress(QueueUnavailable):
-            self.delete(sent)  # an undeleted original comes back; its records collapse
-        return [msg for msg, m in zip(messages, outgoing, strict=True) if id(m) in failed]
+            # An undeleted original comes back; its records collapse as duplicates.
+            self.delete([m for m in messages if m not in unsent])
+        return unsent
+
+    def _send_each(self, url: str, items: Sequence[T], outgoing: list[Outgoing]) -> list[T]:
+        """Sends outgoing[i] for items[i]; returns the items whose message SQS did not take."""
+        try:
+            failed = {id(m) for m in _send(self._sqs, url, outgoing)}
+        except QueueUnavailable:
+            return list(items)
+        return [item for item, m in zip(items, outgoing, strict=True) if id(m) in failed]
 
     def depth(self) -> QueueDepth:
         return _depth(self._sqs, self.url)

@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ingest.queues.base import REASON_ATTRIBUTE, DeadLetter, MessageQueue
-from ingest.queues.memory import MemoryQueue
-from ingest.queues.sqs import SqsQueue
+from ingest.queues.base import REASON_ATTRIBUTE, DeadLetter, MessageQueue, Outgoing, QueueService
+from ingest.queues.memory import MemoryService
+from ingest.queues.sqs import SqsService
 from producer import wire
-from tests.conftest import QueuePair
 
 Pair = tuple[MessageQueue, MessageQueue]  # (queue, its dead-letter queue)
 
 
 @pytest.fixture(params=["memory", "sqs"])
-def queues(request: pytest.FixtureRequest) -> Pair:
+def service(request: pytest.FixtureRequest) -> Iterator[QueueService]:
+    """The queue service; queues it creates are deleted afterwards."""
     if request.param == "memory":
-        dead = MemoryQueue(url="memory://dlq")
-        return MemoryQueue(url="memory://q", dead_letter_queue=dead), dead
-    make_queue: Callable[..., QueuePair] = request.getfixturevalue("make_queue")
+        yield MemoryService()
+        return
     client: Any = request.getfixturevalue("sqs_client")
-    pair = make_queue(visibility_timeout=30)
-    return SqsQueue(pair.url, client, pair.dead_letter_url), SqsQueue(pair.dead_letter_url, client)
+    created = SqsService(client)
+    yield created
+    for url in client.list_queues(QueueNamePrefix="contract-").get("QueueUrls", []):
+        if url.rsplit("/", 1)[-1].startswith(_names):
+            with contextlib.suppress(Exception):
+                client.delete_queue(QueueUrl=url)
+
+
+_names = f"contract-{uuid.uuid4().hex[:8]}"
+
+
+def _create(service: QueueService, fifo: bool = False, max_receive_count: int = 5) -> Pair:
+    name = f"{_names}-{uuid.uuid4().hex[:6]}{'.fifo' * fifo}"
+    queue = service.create(name, visibility_timeout=30, max_receive_count=max_receive_count)
+    assert queue.dead_letter_url is not None
+    return queue, service.queue(queue.dead_letter_url)
+
+
+@pytest.fixture
+def queues(service: QueueService) -> Pair:
+    return _create(service)
 
 
 def receive_all(queue: MessageQueue, expected: int, visibility: int = 30) -> list[Any]:
@@ -107,3 +127,81 @@ def test_requeue_sends_a_fresh_copy_and_deletes_the_original(queues: Pair) -> No
     assert wire.attribute_value(again[0].attributes, wire.FORMAT_ATTRIBUTE) == "1"
     assert queue.delete(again) == []
     assert queue.receive(10, 0, 30) == [] and dead.receive(10, 0, 30) == []
+
+
+def test_a_created_queue_is_found_again_with_its_redrive_policy(service: QueueService) -> None:
+    queue, dead = _create(service, max_receive_count=3)
+    again = service.queue(queue.url)
+    assert (again.dead_letter_url, again.max_receive_count) == (dead.url, 3)
+    assert again.dead_letter_depth() == dead.depth()
+    assert service.queue(dead.url).dead_letter_url is None  # a dead-letter queue has none
+
+
+def test_messages_carry_the_queues_receive_limit_and_sqs_send_time(queues: Pair) -> None:
+    queue, _ = queues
+    before = time.time()
+    queue.send("x")
+    (message,) = receive_all(queue, 1)
+    assert message.max_receive_count == 5 and not message.last_receive
+    assert message.sent_at is not None and before - 5 <= message.sent_at <= time.time() + 5
+
+
+def test_a_stale_receipt_handle_does_not_delete_the_message(queues: Pair) -> None:
+    queue, _ = queues
+    queue.send("twice")
+    (first,) = receive_all(queue, 1)
+    queue.change_visibility([(first, 0)])
+    (second,) = receive_all(queue, 1)
+    queue.delete([first])  # the handle of an earlier receive
+    queue.change_visibility([(second, 0)])
+    (third,) = receive_all(queue, 1)
+    assert third.message_id == first.message_id and third.receive_count == 3
+
+
+def test_batches_keep_attributes_and_report_what_failed(queues: Pair) -> None:
+    queue, _ = queues
+    attributes = wire.message_attributes(wire.GZIP, 3)
+    assert queue.send_batch([Outgoing(f"b{n}", attributes) for n in range(23)]) == []
+    got = receive_all(queue, 23)
+    assert sorted(m.body for m in got) == sorted(f"b{n}" for n in range(23))
+    assert {m.attribute(wire.ENCODING_ATTRIBUTE) for m in got} == {wire.GZIP}
+
+
+def test_fifo_groups_are_kept(service: QueueService) -> None:
+    queue, _ = _create(service, fifo=True)
+    outgoing = [Outgoing(f"{g}{n}", {}, g, f"{g}{n}") for g in "ab" for n in range(3)]
+    assert queue.send_batch(outgoing) == []
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < 6 and time.monotonic() < deadline:
+        batch = queue.receive(10, 1, 30)
+        got += batch
+        queue.delete(batch)
+    by_group: dict[str | None, list[str]] = {}
+    for message in got:
+        by_group.setdefault(message.group_id, []).append(message.body)
+    assert by_group == {"a": ["a0", "a1", "a2"], "b": ["b0", "b1", "b2"]}
+
+
+def test_purge_empties_the_queue(queues: Pair) -> None:
+    queue, _ = queues
+    queue.send_batch([Outgoing(f"p{n}") for n in range(5)])
+    queue.purge()
+    deadline = time.monotonic() + 10
+    while queue.depth().total and time.monotonic() < deadline:
+        time.sleep(0.2)  # SQS takes up to a minute on AWS; ElasticMQ at once
+    assert queue.depth().total == 0 and queue.receive(10, 0, 30) == []
+
+
+def test_a_move_task_moves_every_dead_letter_back(service: QueueService) -> None:
+    queue, dead = _create(service)
+    dead.send_batch(
+        [Outgoing(f"d{n}", wire.message_attributes(wire.IDENTITY, 1)) for n in range(4)]
+    )
+    handle = service.start_move(dead.url, queue.url)
+    deadline = time.monotonic() + 20
+    while (task := service.move_status(dead.url, handle)).status == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert (task.status, task.moved) == ("COMPLETED", 4)
+    assert sorted(m.body for m in receive_all(queue, 4)) == ["d0", "d1", "d2", "d3"]

@@ -8,13 +8,21 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from ingest.sinks.base import DUPLICATE, WRITTEN, DocumentSink, OutcomeKind, WriteMode
+from ingest.errors import SinkUnavailable
+from ingest.sinks.base import (
+    DUPLICATE,
+    WRITTEN,
+    DocumentSink,
+    DocumentStore,
+    OutcomeKind,
+    WriteMode,
+)
 from ingest.sinks.memory import MemorySink, memory_key
 from ingest.sinks.mongo import MongoSink
 from producer import wire
 
 SinkFactory = Callable[
-    [WriteMode], tuple[DocumentSink, Callable[[str, Any], dict[str, Any] | None]]
+    [WriteMode], tuple[DocumentStore, Callable[[str, Any], dict[str, Any] | None]]
 ]
 
 
@@ -22,14 +30,14 @@ SinkFactory = Callable[
 def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
     if request.param == "memory":
 
-        def memory(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
+        def memory(mode: WriteMode) -> tuple[DocumentStore, Callable[[str, Any], Any]]:
             sink = MemorySink(mode)
             return sink, lambda coll, _id: sink.collections[coll].get(memory_key(_id))
 
         return memory
     db = request.getfixturevalue("mongo_db")
 
-    def mongo(mode: WriteMode) -> tuple[DocumentSink, Callable[[str, Any], Any]]:
+    def mongo(mode: WriteMode) -> tuple[DocumentStore, Callable[[str, Any], Any]]:
         return MongoSink(db, mode), lambda coll, _id: db[coll].find_one({"_id": _id})
 
     return mongo
@@ -163,3 +171,64 @@ def test_an_integer_beyond_64_bits_is_rejected_alone_with_a_reason(make_sink: Si
         OutcomeKind.WRITTEN,
     ]
     assert outcomes[1].reason == "integer 2**70 does not fit in 64 bits"
+
+
+@pytest.mark.parametrize("mode", [WriteMode.INSERT_ONCE, WriteMode.REPLACE, WriteMode.MERGE])
+def test_ordered_writes_apply_in_order(make_sink: SinkFactory, mode: WriteMode) -> None:
+    sink, find = make_sink(mode)
+    oid = ObjectId()
+    versions = [record("events", _id=oid, v=v, **{f"f{v}": v}) for v in (1, 2, 3)]
+    outcomes = sink.write_ordered([*versions, record("audit", v=9)])
+    assert all(o.settled for o in outcomes)
+    stored = find("events", oid)
+    assert stored is not None
+    if mode is WriteMode.INSERT_ONCE:
+        assert stored["v"] == 1 and [o.kind for o in outcomes[1:3]] == [OutcomeKind.DUPLICATE] * 2
+    elif mode is WriteMode.REPLACE:
+        assert stored["v"] == 3 and "f1" not in stored
+    else:
+        assert (stored["v"], stored["f1"], stored["f2"], stored["f3"]) == (3, 1, 2, 3)
+
+
+def _down(kind: str) -> DocumentSink:
+    if kind == "memory":
+        sink = MemorySink()
+        sink.unavailable = True
+        return sink
+    from pymongo import MongoClient
+
+    closed = MongoClient(
+        "mongodb://127.0.0.1:1/", serverSelectionTimeoutMS=300, connectTimeoutMS=300
+    )
+    return MongoSink(closed["t"], where="MongoDB at 127.0.0.1:1")
+
+
+@pytest.mark.parametrize("kind", ["memory", "mongo"])
+def test_a_store_that_does_not_answer_is_an_outage_not_a_bad_record(kind: str) -> None:
+    sink = _down(kind)
+    for write in (sink.write, sink.write_ordered):
+        with pytest.raises(SinkUnavailable):
+            write([record("events", n=1), record("events", n=2)])
+    with pytest.raises(SinkUnavailable):
+        sink.ping()
+
+
+def test_operator_views_of_the_store(make_sink: SinkFactory) -> None:
+    store, _ = make_sink(WriteMode.INSERT_ONCE)
+    store.write([record("events", n=n) for n in range(3)] + [record("audit", n=1)])
+    assert "fresh" in store.prepare(["fresh", "events"])
+    store.check_write()
+    counts = store.collection_counts()
+    assert counts["events"] == 3 and counts["audit"] == 1 and counts["fresh"] == 0
+    assert not [name for name in counts if name.startswith("_ingest_")]
+
+
+def test_the_replica_board_sees_who_checked_in_lately(make_sink: SinkFactory) -> None:
+    store, _ = make_sink(WriteMode.INSERT_ONCE)
+    board = store.replica_board()
+    board.check_in("a", {"ceiling": 500.0})
+    board.check_in("b", {"ceiling": 500.0})
+    assert [(r["_id"], r["ceiling"]) for r in board.live(30.0)] == [("a", 500.0), ("b", 500.0)]
+    board.leave("a")
+    assert [r["_id"] for r in board.live(30.0)] == ["b"]
+    assert "_ingest_replicas" not in store.collection_counts()

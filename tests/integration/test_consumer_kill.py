@@ -16,6 +16,7 @@ from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.conftest import QueuePair, drain_queue
 from tests.reliability.harness import (
+    SEED,
     Consumer,
     Ledger,
     crashes,
@@ -64,7 +65,7 @@ def test_sigkill_mid_run_loses_nothing_and_writes_once(
     send_bodies(sqs_client, queue.url, [_mixed_message(ledger)])
     consumer = Consumer(queue.url, mongo_uri, mongo_db.name, tmp_path / "consumer.log", VISIBILITY)
     kills = scale(3, 10)
-    rng = random.Random()
+    rng = random.Random(SEED)
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(sqs_client, queue.url, ledger, stop), daemon=True)
     with running([consumer]):

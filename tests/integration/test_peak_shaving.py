@@ -118,13 +118,20 @@ def _check_ceiling(grants: list[tuple[float, int]], settled: float) -> None:
     assert drain_rate >= 0.75 * CEILING
 
 
+def _backlogged(
+    sqs_client: Any, make_queue: Any, records: int
+) -> tuple[QueuePair, Ledger, list[tuple[float, int]]]:
+    """A queue holding `records` packed records, their ledger, and a list for the grants."""
+    queue: QueuePair = make_queue(visibility_timeout=30)
+    ledger = Ledger("events")
+    _backlog(sqs_client, queue.url, ledger, records)
+    return queue, ledger, []
+
+
 def test_one_replica_drains_a_backlog_at_the_ceiling(
     sqs_client: Any, make_queue: Any, mongo_db: Any, mongo_uri: str
 ) -> None:
-    queue: QueuePair = make_queue(visibility_timeout=30)
-    ledger = Ledger("events")
-    _backlog(sqs_client, queue.url, ledger, 6000)
-    grants: list[tuple[float, int]] = []
+    queue, ledger, grants = _backlogged(sqs_client, make_queue, 6000)
     with _replicas(1, queue, mongo_uri, mongo_db.name, grants) as (service,):
         collection = mongo_db[ledger.collection]
         assert wait_until(lambda: collection.count_documents({}) >= 6000, 30)
@@ -137,10 +144,7 @@ def test_one_replica_drains_a_backlog_at_the_ceiling(
 def test_three_replicas_share_the_ceiling(
     sqs_client: Any, make_queue: Any, mongo_db: Any, mongo_uri: str
 ) -> None:
-    queue: QueuePair = make_queue(visibility_timeout=30)
-    ledger = Ledger("events")
-    _backlog(sqs_client, queue.url, ledger, 20000)
-    grants: list[tuple[float, int]] = []
+    queue, ledger, grants = _backlogged(sqs_client, make_queue, 20000)
     with _replicas(3, queue, mongo_uri, mongo_db.name, grants) as services:
         gates = [s.gate for s in services]
         assert wait_until(

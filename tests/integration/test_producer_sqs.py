@@ -105,6 +105,18 @@ def test_fifo_queue_gets_groups_and_deduplication(
     assert by_group == {f"user-{k}": list(range(k, 60, 3)) for k in range(3)}
 
 
+def _replayed_in_order(sqs_client: Any, url: str, journal: Path, expected: int) -> list[int]:
+    """A new producer on `journal` replays it as it starts (not only at close); returns
+    the numbers it sent, in the order it sent them."""
+    recording = RecordingClient(sqs_client)
+    with Producer(url, sqs_client=recording, journal_dir=journal) as producer:
+        deadline = time.monotonic() + 60
+        while producer.stats().replayed < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert producer.stats().replayed == expected
+    return recording.sent
+
+
 def test_unreachable_sqs_then_replay_delivers_every_record_once_in_order(
     sqs_client: Any, make_queue: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -118,14 +130,8 @@ def test_unreachable_sqs_then_replay_delivers_every_record_once_in_order(
                 assert down.flush(30)
         assert down.stats().journaled == 2000
     assert list(tmp_path.glob("*.seg"))
-    recording = RecordingClient(sqs_client)
-    with Producer(queue.url, sqs_client=recording, journal_dir=tmp_path) as up:
-        deadline = time.monotonic() + 60
-        while up.stats().replayed < 2000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert up.stats().replayed == 2000
+    assert _replayed_in_order(sqs_client, queue.url, tmp_path, 2000) == list(range(2000))
     assert not list(tmp_path.glob("*.seg"))
-    assert recording.sent == list(range(2000))  # replayed in the order journaled
     received = [r.document["n"] for r in received_records(sqs_client, queue.url)]
     assert sorted(received) == list(range(2000))  # each exactly once
 
@@ -170,12 +176,6 @@ def test_journal_left_by_a_sigkilled_process_is_replayed_at_start(
         app.send_signal(signal.SIGKILL)
         app.wait(10)
     assert app.returncode == -signal.SIGKILL
-    recording = RecordingClient(sqs_client)
-    with Producer(queue.url, sqs_client=recording, journal_dir=journal) as producer:
-        deadline = time.monotonic() + 60
-        while producer.stats().replayed < 1000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert producer.stats().replayed == 1000
-    assert recording.sent == list(range(1000))
+    assert _replayed_in_order(sqs_client, queue.url, journal, 1000) == list(range(1000))
     received = [r.document["n"] for r in received_records(sqs_client, queue.url)]
     assert sorted(received) == list(range(1000))

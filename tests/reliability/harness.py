@@ -24,6 +24,10 @@ INGEST = Path(sys.executable).with_name("ingest")
 FULL = os.environ.get("RELIABILITY_FULL", "") not in ("", "0")
 
 
+#: Every random choice in the tests starts here; RELIABILITY_SEED=N replays a run.
+SEED = int(os.environ.get("RELIABILITY_SEED", "20261201"))
+
+
 def scale(quick: int, full: int) -> int:
     return full if FULL else quick
 

@@ -21,6 +21,7 @@ from pymongo import MongoClient
 from producer import Producer
 from tests.conftest import QueuePair, drain_queue
 from tests.reliability.harness import (
+    SEED,
     Consumer,
     Feeder,
     Ledger,
@@ -36,7 +37,7 @@ from tests.reliability.servers import PrivateFerretDB
 from tests.reliability.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
-rng = random.Random()
+rng = random.Random(SEED)
 
 
 def _settle(

@@ -3,9 +3,10 @@ SendMessageBatch call and can be scripted to fail."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from producer import wire
 
@@ -73,3 +74,22 @@ def raise_error(exc: Exception) -> Step:
         raise exc
 
     return step
+
+
+P = TypeVar("P", bound="Closable")
+
+
+class Closable(Protocol):
+    def close(self, timeout: float | None = ...) -> Any: ...
+
+
+@contextlib.contextmanager
+def stalled(fake: FakeSQS, producer: P) -> Iterator[P]:
+    """Every SQS call of `fake` waits until its gate opens (at the latest when the
+    block ends); the producer is closed after."""
+    fake.gate = threading.Event()
+    try:
+        yield producer
+    finally:
+        fake.gate.set()
+        producer.close()

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from producer import BufferFull, Producer
 from producer.batcher import Item
 from producer.journal import REJECTED_FILE, Journal
-from tests.unit._producer_fakes import FakeSQS, fail_entries, raise_error
+from tests.unit._producer_fakes import FakeSQS, fail_entries, raise_error, stalled
 
 URL = "http://sqs.local/000000000000/q"
 FAST = {"retry_initial_seconds": 0.001, "retry_max_seconds": 0.01, "probe_seconds": 0.05}
@@ -169,57 +169,37 @@ def test_replay_stops_when_sqs_fails_again_and_resumes_later(tmp_path: Path) -> 
 
 def test_overflow_raise(tmp_path: Path) -> None:
     fake = FakeSQS()
-    fake.gate = threading.Event()
-    producer = make(
-        tmp_path, fake, max_buffered_bytes=1024, max_message_bytes=1024, overflow="raise"
-    )
-    try:
-        with pytest.raises(BufferFull):
-            send_many(producer, 20)
-    finally:
-        fake.gate.set()
-        producer.close()
+    options = {"max_buffered_bytes": 1024, "max_message_bytes": 1024, "overflow": "raise"}
+    with stalled(fake, make(tmp_path, fake, **options)) as producer, pytest.raises(BufferFull):
+        send_many(producer, 20)
 
 
 def test_overflow_block_waits_then_raises(tmp_path: Path) -> None:
     fake = FakeSQS()
-    fake.gate = threading.Event()
-    producer = make(
-        tmp_path,
-        fake,
-        max_buffered_bytes=1024,
-        max_message_bytes=1024,
-        overflow="block",
-        block_timeout=0.2,
-    )
-    try:
+    options = {"max_buffered_bytes": 1024, "max_message_bytes": 1024, "overflow": "block"}
+    with stalled(fake, make(tmp_path, fake, block_timeout=0.2, **options)) as producer:
         started = time.monotonic()
         with pytest.raises(BufferFull):
             send_many(producer, 20)
         assert time.monotonic() - started >= 0.2
         # When the sender frees room within block_timeout, a blocked send() goes through.
         accepted = producer.stats().accepted
+        assert fake.gate is not None
         threading.Timer(0.05, fake.gate.set).start()
         producer.send("events", {"n": 99})
         assert producer.stats().accepted == accepted + 1
-    finally:
-        fake.gate.set()
-        producer.close()
 
 
 def test_overflow_journal_spills_and_replays(tmp_path: Path) -> None:
     fake = FakeSQS()
-    fake.gate = threading.Event()
     producer = make(tmp_path, fake, max_buffered_bytes=1024, max_message_bytes=1024)
-    try:
+    with stalled(fake, producer):
         send_many(producer, 20)  # never raises: what does not fit goes to the journal
         assert producer.stats().journaled > 0
+        assert fake.gate is not None
         fake.gate.set()
         assert producer.flush(5)
         assert wait_until(lambda: len(numbers(fake)) == 20)
-    finally:
-        fake.gate.set()
-        producer.close()
     assert sorted(numbers(fake)) == list(range(20))
 
 

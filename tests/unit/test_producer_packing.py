@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ def items(count: int, size: int) -> list[Item]:
 @pytest.mark.parametrize("encoding", wire.ENCODINGS)
 def test_messages_stay_within_the_limit_including_attributes(encoding: str) -> None:
     packer = Packer(8192, encoding)
-    random_hex = wire.encode_record("c", {"_id": "r", "p": os.urandom(3000).hex()})
+    random_hex = wire.encode_record("c", {"_id": "r", "p": random.Random(5).randbytes(3000).hex()})
     records = [*items(500, 700), Item(random_hex, None, None)]
     messages = packer.pack(records)
     for message in messages:

@@ -32,4 +32,7 @@ def store(settings: Settings, *, quick: bool = False) -> MongoSink:
     """`quick`: short timeouts, for the operator tools and the startup check."""
     from ingest.sinks import mongo
 
-    return mongo.connect(settings, quick=quick)
+    return mongo.connect(
+        settings.mongo_uri, settings.database, settings.write_mode, w=settings.write_concern,
+        journal=settings.journal, pool=max(10, settings.writers * 2), quick=quick,
+    )  # fmt: skip

@@ -30,7 +30,6 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from ingest.errors import ConfigError, SinkUnavailable
-from ingest.settings import Settings
 from ingest.sinks.base import (
     DUPLICATE,
     INTERNAL_PREFIX,
@@ -52,46 +51,42 @@ from ingest.sinks.mongo_errors import (
 )
 from producer.wire import Record, bson_problem
 
-
-def client(settings: Settings, **options: Any) -> MongoClient[Document]:
-    options.setdefault("serverSelectionTimeoutMS", 5000)
-    # A server that accepts connections but never answers must fail the write (and
-    # open the breaker), not hang a writer forever.
-    options.setdefault("socketTimeoutMS", 30000)
-    options.setdefault("maxPoolSize", max(10, settings.writers * 2))
-    return MongoClient(settings.mongo_uri, **options)
-
-
-def write_concern(settings: Settings) -> WriteConcern | None:
-    if settings.write_concern is None and settings.journal is None:
-        return None
-    w: int | str | None = settings.write_concern
-    if isinstance(w, str) and w.isdigit():
-        w = int(w)
-    return WriteConcern(w=w, j=settings.journal)
-
-
-CHECK_COLLECTION = INTERNAL_PREFIX + "check"  # where `ingest check` tries a write
 # Short timeouts for the operator tools and the startup check: a server that does not
 # answer is an error in seconds.
 QUICK_TIMEOUT_MS = 4000
+CHECK_COLLECTION = INTERNAL_PREFIX + "check"  # where `ingest check` tries a write
 
 
-def connect(settings: Settings, *, quick: bool = False) -> MongoSink:
-    """The sink the settings name (no network until its first use)."""
-    options: dict[str, Any] = {}
+def connect(
+    uri: str,
+    database: str,
+    mode: WriteMode = WriteMode.INSERT_ONCE,
+    *,
+    w: str | None = None,
+    journal: bool | None = None,
+    pool: int = 10,
+    quick: bool = False,
+) -> MongoSink:
+    """The sink for `uri` (no network until its first use). `w` and `journal` make the
+    write concern (None: the URI's or the server's default)."""
+    timeout_ms = QUICK_TIMEOUT_MS if quick else 5000
+    options: dict[str, Any] = {
+        "serverSelectionTimeoutMS": timeout_ms,
+        # A server that accepts connections but never answers must fail the write (and
+        # open the breaker), not hang a writer forever.
+        "socketTimeoutMS": QUICK_TIMEOUT_MS if quick else 30000,
+        "maxPoolSize": pool,
+    }
     if quick:
-        options = dict.fromkeys(
-            ("serverSelectionTimeoutMS", "socketTimeoutMS", "connectTimeoutMS"), QUICK_TIMEOUT_MS
-        )
+        options["connectTimeoutMS"] = QUICK_TIMEOUT_MS
     try:
-        database = client(settings, **options)[settings.database]
+        db: Database[Document] = MongoClient(uri, **options)[database]
     except (ConfigurationError, InvalidURI, ValueError) as exc:
         raise ConfigError(f"--mongo-uri: {exc}") from exc
-    where = f"MongoDB at {hosts(settings.mongo_uri)}"
-    return MongoSink(
-        database, settings.write_mode, write_concern=write_concern(settings), where=where
-    )
+    concern = None
+    if w is not None or journal is not None:
+        concern = WriteConcern(w=int(w) if w is not None and w.isdigit() else w, j=journal)
+    return MongoSink(db, mode, write_concern=concern, where=f"MongoDB at {hosts(uri)}")
 
 
 def hosts(uri: str) -> str:

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
-from ingest.cli.connect import queue_service, queues
+from ingest.cli.connect import queue_service, queues, store
 from ingest.flow.ceiling import Ceiling, RateGate
 from ingest.flow.replicas import ReplicaRegistry
 from ingest.metrics import Metrics
 from ingest.pipeline.service import Service
 from ingest.settings import RateMode, Settings
-from ingest.sinks import mongo
 from ingest.sinks.base import REPLICAS_COLLECTION
 from ingest.sinks.mongo import MongoReplicaBoard
 from scripts.competing_load import CompetingLoad
@@ -87,7 +86,7 @@ def _replicas(
     for _ in range(count):
         metrics = Metrics()
         gate = RecordingGate(Ceiling(CEILING), metrics, grants)
-        sink = mongo.connect(settings)
+        sink = store(settings)
         registry = ReplicaRegistry(sink.replica_board(), 1.0)
         sources = queues(settings, queue_service(settings, for_receiving=True))
         services.append(
@@ -222,7 +221,7 @@ def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
         target_write_latency=0.05, writers=8,
     )  # fmt: skip
     sources = queues(settings, queue_service(settings, for_receiving=True))
-    service = Service(settings, sources, mongo.connect(settings))
+    service = Service(settings, sources, store(settings))
     collection = mongo_db[ledger.collection]
     load = CompetingLoad(mongo_uri, f"{mongo_db.name}_load")
     try:

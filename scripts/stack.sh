@@ -7,8 +7,10 @@
 #   bash scripts/stack.sh env      export lines; use as: eval "$(bash scripts/stack.sh env)"
 #
 # Services (all on 127.0.0.1 only):
-#   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, queue "ingest-records" pre-created,
-#            port STACK_SQS_PORT (default 9324). Region us-east-1, account 000000000000.
+#   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, no queues pre-created (`ingest init
+#            --queue-name ingest-records` creates the queue, its dead-letter queue and the
+#            redrive policy, as on AWS), port STACK_SQS_PORT (default 9324). Region us-east-1,
+#            account 000000000000.
 #   MongoDB  FerretDB v1.24.2 (built from the Go module) on port STACK_MONGO_PORT (default 27017),
 #            backed by PostgreSQL 15 on port STACK_PG_PORT (default 54329), database "ferretdb".
 #            An event trigger adds a GIN index on (_jsonb->'_id') to every collection table so
@@ -164,8 +166,10 @@ EOF
     && rm -rf "$EMQ_CACHE/lib" && mv "$EMQ_CACHE/lib.tmp" "$EMQ_CACHE/lib" || true
 }
 
+# elasticmq_conf [FILE]: ElasticMQ's configuration (default $EMQ_DIR/elasticmq.conf). The
+# heredoc expands $SQS_PORT and the like, so it must hold no backticks and no $(...).
 elasticmq_conf() {
-  cat >"$EMQ_DIR/elasticmq.conf" <<EOF
+  cat >"${1:-$EMQ_DIR/elasticmq.conf}" <<EOF
 include classpath("application.conf")
 
 node-address {
@@ -194,7 +198,7 @@ aws {
   accountId = "$ACCOUNT_ID"
 }
 
-# No queues here: `ingest init` creates the queue and its dead-letter queue
+# No queues here: "ingest init" creates the queue and its dead-letter queue
 # with the redrive policy, as it would on AWS.
 queues {}
 EOF
@@ -628,11 +632,14 @@ usage() {
   echo "  ports: STACK_SQS_PORT (9324) STACK_MONGO_PORT (27017) STACK_PG_PORT (54329)" >&2
 }
 
-case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
-  env) cmd_env ;;
-  -h | --help | help) usage ;;
-  *) usage; exit 2 ;;
-esac
+# Sourced (the tests call its functions), it only defines them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    *) usage; exit 2 ;;
+  esac
+fi

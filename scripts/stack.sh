@@ -10,7 +10,9 @@
 #   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, no queues pre-created (`ingest init
 #            --queue-name ingest-records` creates the queue, its dead-letter queue and the
 #            redrive policy, as on AWS), port STACK_SQS_PORT (default 9324). Region us-east-1,
-#            account 000000000000.
+#            account 000000000000. Every message lives on ElasticMQ's Java heap: the heap is a
+#            quarter of the machine's memory (at least 512 MiB, at most 8 GiB), or
+#            STACK_SQS_HEAP (MiB, or with a unit: 1536m, 4g); .stack/run/elasticmq.heap says which.
 #   MongoDB  FerretDB v1.24.2 (built from the Go module) on port STACK_MONGO_PORT (default 27017),
 #            backed by PostgreSQL 15 on port STACK_PG_PORT (default 54329), database "ferretdb".
 #            An event trigger adds a GIN index on (_jsonb->'_id') to every collection table so
@@ -111,6 +113,41 @@ mongo_external() {
 as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 # ---------------------------------------------------------------- SQS (ElasticMQ)
+
+# ElasticMQ holds every message on its heap. Measured with 1.7.1: a 64 KiB message of ASCII
+# text takes ~65 KiB live (twice that for text outside Latin-1), and the heap needs ~1.4x the
+# live set, so 512 MiB died of OutOfMemoryError at ~5,800 queued (~400,000 records), while
+# `python -m scripts.demo --records 1000000` can queue ~14,500 (~1 GiB live, measured with
+# 15,200 held in a 6 GiB heap). On an OutOfMemoryError the JVM exits (the log says so)
+# rather than answering some requests and not others.
+SQS_HEAP_MIN_MB=512
+SQS_HEAP_MAX_MB=8192
+
+# sqs_heap_mb [MEMINFO]: ElasticMQ's heap in MiB: STACK_SQS_HEAP when set, otherwise a quarter
+# of MemTotal from MEMINFO (default /proc/meminfo), between SQS_HEAP_MIN_MB and SQS_HEAP_MAX_MB.
+sqs_heap_mb() {
+  local meminfo=${1:-/proc/meminfo} kb mb
+  if [[ -n "${STACK_SQS_HEAP:-}" ]]; then
+    if [[ "$STACK_SQS_HEAP" =~ ^([0-9]+)([mMgG]?)$ ]]; then
+      mb=$((10#${BASH_REMATCH[1]}))
+      [[ "${BASH_REMATCH[2]}" == [gG] ]] && mb=$((mb * 1024))
+      ((mb >= 64)) || die "STACK_SQS_HEAP=$STACK_SQS_HEAP is below 64 MiB; give e.g. 2048, 1536m or 4g"
+      echo "$mb"
+      return 0
+    fi
+    die "STACK_SQS_HEAP=$STACK_SQS_HEAP is not a size; give MiB (2048) or a unit (1536m, 4g)"
+  fi
+  kb=$(awk '$1 == "MemTotal:" { print $2; exit }' "$meminfo" 2>/dev/null || true)
+  if [[ ! "$kb" =~ ^[0-9]+$ ]]; then
+    log "SQS: no MemTotal in $meminfo; ElasticMQ gets ${SQS_HEAP_MIN_MB} MiB (set STACK_SQS_HEAP)"
+    echo "$SQS_HEAP_MIN_MB"
+    return 0
+  fi
+  mb=$((kb / 1024 / 4))
+  ((mb >= SQS_HEAP_MIN_MB)) || mb=$SQS_HEAP_MIN_MB
+  ((mb <= SQS_HEAP_MAX_MB)) || mb=$SQS_HEAP_MAX_MB
+  echo "$mb"
+}
 
 EMQ_DIR=$STACK/elasticmq
 EMQ_LIB=$EMQ_DIR/lib
@@ -220,19 +257,23 @@ sqs_up() {
   fi
   port_open "$SQS_PORT" && die "port $SQS_PORT is in use by something else; set STACK_SQS_PORT or AWS_ENDPOINT_URL_SQS"
   command -v java >/dev/null || die "java not found; install a JRE (apt-get install -y default-jre-headless)"
+  local heap
+  heap=$(sqs_heap_mb)
   elasticmq_fetch
   elasticmq_conf
   mkdir -p "$LOGS" "$RUN"
-  log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT"
-  echo "=== stack.sh up $(date -u +%FT%TZ): ElasticMQ on 127.0.0.1:$SQS_PORT ===" >>"$LOGS/elasticmq.log"
+  log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT (heap ${heap} MiB)"
+  echo "=== stack.sh up $(date -u +%FT%TZ): ElasticMQ on 127.0.0.1:$SQS_PORT, heap ${heap} MiB ===" >>"$LOGS/elasticmq.log"
   (
     cd "$EMQ_DIR"
-    exec setsid nohup java -Xms64m -Xmx512m -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
+    exec setsid nohup java -Xms64m -Xmx"${heap}m" -XX:+ExitOnOutOfMemoryError \
+      -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
       -cp "$EMQ_LIB/*" org.elasticmq.server.Main >>"$LOGS/elasticmq.log" 2>&1 </dev/null
   ) &
   pid=$!
   echo "$pid" >"$RUN/elasticmq.pid"
   echo "$SQS_PORT" >"$RUN/elasticmq.port"
+  echo "$heap" >"$RUN/elasticmq.heap"
   wait_until "ElasticMQ" "$LOGS/elasticmq.log" "$pid" sqs_sqs_check "$SQS_PORT"
   log "SQS: ElasticMQ ready (pid $pid) at http://127.0.0.1:$SQS_PORT"
 }
@@ -243,7 +284,7 @@ sqs_down() {
     log "SQS: stopping ElasticMQ (pid $pid)"
     stop_pid ElasticMQ "$pid"
   fi
-  rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port"
+  rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port" "$RUN/elasticmq.heap"
 }
 
 sqs_status() {

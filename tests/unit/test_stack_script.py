@@ -1,5 +1,6 @@
 """scripts/stack.sh's pieces, run by sourcing the script (it only defines its
-functions then): the ElasticMQ configuration is written without running anything."""
+functions then): the ElasticMQ configuration is written without running anything,
+and ElasticMQ's heap follows the machine's memory or STACK_SQS_HEAP."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_SH = ROOT / "scripts" / "stack.sh"
@@ -73,3 +76,66 @@ def test_no_unquoted_heredoc_holds_a_command_substitution() -> None:
         for line in body:
             assert "`" not in line and "$(" not in line, f"unquoted heredoc runs: {line!r}"
     assert found >= 3  # the pom, the ElasticMQ conf, PostgreSQL's stack.conf
+
+
+def _meminfo(tmp_path: Path, kilobytes: int) -> str:
+    path = tmp_path / "meminfo"
+    path.write_text(
+        f"MemTotal:       {kilobytes} kB\nMemFree:         1000000 kB\nMemAvailable:   {kilobytes // 2} kB\n"
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("mem_total_kb", "heap_mb"),
+    [
+        (24_683_584, 6026),  # this machine: a quarter of 23.5 GiB
+        (8 * 1024 * 1024, 2048),
+        (1024 * 1024, 512),  # 1 GiB machine: the floor
+        (128 * 1024 * 1024, 8192),  # 128 GiB: the cap
+    ],
+)
+def test_sqs_heap_is_a_quarter_of_memory_within_bounds(
+    tmp_path: Path, mem_total_kb: int, heap_mb: int
+) -> None:
+    done = stack_function(
+        "sqs_heap_mb", _meminfo(tmp_path, mem_total_kb), env={"STACK_SQS_HEAP": ""}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(heap_mb)
+
+
+def test_sqs_heap_without_meminfo_is_the_floor_and_says_so(tmp_path: Path) -> None:
+    done = stack_function("sqs_heap_mb", str(tmp_path / "missing"), env={"STACK_SQS_HEAP": ""})
+    assert done.returncode == 0 and done.stdout.strip() == "512"
+    assert "STACK_SQS_HEAP" in done.stderr
+
+
+@pytest.mark.parametrize(("value", "heap_mb"), [("3g", 3072), ("1536m", 1536), ("2048", 2048)])
+def test_stack_sqs_heap_overrides_the_memory(tmp_path: Path, value: str, heap_mb: int) -> None:
+    done = stack_function(
+        "sqs_heap_mb", _meminfo(tmp_path, 24_683_584), env={"STACK_SQS_HEAP": value}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(heap_mb)
+
+
+@pytest.mark.parametrize("value", ["lots", "2 g", "-1", "32m"])
+def test_a_bad_stack_sqs_heap_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
+    done = stack_function(
+        "sqs_heap_mb", _meminfo(tmp_path, 24_683_584), env={"STACK_SQS_HEAP": value}
+    )
+    assert done.returncode != 0 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert f"STACK_SQS_HEAP={value}" in done.stderr
+
+
+def test_elasticmq_starts_with_the_chosen_heap_and_records_it() -> None:
+    """No server is started here (a test of its own, tests/integration/test_stack_status.py,
+    reads a running one): the start command uses sqs_heap_mb's answer and writes it down."""
+    text = STACK_SH.read_text()
+    up = text[text.index("sqs_up() {") : text.index("sqs_down() {")]
+    assert "heap=$(sqs_heap_mb)" in up
+    assert re.search(r'java -Xms64m -Xmx"\$\{heap\}m"', up)
+    assert "-Xmx512m" not in text
+    assert 'echo "$heap" >"$RUN/elasticmq.heap"' in up

@@ -3,7 +3,8 @@
 #
 #   bash scripts/stack.sh up       start (building/fetching on first use) and wait until ready
 #   bash scripts/stack.sh down     stop what we started (data is kept)
-#   bash scripts/stack.sh status   what runs where and whose it is (always exits 0)
+#   bash scripts/stack.sh status   what runs where and whose it is, and the backlog SQS holds
+#                                  (always exits 0)
 #   bash scripts/stack.sh env      export lines; use as: eval "$(bash scripts/stack.sh env)"
 #
 # Services (all on 127.0.0.1 only):
@@ -149,6 +150,20 @@ sqs_heap_mb() {
   echo "$mb"
 }
 
+# java_heap PID: the -Xmx a java process was started with (empty when none)
+java_heap() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | sed -n 's/^-Xmx//p' | tail -n1 || true
+}
+
+# rss_mb PID: resident memory in MiB (empty when unknown)
+rss_mb() { awk '$1 == "VmRSS:" { print int($2 / 1024); exit }' "/proc/$1/status" 2>/dev/null || true; }
+
+# listening_pid PORT: the process listening on 127.0.0.1:PORT (empty when unknown)
+listening_pid() {
+  command -v ss >/dev/null || return 0
+  ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true
+}
+
 EMQ_DIR=$STACK/elasticmq
 EMQ_LIB=$EMQ_DIR/lib
 EMQ_CACHE=$CACHE/elasticmq-$ELASTICMQ_VERSION
@@ -287,9 +302,54 @@ sqs_down() {
   rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port" "$RUN/elasticmq.heap"
 }
 
+# sqs_queue_urls BASE_URL: every queue's URL, one a line, from the query API's ListQueues
+# (ElasticMQ lists them all in one answer); fails when the server does not answer.
+sqs_queue_urls() {
+  local page
+  page=$(curl -sf -m 10 "${1%/}/?Action=ListQueues") || return 1
+  printf '%s' "$page" | grep -o '<QueueUrl>[^<]*</QueueUrl>' | sed 's/<[^>]*>//g' || true
+}
+
+# sqs_backlog BASE_URL: one line, the messages held over all queues (visible + in flight) from
+# ListQueues and GetQueueAttributes; fails when the server does not answer.
+sqs_backlog() {
+  local urls queues attrs totals
+  urls=$(sqs_queue_urls "$1") || return 1
+  queues=$(printf '%s' "$urls" | awk 'NF { n++ } END { print n + 0 }')
+  attrs=""
+  if ((queues > 0)); then
+    # One curl for all queues (a queue deleted meanwhile answers an error: skipped).
+    attrs=$(printf '%s\n' "$urls" \
+      | sed 's|.*|url = "&?Action=GetQueueAttributes\&AttributeName.1=ApproximateNumberOfMessages\&AttributeName.2=ApproximateNumberOfMessagesNotVisible"|' \
+      | curl -s -m 60 -K - 2>/dev/null || true)
+  fi
+  totals=$(printf '%s' "$attrs" | tr -d '\n' \
+    | { grep -o '<Name>ApproximateNumberOfMessages[A-Za-z]*</Name>[[:space:]]*<Value>[0-9]*</Value>' || true; } \
+    | sed 's/<Name>\([A-Za-z]*\)<\/Name>[[:space:]]*<Value>\([0-9]*\)<\/Value>/\1 \2/' \
+    | awk '$1 == "ApproximateNumberOfMessages" { v += $2 } $1 == "ApproximateNumberOfMessagesNotVisible" { f += $2 }
+           END { printf "%d %d", v, f }')
+  local visible=${totals% *} in_flight=${totals#* }
+  echo "$((visible + in_flight)) messages ($visible visible, $in_flight in flight) in $queues queues"
+}
+
+# sqs_backlog_line BASE_URL PID: the status line for an ElasticMQ's backlog and heap
+sqs_backlog_line() {
+  local backlog heap="" rss=""
+  backlog=$(sqs_backlog "$1") || { echo "sqs:      backlog unknown: $1 does not answer ListQueues"; return 0; }
+  if [[ -n "$2" ]]; then heap=$(java_heap "$2"); rss=$(rss_mb "$2"); fi
+  if [[ -n "$heap" ]]; then
+    echo "sqs:      backlog $backlog; heap -Xmx$heap${rss:+ (resident ${rss} MiB)}"
+  else
+    echo "sqs:      backlog $backlog; heap unknown"
+  fi
+}
+
 sqs_status() {
   if sqs_external; then
     echo "sqs:      external (from env) at $AWS_ENDPOINT_URL_SQS"
+    # A local ElasticMQ answers the unsigned query API; real SQS does not (then no line).
+    local b
+    b=$(sqs_backlog "$AWS_ENDPOINT_URL_SQS" 2>/dev/null) && echo "sqs:      backlog $b"
     return 0
   fi
   local pid; pid=$(our_pid elasticmq org.elasticmq.server.Main)
@@ -297,6 +357,22 @@ sqs_status() {
     local p; p=$(run_port elasticmq "$SQS_PORT")
     local ok=answering; sqs_sqs_check "$p" || ok="NOT answering"
     echo "sqs:      ours, ElasticMQ $ELASTICMQ_VERSION at http://127.0.0.1:$p (pid $pid, $ok), log $LOGS/elasticmq.log"
+    [[ "$ok" == answering ]] && sqs_backlog_line "http://127.0.0.1:$p" "$pid"
+  elif sqs_sqs_check "$SQS_PORT"; then
+    # Started from another checkout (or by hand): not ours to stop, but it is what `env` points at.
+    pid=$(listening_pid "$SQS_PORT")
+    local who="pid ${pid:-unknown}"
+    [[ -n "$pid" ]] && ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF org.elasticmq.server.Main \
+      && pid="" && who="not ElasticMQ"
+    echo "sqs:      not ours: an SQS server answers at http://127.0.0.1:$SQS_PORT ($who; started elsewhere, down leaves it running)"
+    sqs_backlog_line "http://127.0.0.1:$SQS_PORT" "$pid"
+  elif [[ -n "$(read_pid elasticmq)" ]]; then
+    # Started by up, gone without down: say why when the log knows.
+    local why="see $LOGS/elasticmq.log"
+    if tail -n 20 "$LOGS/elasticmq.log" 2>/dev/null | grep -q OutOfMemoryError; then
+      why="it ran out of heap (${RUN}/elasticmq.heap: $(cat "$RUN/elasticmq.heap" 2>/dev/null || echo '?') MiB); raise STACK_SQS_HEAP and run up again"
+    fi
+    echo "sqs:      not running: ElasticMQ (pid $(read_pid elasticmq)) died; $why"
   else
     echo "sqs:      not running"
   fi

@@ -139,3 +139,26 @@ def test_elasticmq_starts_with_the_chosen_heap_and_records_it() -> None:
     assert re.search(r'java -Xms64m -Xmx"\$\{heap\}m"', up)
     assert "-Xmx512m" not in text
     assert 'echo "$heap" >"$RUN/elasticmq.heap"' in up
+
+
+def test_status_says_an_elasticmq_that_ran_out_of_heap_died(tmp_path: Path) -> None:
+    """`status` after ElasticMQ exited on OutOfMemoryError (its pid file left behind)."""
+    run, logs = tmp_path / "run", tmp_path / "logs"
+    run.mkdir()
+    logs.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run / "elasticmq.pid").write_text(f"{dead.pid}\n")
+    (run / "elasticmq.heap").write_text("512\n")
+    (logs / "elasticmq.log").write_text(
+        "Terminating due to java.lang.OutOfMemoryError: Java heap space\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL_SQS"}
+    script = f'source "{STACK_SH}"; RUN="{run}"; LOGS="{logs}"; SQS_PORT=1; sqs_status'
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"sqs:      not running: ElasticMQ (pid {dead.pid}) died;")
+    assert "ran out of heap" in done.stdout and "512 MiB" in done.stdout
+    assert "STACK_SQS_HEAP" in done.stdout

@@ -134,8 +134,29 @@ def test_prometheus_scrapes_the_consumers_and_grafana_is_provisioned(
         (ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]
     dashboard = json.loads(DASHBOARD.read_text())
-    used = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    queries = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["targets"] for p in queries)
+    used = {t["datasource"]["uid"] for p in queries for t in p["targets"]}
     assert used == {datasource["uid"]}
+
+
+def test_dashboard_has_a_peak_shaving_row() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row" and "Peak shaving" in p["title"]]
+    assert len(rows) == 1
+    below = panels[rows[0] + 1 :]
+    shown = " ".join(t["expr"] for p in below if p["type"] != "row" for t in p["targets"])
+    for metric in (
+        "ingest_write_ceiling_records_per_second",
+        "ingest_live_replicas",
+        "ingest_pollers_running",
+        "ingest_write_gate_wait_seconds_bucket",
+        "ingest_write_tokens_granted_total",
+        "ingest_records_written_total",
+    ):
+        assert metric in shown, f"the peak-shaving row does not show {metric}"
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
 
 
 def test_dockerfile_is_multi_stage_non_root_and_probed() -> None:

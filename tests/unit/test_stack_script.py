@@ -95,7 +95,7 @@ def _meminfo(tmp_path: Path, kilobytes: int) -> str:
         (128 * 1024 * 1024, 8192),  # 128 GiB: the cap
     ],
 )
-def test_sqs_heap_is_a_quarter_of_memory_within_bounds(
+def test_elasticmq_heap_is_a_quarter_of_memory_within_bounds(
     tmp_path: Path, mem_total_kb: int, heap_mb: int
 ) -> None:
     done = stack_function(
@@ -105,14 +105,14 @@ def test_sqs_heap_is_a_quarter_of_memory_within_bounds(
     assert done.stdout.strip() == str(heap_mb)
 
 
-def test_sqs_heap_without_meminfo_is_the_floor_and_says_so(tmp_path: Path) -> None:
+def test_elasticmq_heap_without_meminfo_is_the_floor_and_says_so(tmp_path: Path) -> None:
     done = stack_function("sqs_heap_mb", str(tmp_path / "missing"), env={"STACK_SQS_HEAP": ""})
     assert done.returncode == 0 and done.stdout.strip() == "512"
     assert "STACK_SQS_HEAP" in done.stderr
 
 
 @pytest.mark.parametrize(("value", "heap_mb"), [("3g", 3072), ("1536m", 1536), ("2048", 2048)])
-def test_stack_sqs_heap_overrides_the_memory(tmp_path: Path, value: str, heap_mb: int) -> None:
+def test_heap_setting_overrides_the_memory(tmp_path: Path, value: str, heap_mb: int) -> None:
     done = stack_function(
         "sqs_heap_mb", _meminfo(tmp_path, 24_683_584), env={"STACK_SQS_HEAP": value}
     )
@@ -121,7 +121,7 @@ def test_stack_sqs_heap_overrides_the_memory(tmp_path: Path, value: str, heap_mb
 
 
 @pytest.mark.parametrize("value", ["lots", "2 g", "-1", "32m"])
-def test_a_bad_stack_sqs_heap_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
+def test_a_bad_heap_setting_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
     done = stack_function(
         "sqs_heap_mb", _meminfo(tmp_path, 24_683_584), env={"STACK_SQS_HEAP": value}
     )

@@ -3,12 +3,17 @@
 #
 #   bash scripts/stack.sh up       start (building/fetching on first use) and wait until ready
 #   bash scripts/stack.sh down     stop what we started (data is kept)
-#   bash scripts/stack.sh status   what runs where and whose it is (always exits 0)
+#   bash scripts/stack.sh status   what runs where and whose it is, and the backlog SQS holds
+#                                  (always exits 0)
 #   bash scripts/stack.sh env      export lines; use as: eval "$(bash scripts/stack.sh env)"
 #
 # Services (all on 127.0.0.1 only):
-#   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, queue "ingest-records" pre-created,
-#            port STACK_SQS_PORT (default 9324). Region us-east-1, account 000000000000.
+#   SQS      ElasticMQ 1.7.1 (Maven Central), in-memory, no queues pre-created (`ingest init
+#            --queue-name ingest-records` creates the queue, its dead-letter queue and the
+#            redrive policy, as on AWS), port STACK_SQS_PORT (default 9324). Region us-east-1,
+#            account 000000000000. Every message lives on ElasticMQ's Java heap: the heap is a
+#            quarter of the machine's memory (at least 512 MiB, at most 8 GiB), or
+#            STACK_SQS_HEAP (MiB, or with a unit: 1536m, 4g); .stack/run/elasticmq.heap says which.
 #   MongoDB  FerretDB v1.24.2 (built from the Go module) on port STACK_MONGO_PORT (default 27017),
 #            backed by PostgreSQL 15 on port STACK_PG_PORT (default 54329), database "ferretdb".
 #            An event trigger adds a GIN index on (_jsonb->'_id') to every collection table so
@@ -110,6 +115,55 @@ as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 # ---------------------------------------------------------------- SQS (ElasticMQ)
 
+# ElasticMQ holds every message on its heap. Measured with 1.7.1: a 64 KiB message of ASCII
+# text takes ~65 KiB live (twice that for text outside Latin-1), and the heap needs ~1.4x the
+# live set, so 512 MiB died of OutOfMemoryError at ~5,800 queued (~400,000 records), while
+# `python -m scripts.demo --records 1000000` can queue ~14,500 (~1 GiB live, measured with
+# 15,200 held in a 6 GiB heap). On an OutOfMemoryError the JVM exits (the log says so)
+# rather than answering some requests and not others.
+SQS_HEAP_MIN_MB=512
+SQS_HEAP_MAX_MB=8192
+
+# sqs_heap_mb [MEMINFO]: ElasticMQ's heap in MiB: STACK_SQS_HEAP when set, otherwise a quarter
+# of MemTotal from MEMINFO (default /proc/meminfo), between SQS_HEAP_MIN_MB and SQS_HEAP_MAX_MB.
+sqs_heap_mb() {
+  local meminfo=${1:-/proc/meminfo} kb mb
+  if [[ -n "${STACK_SQS_HEAP:-}" ]]; then
+    if [[ "$STACK_SQS_HEAP" =~ ^([0-9]+)([mMgG]?)$ ]]; then
+      mb=$((10#${BASH_REMATCH[1]}))
+      [[ "${BASH_REMATCH[2]}" == [gG] ]] && mb=$((mb * 1024))
+      ((mb >= 64)) || die "STACK_SQS_HEAP=$STACK_SQS_HEAP is below 64 MiB; give e.g. 2048, 1536m or 4g"
+      echo "$mb"
+      return 0
+    fi
+    die "STACK_SQS_HEAP=$STACK_SQS_HEAP is not a size; give MiB (2048) or a unit (1536m, 4g)"
+  fi
+  kb=$(awk '$1 == "MemTotal:" { print $2; exit }' "$meminfo" 2>/dev/null || true)
+  if [[ ! "$kb" =~ ^[0-9]+$ ]]; then
+    log "SQS: no MemTotal in $meminfo; ElasticMQ gets ${SQS_HEAP_MIN_MB} MiB (set STACK_SQS_HEAP)"
+    echo "$SQS_HEAP_MIN_MB"
+    return 0
+  fi
+  mb=$((kb / 1024 / 4))
+  ((mb >= SQS_HEAP_MIN_MB)) || mb=$SQS_HEAP_MIN_MB
+  ((mb <= SQS_HEAP_MAX_MB)) || mb=$SQS_HEAP_MAX_MB
+  echo "$mb"
+}
+
+# java_heap PID: the -Xmx a java process was started with (empty when none)
+java_heap() {
+  tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | sed -n 's/^-Xmx//p' | tail -n1 || true
+}
+
+# rss_mb PID: resident memory in MiB (empty when unknown)
+rss_mb() { awk '$1 == "VmRSS:" { print int($2 / 1024); exit }' "/proc/$1/status" 2>/dev/null || true; }
+
+# listening_pid PORT: the process listening on 127.0.0.1:PORT (empty when unknown)
+listening_pid() {
+  command -v ss >/dev/null || return 0
+  ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true
+}
+
 EMQ_DIR=$STACK/elasticmq
 EMQ_LIB=$EMQ_DIR/lib
 EMQ_CACHE=$CACHE/elasticmq-$ELASTICMQ_VERSION
@@ -164,8 +218,10 @@ EOF
     && rm -rf "$EMQ_CACHE/lib" && mv "$EMQ_CACHE/lib.tmp" "$EMQ_CACHE/lib" || true
 }
 
+# elasticmq_conf [FILE]: ElasticMQ's configuration (default $EMQ_DIR/elasticmq.conf). The
+# heredoc expands $SQS_PORT and the like, so it must hold no backticks and no $(...).
 elasticmq_conf() {
-  cat >"$EMQ_DIR/elasticmq.conf" <<EOF
+  cat >"${1:-$EMQ_DIR/elasticmq.conf}" <<EOF
 include classpath("application.conf")
 
 node-address {
@@ -194,7 +250,7 @@ aws {
   accountId = "$ACCOUNT_ID"
 }
 
-# No queues here: `ingest init` creates the queue and its dead-letter queue
+# No queues here: "ingest init" creates the queue and its dead-letter queue
 # with the redrive policy, as it would on AWS.
 queues {}
 EOF
@@ -216,19 +272,23 @@ sqs_up() {
   fi
   port_open "$SQS_PORT" && die "port $SQS_PORT is in use by something else; set STACK_SQS_PORT or AWS_ENDPOINT_URL_SQS"
   command -v java >/dev/null || die "java not found; install a JRE (apt-get install -y default-jre-headless)"
+  local heap
+  heap=$(sqs_heap_mb)
   elasticmq_fetch
   elasticmq_conf
   mkdir -p "$LOGS" "$RUN"
-  log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT"
-  echo "=== stack.sh up $(date -u +%FT%TZ): ElasticMQ on 127.0.0.1:$SQS_PORT ===" >>"$LOGS/elasticmq.log"
+  log "SQS: starting ElasticMQ on 127.0.0.1:$SQS_PORT (heap ${heap} MiB)"
+  echo "=== stack.sh up $(date -u +%FT%TZ): ElasticMQ on 127.0.0.1:$SQS_PORT, heap ${heap} MiB ===" >>"$LOGS/elasticmq.log"
   (
     cd "$EMQ_DIR"
-    exec setsid nohup java -Xms64m -Xmx512m -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
+    exec setsid nohup java -Xms64m -Xmx"${heap}m" -XX:+ExitOnOutOfMemoryError \
+      -Dconfig.file="$EMQ_DIR/elasticmq.conf" \
       -cp "$EMQ_LIB/*" org.elasticmq.server.Main >>"$LOGS/elasticmq.log" 2>&1 </dev/null
   ) &
   pid=$!
   echo "$pid" >"$RUN/elasticmq.pid"
   echo "$SQS_PORT" >"$RUN/elasticmq.port"
+  echo "$heap" >"$RUN/elasticmq.heap"
   wait_until "ElasticMQ" "$LOGS/elasticmq.log" "$pid" sqs_sqs_check "$SQS_PORT"
   log "SQS: ElasticMQ ready (pid $pid) at http://127.0.0.1:$SQS_PORT"
 }
@@ -239,12 +299,57 @@ sqs_down() {
     log "SQS: stopping ElasticMQ (pid $pid)"
     stop_pid ElasticMQ "$pid"
   fi
-  rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port"
+  rm -f "$RUN/elasticmq.pid" "$RUN/elasticmq.port" "$RUN/elasticmq.heap"
+}
+
+# sqs_queue_urls BASE_URL: every queue's URL, one a line, from the query API's ListQueues
+# (ElasticMQ lists them all in one answer); fails when the server does not answer.
+sqs_queue_urls() {
+  local page
+  page=$(curl -sf -m 10 "${1%/}/?Action=ListQueues") || return 1
+  printf '%s' "$page" | grep -o '<QueueUrl>[^<]*</QueueUrl>' | sed 's/<[^>]*>//g' || true
+}
+
+# sqs_backlog BASE_URL: one line, the messages held over all queues (visible + in flight) from
+# ListQueues and GetQueueAttributes; fails when the server does not answer.
+sqs_backlog() {
+  local urls queues attrs totals
+  urls=$(sqs_queue_urls "$1") || return 1
+  queues=$(printf '%s' "$urls" | awk 'NF { n++ } END { print n + 0 }')
+  attrs=""
+  if ((queues > 0)); then
+    # One curl for all queues (a queue deleted meanwhile answers an error: skipped).
+    attrs=$(printf '%s\n' "$urls" \
+      | sed 's|.*|url = "&?Action=GetQueueAttributes\&AttributeName.1=ApproximateNumberOfMessages\&AttributeName.2=ApproximateNumberOfMessagesNotVisible"|' \
+      | curl -s -m 60 -K - 2>/dev/null || true)
+  fi
+  totals=$(printf '%s' "$attrs" | tr -d '\n' \
+    | { grep -o '<Name>ApproximateNumberOfMessages[A-Za-z]*</Name>[[:space:]]*<Value>[0-9]*</Value>' || true; } \
+    | sed 's/<Name>\([A-Za-z]*\)<\/Name>[[:space:]]*<Value>\([0-9]*\)<\/Value>/\1 \2/' \
+    | awk '$1 == "ApproximateNumberOfMessages" { v += $2 } $1 == "ApproximateNumberOfMessagesNotVisible" { f += $2 }
+           END { printf "%d %d", v, f }')
+  local visible=${totals% *} in_flight=${totals#* }
+  echo "$((visible + in_flight)) messages ($visible visible, $in_flight in flight) in $queues queues"
+}
+
+# sqs_backlog_line BASE_URL PID: the status line for an ElasticMQ's backlog and heap
+sqs_backlog_line() {
+  local backlog heap="" rss=""
+  backlog=$(sqs_backlog "$1") || { echo "sqs:      backlog unknown: $1 does not answer ListQueues"; return 0; }
+  if [[ -n "$2" ]]; then heap=$(java_heap "$2"); rss=$(rss_mb "$2"); fi
+  if [[ -n "$heap" ]]; then
+    echo "sqs:      backlog $backlog; heap -Xmx$heap${rss:+ (resident ${rss} MiB)}"
+  else
+    echo "sqs:      backlog $backlog; heap unknown"
+  fi
 }
 
 sqs_status() {
   if sqs_external; then
     echo "sqs:      external (from env) at $AWS_ENDPOINT_URL_SQS"
+    # A local ElasticMQ answers the unsigned query API; real SQS does not (then no line).
+    local b
+    b=$(sqs_backlog "$AWS_ENDPOINT_URL_SQS" 2>/dev/null) && echo "sqs:      backlog $b"
     return 0
   fi
   local pid; pid=$(our_pid elasticmq org.elasticmq.server.Main)
@@ -252,6 +357,22 @@ sqs_status() {
     local p; p=$(run_port elasticmq "$SQS_PORT")
     local ok=answering; sqs_sqs_check "$p" || ok="NOT answering"
     echo "sqs:      ours, ElasticMQ $ELASTICMQ_VERSION at http://127.0.0.1:$p (pid $pid, $ok), log $LOGS/elasticmq.log"
+    [[ "$ok" == answering ]] && sqs_backlog_line "http://127.0.0.1:$p" "$pid"
+  elif sqs_sqs_check "$SQS_PORT"; then
+    # Started from another checkout (or by hand): not ours to stop, but it is what `env` points at.
+    pid=$(listening_pid "$SQS_PORT")
+    local who="pid ${pid:-unknown}"
+    [[ -n "$pid" ]] && ! tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF org.elasticmq.server.Main \
+      && pid="" && who="not ElasticMQ"
+    echo "sqs:      not ours: an SQS server answers at http://127.0.0.1:$SQS_PORT ($who; started elsewhere, down leaves it running)"
+    sqs_backlog_line "http://127.0.0.1:$SQS_PORT" "$pid"
+  elif [[ -n "$(read_pid elasticmq)" ]]; then
+    # Started by up, gone without down: say why when the log knows.
+    local why="see $LOGS/elasticmq.log"
+    if tail -n 20 "$LOGS/elasticmq.log" 2>/dev/null | grep -q OutOfMemoryError; then
+      why="it ran out of heap (${RUN}/elasticmq.heap: $(cat "$RUN/elasticmq.heap" 2>/dev/null || echo '?') MiB); raise STACK_SQS_HEAP and run up again"
+    fi
+    echo "sqs:      not running: ElasticMQ (pid $(read_pid elasticmq)) died; $why"
   else
     echo "sqs:      not running"
   fi
@@ -628,11 +749,14 @@ usage() {
   echo "  ports: STACK_SQS_PORT (9324) STACK_MONGO_PORT (27017) STACK_PG_PORT (54329)" >&2
 }
 
-case "${1:-}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
-  env) cmd_env ;;
-  -h | --help | help) usage ;;
-  *) usage; exit 2 ;;
-esac
+# Sourced (the tests call its functions), it only defines them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    *) usage; exit 2 ;;
+  esac
+fi

@@ -101,6 +101,18 @@ def test_dead_letters_carry_the_reason_and_format(queues: Pair) -> None:
     assert wire.attribute_value(got[0].attributes, wire.ENCODING_ATTRIBUTE) == wire.GZIP
 
 
+def test_dead_letter_depth_counts_the_dead_letter_queue(queues: Pair) -> None:
+    queue, dead = queues
+    assert queue.dead_letter_depth() == type(queue.depth())(0, 0, 0)
+    for n in range(3):
+        dead.send(f"dead-{n}")
+    receive_all(dead, 1)  # one held: in flight still counts
+    depth = queue.dead_letter_depth()
+    assert depth is not None and depth.visible + depth.in_flight == 3
+    assert depth.in_flight >= 1
+    assert dead.dead_letter_depth() is None  # the dead-letter queue has none of its own
+
+
 def test_depth_counts_visible_and_in_flight(queues: Pair) -> None:
     queue, _ = queues
     for i in range(3):

@@ -1,9 +1,17 @@
-"""A live `ingest run`: /readyz answers 200, every metric the Grafana dashboard
-queries is in /metrics, and `ingest status --consumer` reads its readiness."""
+"""A live `ingest run` with a write ceiling: /readyz answers 200, every panel of the
+Grafana dashboard has data in /metrics after records (and one bad record) went through,
+and `ingest status --consumer` reads its readiness.
+
+No Prometheus here, so no PromQL: a panel has data when every metric its queries
+name has a sample in /metrics that matches the query's label selectors, and for a
+histogram (which panels read through histogram_quantile or _sum / _count) when it
+has observed something. A gauge nothing sets, or a labelled series never created,
+fails this."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -13,11 +21,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from producer import Producer
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +38,18 @@ DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "ingest.json"
 INGEST = str(Path(sys.executable).parent / "ingest")
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
              "gauge": ("",), "summary": ("_sum", "_count", "")}  # fmt: skip
+# A metric in a query, with its label selectors if any: ingest_x{queue=~"...", a!="b"}.
+_SELECTOR = re.compile(r"\b(ingest_[a-z0-9_]+)\b(?:\{([^}]*)\})?")
+_MATCHER = re.compile(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*,?')
+RECORDS = 300
+WRITE_CEILING = "2000"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
 
 
 def _free_port() -> int:
@@ -42,9 +66,13 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def query_panels() -> list[dict[str, Any]]:
+    return [p for p in json.loads(DASHBOARD.read_text())["panels"] if p["type"] != "row"]
+
+
 def dashboard_metric_names() -> set[str]:
     names = set()
-    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+    for panel in query_panels():
         for target in panel["targets"]:
             found = set(re.findall(r"\b(ingest_[a-z0-9_]+)\b", target["expr"]))
             assert found, f"panel {panel['title']!r} queries no ingest metric"
@@ -62,34 +90,169 @@ def exposed_names(text: str) -> set[str]:
     return names
 
 
-def test_live_metrics_cover_the_dashboard_and_status_reads_readyz(
-    make_queue: Any, mongo_db: Any
+def parse_samples(text: str) -> tuple[list[Sample], set[str]]:
+    """Every sample in /metrics, and the names of the histogram families."""
+    samples, histograms = [], set()
+    for family in text_string_to_metric_families(text):
+        if family.type == "histogram":
+            histograms.add(family.name)
+        samples += [Sample(s.name, dict(s.labels), float(s.value)) for s in family.samples]
+    return samples, histograms
+
+
+def selectors(expr: str) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """(metric, [(label, op, value)]) for every ingest metric an expression names."""
+    for match in _SELECTOR.finditer(expr):
+        body = match.group(2) or ""
+        matchers = [(m.group(1), m.group(2), m.group(3)) for m in _MATCHER.finditer(body)]
+        assert "".join(m.group(0) for m in _MATCHER.finditer(body)).strip() == body.strip(), (
+            f"cannot read the label selectors of {match.group(0)!r}"
+        )
+        yield match.group(1), matchers
+
+
+def _labels_match(labels: dict[str, str], matchers: list[tuple[str, str, str]]) -> bool:
+    for label, op, value in matchers:
+        have = labels.get(label, "")
+        ok = {
+            "=": have == value,
+            "!=": have != value,
+            "=~": re.fullmatch(value, have) is not None,
+            "!~": re.fullmatch(value, have) is None,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+def why_empty(
+    metric: str, matchers: list[tuple[str, str, str]], samples: list[Sample], histograms: set[str]
+) -> str | None:
+    """None when `metric` (with its selectors) has data, else what is missing."""
+    family = re.sub(r"_(bucket|sum|count)$", "", metric)
+    if family in histograms:
+        counts = [
+            s for s in samples if s.name == family + "_count" and _labels_match(s.labels, matchers)
+        ]
+        if not any(s.value > 0 for s in counts):
+            return f"{metric}: the histogram observed nothing"
+        return None
+    found = [
+        s for s in samples
+        if s.name == metric and _labels_match(s.labels, matchers) and not math.isnan(s.value)
+    ]  # fmt: skip
+    return None if found else f"{metric}{matchers or ''}: no sample"
+
+
+def panels_without_data(text: str) -> dict[str, list[str]]:
+    samples, histograms = parse_samples(text)
+    empty: dict[str, list[str]] = {}
+    for panel in query_panels():
+        for target in panel["targets"]:
+            for metric, matchers in selectors(target["expr"]):
+                reason = why_empty(metric, matchers, samples, histograms)
+                if reason:
+                    empty.setdefault(panel["title"], []).append(reason)
+    return empty
+
+
+def test_panel_check_fails_for_what_would_show_nothing() -> None:
+    """The check itself, on a hand-written /metrics: a labelled gauge never set, a
+    histogram with no observation and a selector that matches no series are empty."""
+    text = (
+        "# TYPE ingest_dead_letter_messages gauge\n"
+        "# TYPE ingest_bulk_write_seconds histogram\n"
+        'ingest_bulk_write_seconds_bucket{le="+Inf"} 0.0\n'
+        "ingest_bulk_write_seconds_count 0.0\n"
+        "ingest_bulk_write_seconds_sum 0.0\n"
+        "# TYPE ingest_records_dead_lettered_total counter\n"
+        'ingest_records_dead_lettered_total{reason="bad gzip"} 1.0\n'
+    )
+    samples, histograms = parse_samples(text)
+    assert why_empty("ingest_dead_letter_messages", [], samples, histograms)
+    assert why_empty("ingest_bulk_write_seconds_bucket", [], samples, histograms)
+    dead = "ingest_records_dead_lettered_total"
+    assert why_empty(dead, [], samples, histograms) is None
+    assert why_empty(dead, [("reason", "=~", "bad.*")], samples, histograms) is None
+    assert why_empty(dead, [("reason", "=", "other")], samples, histograms)
+    assert list(selectors('sum(rate(ingest_x_total{queue=~"a.*",k!="v"}[5m]))')) == [
+        ("ingest_x_total", [("queue", "=~", "a.*"), ("k", "!=", "v")])
+    ]
+
+
+def _wait_ready(consumer: subprocess.Popen[str], port: int) -> bytes:
+    deadline = time.monotonic() + 30
+    while True:
+        assert consumer.poll() is None, consumer.communicate()[1][-2000:]
+        try:
+            status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "consumer never became ready"
+        time.sleep(0.2)
+
+
+def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
+    make_queue: Any, mongo_db: Any, sqs_client: Any, tmp_path: Path
 ) -> None:
     queue = make_queue()
+    # A dead letter from before this consumer started: its depth must show.
+    sqs_client.send_message(QueueUrl=queue.dead_letter_url, MessageBody="an earlier dead letter")
     port = _free_port()
     env = dict(os.environ, INGEST_DATABASE=mongo_db.name)
     consumer = subprocess.Popen(
-        [INGEST, "run", "--queue-url", queue.url, "--metrics-port", str(port), "--wait-seconds", "1"],
+        [INGEST, "run", "--queue-url", queue.url, "--metrics-port", str(port), "--wait-seconds", "1",
+         "--max-write-rate", WRITE_CEILING, "--allow-collections", "events"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert consumer.poll() is None, consumer.communicate()[1][-2000:]
-            try:
-                status, body = _get(f"http://127.0.0.1:{port}/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "consumer never became ready"
-            time.sleep(0.2)
-        assert json.loads(body)["ready"] is True
+        assert json.loads(_wait_ready(consumer, port))["ready"] is True
 
         status, metrics = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200
         missing = dashboard_metric_names() - exposed_names(metrics.decode())
         assert not missing, f"the dashboard queries metrics the service does not export: {missing}"
+
+        with Producer(queue.url, journal_dir=str(tmp_path / "journal")) as producer:
+            for n in range(RECORDS):
+                producer.send("events", {"n": n, "user": f"u{n % 7}"})
+            producer.send("not_allowed", {"n": -1})  # the bad record: dead-lettered
+            producer.flush()
+
+        deadline = time.monotonic() + 90
+        while mongo_db["events"].count_documents({}) < RECORDS:
+            assert consumer.poll() is None, consumer.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the records were not written"
+            time.sleep(0.5)
+        assert mongo_db["events"].count_documents({}) == RECORDS
+        assert "not_allowed" not in mongo_db.list_collection_names()
+
+        # The depth gauges are read every 10 s: wait for one reading after the writes.
+        deadline = time.monotonic() + 40
+        while True:
+            text = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+            empty = panels_without_data(text)
+            samples, _ = parse_samples(text)
+            dead = [s.value for s in samples
+                    if s.name == "ingest_dead_letter_messages" and s.labels == {"queue": queue.url}]  # fmt: skip
+            if not empty and dead == [2.0]:
+                break
+            assert time.monotonic() < deadline, (
+                f"panels that would show nothing: {empty}; dead-letter depth {dead} (want [2.0])"
+            )
+            time.sleep(1)
+        values = {s.name: s.value for s in samples if not s.labels}
+        assert values["ingest_write_ceiling_records_per_second"] == float(WRITE_CEILING)
+        assert values["ingest_live_replicas"] == 1
+        assert values["ingest_pollers_running"] >= 1
+        assert values["ingest_write_tokens_granted_total"] >= RECORDS
+        assert values["ingest_records_written_total"] == RECORDS
+        reasons = {
+            s.labels["reason"] for s in samples if s.name == "ingest_records_dead_lettered_total"
+        }
+        assert any("not_allowed" in r for r in reasons), reasons
 
         shown = subprocess.run(
             [INGEST, "status", "--queue-url", queue.url, "--json", "--consumer", f"127.0.0.1:{port}"],

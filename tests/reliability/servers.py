@@ -6,12 +6,14 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.request
 from pathlib import Path
 from types import TracebackType
 
 from tests.reliability.harness import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
+STACK_SH = REPO / "scripts" / "stack.sh"
 FERRETDB = REPO / ".stack" / "bin" / "ferretdb"
 POSTGRES_URL = os.environ.get(
     "RELIABILITY_POSTGRES_URL", "postgres://postgres@127.0.0.1:54329/ferretdb"
@@ -76,3 +78,62 @@ class PrivateFerretDB:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _sqs_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?Action=ListQueues", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class PrivateElasticMQ:
+    """An ElasticMQ of our own (in memory, the local stack's jars and configuration on
+    another port): killing it is what a user sees when their local SQS dies."""
+
+    def __init__(self, workdir: Path, heap: str = "256m") -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.heap = heap
+        self.log_path = workdir / "elasticmq.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "elasticmq.conf"
+        # stack.sh's own functions: the jars (fetched or copied from the cache when
+        # missing) and the configuration, with our port.
+        prepared = subprocess.run(
+            ["bash", "-c", f'source "{STACK_SH}"; elasticmq_fetch; elasticmq_conf "$1"; echo "$EMQ_LIB"',
+             "stack.sh", str(conf)],
+            env={**os.environ, "STACK_SQS_PORT": str(self.port)}, capture_output=True, text=True,
+            timeout=600, check=True,
+        )  # fmt: skip
+        lib = prepared.stdout.strip().splitlines()[-1]
+        args = ["java", "-Xms64m", f"-Xmx{self.heap}", f"-Dconfig.file={conf}", "-cp", f"{lib}/*",
+                "org.elasticmq.server.Main"]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        if not wait_until(lambda: _sqs_answers(self.port), 60):
+            self.kill()
+            raise RuntimeError(f"private ElasticMQ did not start; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, its queues with it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(15)
+
+    def __enter__(self) -> PrivateElasticMQ:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.kill()

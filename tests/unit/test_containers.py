@@ -1,6 +1,8 @@
 """The container files, checked without a Docker engine: the compose file parses,
-every image is pinned, every long-running service has a health check, the
-consumer gets its environment, the Dockerfile is multi-stage, non-root, probed."""
+every image is pinned (ElasticMQ to the local stack's version), every long-running
+service has a health check and a restart policy, published ports are on loopback only,
+the consumer gets its environment, the Dockerfile is multi-stage, runs as a numeric
+non-root user and is probed, and .dockerignore keeps local state out of the context."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "ingest.json"
+DOCKERIGNORE = ROOT / ".dockerignore"
+STACK_SH = ROOT / "scripts" / "stack.sh"
 # name:tag with a version-like tag (digits and dots, maybe a v and a suffix), or a digest.
 PINNED = re.compile(r"^[\w./-]+:v?\d+(\.\d+)+[\w.-]*$|@sha256:[0-9a-f]{64}$")
 
@@ -49,12 +53,55 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
     assert _services(compose)["mongodb"]["image"].startswith("mongo:8.0.")
 
 
+def test_elasticmq_is_the_version_the_local_stack_runs(compose: dict[str, Any]) -> None:
+    stack = re.search(r"^ELASTICMQ_VERSION=(\S+)$", STACK_SH.read_text(), re.MULTILINE)
+    assert stack, "scripts/stack.sh names no ELASTICMQ_VERSION"
+    image = _services(compose)["elasticmq"]["image"]
+    assert image == f"softwaremill/elasticmq-native:{stack.group(1)}"
+
+
 def test_long_running_services_have_health_checks(compose: dict[str, Any]) -> None:
     for name, service in _services(compose).items():
         if service.get("restart") == "no":  # one-shot jobs (init) exit; nothing to probe
             continue
         check = service.get("healthcheck")
         assert check and check.get("test") and not check.get("disable"), f"{name}: no healthcheck"
+
+
+def test_long_running_services_restart_and_init_runs_once(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    assert services["init"]["restart"] == "no"
+    for name, service in services.items():
+        if name == "init":
+            continue
+        assert service.get("restart") in ("unless-stopped", "always"), (
+            f"{name}: restart policy {service.get('restart')!r}"
+        )
+
+
+def _published(port: str | int | dict[str, Any]) -> tuple[str | None, str]:
+    """(host address or None when all interfaces, published port) of one `ports` entry."""
+    if isinstance(port, dict):  # long syntax
+        return port.get("host_ip"), str(port.get("published"))
+    parts = str(port).rsplit(":", 2)
+    if len(parts) == 3:
+        return parts[0].strip("[]") or None, parts[1]
+    if len(parts) == 2:
+        return None, parts[0]
+    return None, parts[0]  # a container port alone: published on an ephemeral host port
+
+
+def test_published_ports_listen_on_loopback_only(compose: dict[str, Any]) -> None:
+    published: dict[str, list[tuple[str | None, str]]] = {}
+    for name, service in _services(compose).items():
+        for port in service.get("ports", []):
+            published.setdefault(name, []).append(_published(port))
+    assert set(published) >= {"grafana", "prometheus"}
+    for name, entries in published.items():
+        for host, port in entries:
+            assert host in ("127.0.0.1", "::1"), (
+                f"{name} publishes {port} on {host or 'every interface'}"
+            )
 
 
 def test_consumer_environment_and_replicas(compose: dict[str, Any]) -> None:
@@ -87,8 +134,29 @@ def test_prometheus_scrapes_the_consumers_and_grafana_is_provisioned(
         (ROOT / "docker/grafana/provisioning/datasources/prometheus.yml").read_text()
     )["datasources"][0]
     dashboard = json.loads(DASHBOARD.read_text())
-    used = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]}
+    queries = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["targets"] for p in queries)
+    used = {t["datasource"]["uid"] for p in queries for t in p["targets"]}
     assert used == {datasource["uid"]}
+
+
+def test_dashboard_has_a_peak_shaving_row() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row" and "Peak shaving" in p["title"]]
+    assert len(rows) == 1
+    below = panels[rows[0] + 1 :]
+    shown = " ".join(t["expr"] for p in below if p["type"] != "row" for t in p["targets"])
+    for metric in (
+        "ingest_write_ceiling_records_per_second",
+        "ingest_live_replicas",
+        "ingest_pollers_running",
+        "ingest_write_gate_wait_seconds_bucket",
+        "ingest_write_tokens_granted_total",
+        "ingest_records_written_total",
+    ):
+        assert metric in shown, f"the peak-shaving row does not show {metric}"
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
 
 
 def test_dockerfile_is_multi_stage_non_root_and_probed() -> None:
@@ -99,7 +167,10 @@ def test_dockerfile_is_multi_stage_non_root_and_probed() -> None:
     assert base and re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base.group(1))
     assert "COPY --from=build" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
-    assert users and users[-1] not in ("root", "0")
+    # Numeric uid:gid: Kubernetes' runAsNonRoot cannot verify a user name.
+    assert users and re.fullmatch(r"\d+(:\d+)?", users[-1]), users
+    assert int(users[-1].split(":")[0]) != 0
+    assert re.search(rf"useradd .*--uid {users[-1].split(':')[0]}\b", text)
     joined = text.replace("\\\n", " ")  # continuation lines as one
     health = re.search(r"^HEALTHCHECK .*", joined, re.MULTILINE)
     assert health and "/healthz" in health.group(0) and "urllib" in health.group(0)
@@ -111,3 +182,92 @@ def test_demo_producer_uses_the_producer_library() -> None:
     source = (ROOT / "docker" / "demo_producer.py").read_text()
     assert "from producer import Producer" in source and "DEMO_RATE" in source
     assert "COPY --chown=ingest:ingest docker/demo_producer.py" in DOCKERFILE.read_text()
+
+
+def _ignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern (Go's filepath.Match, plus `**`) as a regex."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out += pattern[i : end + 1]  # a class; [^...] negates in both
+            i = end + 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out)
+
+
+def excluded(path: str, rules: list[str]) -> bool:
+    """Whether Docker leaves `path` out of the context: the last matching rule wins, and a
+    rule that matches a folder matches everything under it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    verdict = False
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = rule[1:] if negate else rule
+        regex = _ignore_regex(pattern.strip("/"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            verdict = not negate
+    return verdict
+
+
+def _dockerignore_rules() -> list[str]:
+    lines = (line.strip() for line in DOCKERIGNORE.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_dockerignore_matcher_follows_docker_rules() -> None:
+    rules = ["**/__pycache__", "build", "*.log", "docs", "!docs/keep.md"]
+    assert excluded("ingest/__pycache__/cli.cpython-311.pyc", rules)
+    assert excluded("__pycache__/x.pyc", rules)
+    assert excluded("build/lib/x.py", rules)
+    assert not excluded("ingest/build.py", rules)
+    assert excluded("a.log", rules) and not excluded("logs/a.log", rules)
+    assert excluded("docs/other.md", rules) and not excluded("docs/keep.md", rules)
+
+
+def test_dockerignore_keeps_local_state_out_and_what_the_image_copies_in() -> None:
+    rules = _dockerignore_rules()
+    for path in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".stack/run/elasticmq.pid",
+        ".stack/pg/data/PG_VERSION",
+        ".mypy_cache/3.11/cache.db",
+        ".ruff_cache/CACHEDIR.TAG",
+        ".pytest_cache/v/cache/lastfailed",
+        ".hypothesis/examples/x",
+        "ingest/__pycache__/cli.cpython-311.pyc",
+        "producer/__pycache__/core.cpython-311.pyc",
+        "sqs_mongo_ingest.egg-info/PKG-INFO",
+        "bench/results/latest.json",
+        "build/lib/ingest/cli.py",
+    ):
+        assert excluded(path, rules), f".dockerignore lets {path} into the build context"
+    text = DOCKERFILE.read_text()
+    copied = [
+        source
+        for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.MULTILINE)
+        for source in [w for w in line.split() if not w.startswith("--")][:-1]
+    ]
+    assert {"pyproject.toml", "README.md", "producer", "ingest"} <= set(copied)
+    for source in copied:
+        for path in [source, *(str(p.relative_to(ROOT)) for p in (ROOT / source).rglob("*.py"))]:
+            if "__pycache__" in path:
+                continue
+            assert not excluded(path, rules), f".dockerignore drops {path}, which the image copies"

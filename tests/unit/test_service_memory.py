@@ -7,6 +7,8 @@ import time
 
 from bson import ObjectId
 
+from ingest.metrics import Metrics
+from ingest.pipeline.jobs import report_depth
 from ingest.pipeline.service import Service
 from ingest.queues.base import REASON_ATTRIBUTE
 from ingest.queues.memory import MemoryQueue
@@ -108,3 +110,21 @@ def test_stop_hands_back_what_was_not_started() -> None:
     # Whatever was written is deleted; everything else is visible again at once.
     assert len(queue) == 50 - sink.count()
     assert queue.depth().in_flight == 0
+
+
+def test_report_depth_sets_the_dead_letter_gauge() -> None:
+    """What the service's queue-depth job (every 10 s) sets: the dashboard's and the
+    alerts' dead-letter depth, per source queue."""
+    dead = MemoryQueue(url="memory://dlq")
+    queue = MemoryQueue(url="memory://q", dead_letter_queue=dead)
+    plain = MemoryQueue(url="memory://plain")
+    for n in range(2):
+        dead.send(f"dead-{n}")
+    queue.send("waiting")
+    metrics = Metrics()
+    report_depth({queue.url: queue, plain.url: plain}, metrics)
+    registry = metrics.registry
+    assert registry.get_sample_value("ingest_dead_letter_messages", {"queue": queue.url}) == 2
+    assert registry.get_sample_value("ingest_queue_visible_messages", {"queue": queue.url}) == 1
+    # No dead-letter queue: no series (not a misleading 0).
+    assert registry.get_sample_value("ingest_dead_letter_messages", {"queue": plain.url}) is None

@@ -11,15 +11,28 @@ import time
 from collections import deque
 from typing import NamedTuple
 
+import bson
+
+from . import wire
 from .errors import ProducerClosed
 
 
 class Item(NamedTuple):
     """One encoded record as it travels: buffer -> message -> SQS or journal."""
 
-    line: str  # wire.encode_record output; ASCII, so len(line) is its size in bytes
-    partition_key: str | None
-    id_key: str | None  # the record's _id as text, kept only for FIFO deduplication ids
+    record: str | bytes  # format 1: its JSON line; format 2: its BSON document
+    collection: str
+    size: int  # bytes it adds to a message body (before the body's encoding)
+    partition_key: str | None = None
+    id_key: str | None = None  # the record's _id as text, kept only for FIFO deduplication ids
+    trace: str | None = None  # the W3C traceparent of the span that sent it
+
+
+def as_json(item: Item) -> str:
+    """The record as one line of Extended JSON, for people (callbacks, the rejected file)."""
+    if isinstance(item.record, str):
+        return item.record
+    return wire.encode_record(item.collection, bson.decode(item.record))
 
 
 class Buffer:
@@ -43,7 +56,7 @@ class Buffer:
 
     def put(self, item: Item) -> bool:
         """Append unless the memory bound would be passed. Never blocks long."""
-        size = len(item.line)
+        size = item.size
         with self._lock:
             if self.closing:
                 raise ProducerClosed("send() after close()")
@@ -54,7 +67,7 @@ class Buffer:
 
     def put_waiting(self, item: Item, timeout: float) -> bool:
         """Append, waiting up to timeout for the sender to free room."""
-        size = len(item.line)
+        size = item.size
         deadline = time.monotonic() + timeout
         with self._lock:
             while self._pending + size > self._max and self._pending:
@@ -131,9 +144,9 @@ class Buffer:
         taken: list[Item] = []
         size = 0
         with self._lock:
-            while self._items and (not taken or size + len(self._items[0].line) <= max_bytes):
+            while self._items and (not taken or size + self._items[0].size <= max_bytes):
                 item = self._items.popleft()
-                size += len(item.line)
+                size += item.size
                 taken.append(item)
             self._bytes -= size
             if self._bytes:
@@ -143,7 +156,7 @@ class Buffer:
 
     def settle(self, items: list[Item]) -> None:
         """These records are sent, journaled or failed: free their room."""
-        size = sum(len(item.line) for item in items)
+        size = sum(item.size for item in items)
         with self._lock:
             if self.abandoned:
                 return  # abandon() already settled them

@@ -19,7 +19,8 @@ class Config:
     max_message_bytes: int = 64 * 1024  # one 64 KiB SQS billing chunk
     max_batch_bytes: int = 256 * 1024
     linger_seconds: float = 0.05
-    compression: str = wire.IDENTITY
+    wire_format: str = wire.BSON_RECORDS  # "2": BSON; "1": JSON Lines, for any other reader
+    compression: str | None = None  # None: zstd for format 2, identity for format 1
     compression_level: int | None = None
     max_buffered_bytes: int = 64 * 1024 * 1024
     overflow: str = "journal"
@@ -46,7 +47,14 @@ class Config:
             raise ValueError(
                 f"max_batch_bytes must be in [max_message_bytes, {SQS_MAX_MESSAGE_BYTES}]"
             )
-        _check_choice("compression", self.compression, wire.ENCODINGS)
+        _check_choice("wire_format", self.wire_format, wire.FORMATS)
+        if self.compression is not None:
+            _check_choice("compression", self.compression, wire.ENCODINGS)
+        if self.encoding == wire.ZSTD:
+            try:
+                import zstandard  # noqa: F401
+            except ImportError as exc:
+                raise ValueError("zstd compression needs the 'zstandard' package") from exc
         _check_choice("overflow", self.overflow, OVERFLOW_POLICIES)
         _check_choice("journal_fsync", self.journal_fsync, FSYNC_POLICIES)
         if self.linger_seconds < 0 or self.block_timeout < 0 or self.exit_flush_timeout < 0:
@@ -57,10 +65,16 @@ class Config:
             raise ValueError("max_buffered_bytes must be at least max_message_bytes")
 
     @property
+    def encoding(self) -> str:
+        if self.compression is not None:
+            return self.compression
+        return wire.ZSTD if self.wire_format == wire.BSON_RECORDS else wire.IDENTITY
+
+    @property
     def fifo(self) -> bool:
         return self.queue_urls[0].endswith(".fifo")
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -6,21 +6,18 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bson.objectid import ObjectId
-
-from . import wire
 from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
-from .errors import BufferFull, ProducerClosed, RecordTooLarge, WireError
+from .encode import Encoder
+from .errors import BufferFull, ProducerClosed
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
 from .packing import Packer
@@ -53,11 +50,16 @@ class Producer:
         import concurrent.futures.thread  # noqa: F401
 
         urls = (queue_url,) if isinstance(queue_url, str) else tuple(queue_url)
+        if "wire_format" in options:
+            options["wire_format"] = str(options["wire_format"])  # 2 or "2"
         self.config = Config(queue_urls=urls, **options)
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
         self._given_client = sqs_client
         self._on_error = on_error
-        self._record_limit = wire.single_record_limit(self.config.max_message_bytes)
+        self._encoder = Encoder(
+            self.config.wire_format, self.config.max_message_bytes, fifo=self.config.fifo,
+            encoding=self.config.encoding, level=self.config.compression_level,
+        )  # fmt: skip
         self._closed = False
         self._setup()
         _live.add(self)
@@ -76,9 +78,10 @@ class Producer:
         self._counters = Counters()
         packer = Packer(
             config.max_message_bytes,
-            config.compression,
+            config.encoding,
             fifo=config.fifo,
             level=config.compression_level,
+            version=config.wire_format,
         )
         self._journal = Journal(self.journal_dir, fsync=config.journal_fsync)
         self._buffer = Buffer(config.max_buffered_bytes, full_bytes=0)
@@ -128,39 +131,21 @@ class Producer:
     def send(
         self,
         collection: str,
-        document: dict[str, Any],
+        document: Mapping[str, Any],
         *,
         partition_key: str | None = None,
     ) -> Any:
         """Queue one record for SQS and return its _id. No network I/O.
 
         Stamps document["_id"] with a new ObjectId if absent (like pymongo's
-        insert_one). Raises WireError for a bad collection or document,
-        RecordTooLarge if the record cannot fit one message, BufferFull when
-        memory is full and overflow is "raise" or "block"."""
+        insert_one); a RawBSONDocument is sent as it is. Raises WireError for a bad
+        collection or document, RecordTooLarge if the record cannot fit one message,
+        BufferFull when memory is full and overflow is "raise" or "block"."""
         if self._pid != os.getpid():
             self._after_fork()
         if self._closed:
             raise ProducerClosed("send() after close()")
-        wire.check_collection_name(collection)
-        if partition_key is not None:
-            _check_partition_key(partition_key)
-        if "_id" not in document:
-            document["_id"] = ObjectId()
-        wire.check_document(document)
-        line = wire.encode_record(collection, document)
-        limit = self._record_limit
-        if partition_key is not None and not self.config.fifo:
-            limit -= wire.PARTITION_OVERHEAD  # the key travels as a message attribute
-        if len(line) > limit:
-            raise RecordTooLarge(
-                f"record is {len(line)} bytes encoded; one message holds at most "
-                f"{limit} bytes of records (max_message_bytes="
-                f"{self.config.max_message_bytes} minus attributes)"
-            )
-        record_id = document["_id"]
-        id_key = f"{type(record_id).__name__}:{record_id}" if self.config.fifo else None
-        item = Item(line, partition_key, id_key)
+        item, record_id = self._encoder.item(collection, document, partition_key)
         if not self._started:
             self._start()
         if not self._buffer.put(item):
@@ -254,15 +239,6 @@ class Producer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-_GROUP_ID = re.compile(r"[!-~]{1,128}")  # what SQS accepts as a MessageGroupId
-
-
-def _check_partition_key(key: object) -> None:
-    # Checked here: one bad key in a packed batch would fail the whole SQS call.
-    if not isinstance(key, str) or not _GROUP_ID.fullmatch(key):
-        raise WireError("partition_key must be 1-128 printable ASCII characters, no spaces")
 
 
 def _close_all_at_exit() -> None:

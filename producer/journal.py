@@ -17,6 +17,7 @@ cache, which survives a process crash but not a machine crash.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -30,7 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from .batcher import Item
+from . import wire
+from .batcher import Item, as_json
 
 log = logging.getLogger("producer.journal")
 
@@ -48,16 +50,33 @@ def default_journal_dir(queue_urls: Sequence[str]) -> Path:
 
 
 def encode_entry(item: Item) -> str:
-    header = json.dumps([item.partition_key, item.id_key], separators=(",", ":"))
-    return f"{header}\t{item.line}\n"  # JSON never holds a raw tab or newline
+    """`<header>TAB<record>`: header [partition key, id key] and the JSON line (format 1),
+    or [partition key, id key, collection, trace] and the BSON document in base64 (2)."""
+    if isinstance(item.record, bytes):
+        fields = [item.partition_key, item.id_key, item.collection, item.trace]
+        record = base64.b64encode(item.record).decode("ascii")
+    else:
+        fields, record = [item.partition_key, item.id_key], item.record
+    header = json.dumps(fields, separators=(",", ":"))
+    return f"{header}\t{record}\n"  # JSON never holds a raw tab or newline
 
 
 def decode_entry(text: str) -> Item:
-    header, line = text.rstrip("\n").split("\t", 1)
-    key, id_key = json.loads(header)
-    if not (key is None or isinstance(key, str)) or not (id_key is None or isinstance(id_key, str)):
+    header, record = text.rstrip("\n").split("\t", 1)
+    fields = json.loads(header)
+    if not isinstance(fields, list) or len(fields) not in (2, 4):
         raise ValueError("bad journal entry header")
-    return Item(line, key, id_key)
+    if not all(field is None or isinstance(field, str) for field in fields):
+        raise ValueError("bad journal entry header")
+    if len(fields) == 2:
+        size = len(record) if record.isascii() else len(record.encode("utf-8"))
+        return Item(record, "", size, fields[0], fields[1])
+    key, id_key, collection, trace = fields
+    if not collection:
+        raise ValueError("bad journal entry header")
+    document = base64.b64decode(record.encode("ascii"), validate=True)
+    size = len(document) + wire.framing_bytes(collection, trace)
+    return Item(document, collection, size, key, id_key, trace)
 
 
 class Journal:
@@ -174,7 +193,8 @@ class Journal:
         """Keep records SQS refused as our fault, for a human to look at."""
         at = datetime.now(UTC).isoformat()
         lines = (
-            json.dumps({"at": at, "queue": queue_url, "reason": reason, "record": item.line}) + "\n"
+            json.dumps({"at": at, "queue": queue_url, "reason": reason, "record": as_json(item)})
+            + "\n"
             for item in items
         )
         data = "".join(lines).encode("utf-8")

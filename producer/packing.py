@@ -33,8 +33,8 @@ class Message:
     dedup_id: str | None = None  # FIFO only
 
 
-def attributes_overhead(encoding: str, record_count: int) -> int:
-    return wire.attributes_size(wire.message_attributes(encoding, record_count))
+def attributes_overhead(encoding: str, record_count: int, version: str = wire.JSON_LINES) -> int:
+    return wire.attributes_size(wire.message_attributes(encoding, record_count, version))
 
 
 class Packer:
@@ -45,21 +45,23 @@ class Packer:
         *,
         fifo: bool = False,
         level: int | None = None,
+        version: str = wire.JSON_LINES,
     ) -> None:
         if encoding not in wire.ENCODINGS:
             raise ValueError(f"compression must be one of {wire.ENCODINGS}, got {encoding!r}")
         self.max_message_bytes = max_message_bytes
         self.encoding = encoding
+        self.version = version  # what raw_budget plans for; items are packed in their own
         self.fifo = fifo
         self._level = level
-        self.ratio = 1.0 if encoding == wire.IDENTITY else _INITIAL_RATIO
+        self.ratio = _plain_ratio(version) if encoding == wire.IDENTITY else _INITIAL_RATIO
 
     def raw_budget(self) -> int:
         """Raw record bytes the packer expects to fit in one message."""
-        room = self.max_message_bytes - attributes_overhead(self.encoding, 99999)
+        room = self.max_message_bytes - attributes_overhead(self.encoding, 99999, self.version)
         room -= wire.PARTITION_OVERHEAD
         if self.encoding == wire.IDENTITY:
-            return room
+            return int(room / _plain_ratio(self.version))
         return min(MAX_RAW_BODY_BYTES, int(room * _SAFETY / self.ratio))
 
     def pack(self, items: Sequence[Item]) -> list[Message]:
@@ -70,41 +72,58 @@ class Packer:
         return messages
 
     def _groups(self, items: Sequence[Item]) -> Iterator[list[Item]]:
-        # Standard queues too: a message holds one partition key, so the consumer can
-        # keep each key on one writer (its --partitioned mode).
-        if not self.fifo and all(item.partition_key is None for item in items):
+        # A message holds one format (a journal written before an upgrade holds the
+        # other) and one partition key, standard queues too, so the consumer can keep
+        # each key on one writer (its --partitioned mode).
+        plain = not self.fifo and all(item.partition_key is None for item in items)
+        kinds = {type(item.record) for item in items}
+        if plain and len(kinds) == 1:
             yield list(items)
             return
-        groups: dict[str | None, list[Item]] = {}
+        groups: dict[tuple[type, str | None], list[Item]] = {}
         for item in items:  # dicts keep first-seen order, and each group its own order
-            groups.setdefault(item.partition_key, []).append(item)
+            groups.setdefault((type(item.record), item.partition_key), []).append(item)
         yield from groups.values()
 
     def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
-        # + 1: the newline that joins a line to the next
-        return wire.bounded_groups(items, lambda item: len(item.line) + 1, self.raw_budget())
+        # + 1: the newline that joins a line to the next (format 2 counts its framing)
+        return wire.bounded_groups(items, lambda item: item.size + 1, self.raw_budget())
 
     def _build(self, chunk: list[Item]) -> list[Message]:
-        text = wire.join_lines(item.line for item in chunk)
-        message = self._encode(text, chunk, self.encoding)
+        raw = self._raw(chunk)
+        message = self._encode(raw, chunk, self.encoding)
         if message.size <= self.max_message_bytes:
             return [message]
         if len(chunk) > 1:  # the ratio guess was optimistic: halve and retry
             half = len(chunk) // 2
             return self._build(chunk[:half]) + self._build(chunk[half:])
         # One record that compresses badly: send it as it is (send() checked it fits).
-        return [self._encode(text, chunk, wire.IDENTITY)]
+        return [self._encode(raw, chunk, wire.IDENTITY)]
 
-    def _encode(self, text: str, chunk: list[Item], encoding: str) -> Message:
-        body = wire.compress_body(text, encoding, self._level)
+    @staticmethod
+    def _raw(chunk: list[Item]) -> str | bytes:
+        if isinstance(chunk[0].record, bytes):
+            return wire.pack_bson([(i.collection, i.record, i.trace) for i in chunk])  # type: ignore[misc]
+        return wire.join_lines(i.record for i in chunk)  # type: ignore[misc]
+
+    def _body(self, raw: str | bytes, encoding: str) -> str:
+        if isinstance(raw, bytes):
+            return wire.bson_body(raw, encoding, self._level)
+        return wire.compress_body(raw, encoding, self._level)
+
+    def _encode(self, raw: str | bytes, chunk: list[Item], encoding: str) -> Message:
+        body = self._body(raw, encoding)
+        version = wire.BSON_RECORDS if isinstance(raw, bytes) else wire.JSON_LINES
         if encoding != wire.IDENTITY:
-            self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(text)))
-            if len(body) >= len(text):
-                encoding, body = wire.IDENTITY, text  # compression did not pay
-        attributes = wire.message_attributes(encoding, len(chunk))
+            self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(raw)))
+            if len(body) >= len(raw) * _plain_ratio(version):
+                encoding, body = wire.IDENTITY, self._body(raw, wire.IDENTITY)  # did not pay
+        attributes = wire.message_attributes(encoding, len(chunk), version)
         if chunk[0].partition_key is not None and not self.fifo:
             attributes[wire.PARTITION_ATTRIBUTE] = wire.string_attribute(chunk[0].partition_key)
-        size = len(body.encode("utf-8")) + wire.attributes_size(attributes)
+        size = (len(body) if body.isascii() else len(body.encode("utf-8"))) + wire.attributes_size(
+            attributes
+        )
         group, dedup = self._fifo_ids(chunk)
         return Message(body, attributes, tuple(chunk), size, group, dedup)
 
@@ -113,9 +132,15 @@ class Packer:
             return None, None
         digest = hashlib.sha256()
         for item in chunk:
-            digest.update((item.id_key or item.line).encode("utf-8"))
+            record = item.record if isinstance(item.record, bytes) else item.record.encode("utf-8")
+            digest.update(item.id_key.encode("utf-8") if item.id_key else record)
             digest.update(b"\n")
         return chunk[0].partition_key or DEFAULT_GROUP, digest.hexdigest()
+
+
+def _plain_ratio(version: str) -> float:
+    """Body bytes sent per raw byte without compression: base64 makes 4/3 of format 2."""
+    return 4 / 3 if version == wire.BSON_RECORDS else 1.0
 
 
 def batches(

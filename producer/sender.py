@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .batcher import Buffer, Item
+from .batcher import Buffer, Item, as_json
 from .breaker import Router
 from .config import Config
 from .journal import Journal, SegmentReader
@@ -283,7 +283,7 @@ class Sender:
             log.exception("could not write rejected records to %s", self._journal.directory)
         if self._on_error is not None:
             try:
-                self._on_error([item.line for item in items], reason)
+                self._on_error([as_json(item) for item in items], reason)
             except Exception:
                 log.exception("on_error callback raised")
 
@@ -295,7 +295,7 @@ class Sender:
             self._counters.add("failed", len(items))
             if self._on_error is not None:
                 try:
-                    self._on_error([item.line for item in items], f"journal write failed: {exc}")
+                    self._on_error([as_json(i) for i in items], f"journal write failed: {exc}")
                 except Exception:
                     log.exception("on_error callback raised")
             return
@@ -319,7 +319,8 @@ class Sender:
         reader = self._replay
         items, bad, offset = reader.read_chunk(self.take_bytes())
         if bad:
-            self._reject([Item(line, None, None) for line in bad], "unreadable journal line", None)
+            unreadable = [Item(line, "", len(line)) for line in bad]
+            self._reject(unreadable, "unreadable journal line", None)
         if not items and not bad:
             reader.finish()
             log.info("journal segment %s replayed", reader.path.name)

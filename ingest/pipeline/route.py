@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import bson
+from bson.raw_bson import RawBSONDocument
+
 from ingest.errors import ConfigError
 from ingest.pipeline.messages import Refusal
-from producer.wire import Record
+from producer.wire import Record, record_id
 
 Hook = Callable[[dict[str, Any]], dict[str, Any] | None]
 
@@ -35,13 +38,13 @@ class Router:
         if hook is None:
             return record
         try:
-            result = hook(record.document)
+            result = hook(_editable(record.document))
         except Exception as exc:  # a hook's failure is about this record only
             why = str(exc) or type(exc).__name__
             return Refusal(record, f"hook for {record.collection!r} rejected the record: {why}")
         if result is None:
             return record
-        if not isinstance(result, dict) or result.get("_id") != record.document["_id"]:
+        if not isinstance(result, dict) or result.get("_id") != record_id(record):
             why = "must return a document with the same _id"
             return Refusal(record, f"hook for {record.collection!r} {why}")
         return replace(record, document=result)
@@ -54,6 +57,13 @@ class Router:
     @property
     def is_open(self) -> bool:
         return not self.allowed and not self.prefixes and not self.hooks
+
+
+def _editable(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A hook may change the document: a BSON one (format 2) is decoded for it."""
+    if isinstance(document, RawBSONDocument):
+        return bson.decode(document.raw)
+    return document if isinstance(document, dict) else dict(document)
 
 
 def build_router(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bson import ObjectId
+from bson.errors import BSONError
 
 from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
@@ -31,12 +32,6 @@ from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind
 from producer import wire
 
 log = logging.getLogger(__name__)
-
-# One record line is itself a valid single-record message: redrive can resend it.
-_SINGLE_RECORD_ATTRIBUTES = {
-    wire.FORMAT_ATTRIBUTE: wire.string_attribute(wire.FORMAT_VERSION),
-    wire.ENCODING_ATTRIBUTE: wire.string_attribute(wire.IDENTITY),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +139,10 @@ class BatchWriter:
         m.records_written.inc(counts[OutcomeKind.WRITTEN])
         m.records_duplicate.inc(counts[OutcomeKind.DUPLICATE])
         m.records_retried.inc(counts[OutcomeKind.RETRY])
-        oid = records[0].document.get("_id")
+        try:
+            oid = wire.record_id(records[0])
+        except (BSONError, KeyError):  # a document the store refused as not valid BSON
+            return
         if isinstance(oid, ObjectId):  # one sample per batch keeps the histogram cheap
             m.end_to_end_seconds.observe(max(0.0, self._clock() - oid.generation_time.timestamp()))
 
@@ -181,19 +179,14 @@ def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: S
     if any(not o.settled for o in outcomes) and not message.last_receive:
         settlement.retry.append(message)
         return
-    letters = [
-        _line_letter(message, bad.line, f"line {bad.line_number}: {bad.reason}")
-        for bad in item.bad_records
-    ]
-    letters += [
-        _line_letter(message, refusal.record.line, refusal.reason) for refusal in item.refused
-    ]
+    letters = [_bad_letter(message, bad) for bad in item.bad_records]
+    letters += [_letter(message, refusal.record, refusal.reason) for refusal in item.refused]
     for record, outcome in zip(item.records, outcomes, strict=True):
         if outcome.kind is OutcomeKind.REJECTED:
-            letters.append(_line_letter(message, record.line, outcome.reason))
+            letters.append(_letter(message, record, outcome.reason))
         elif not outcome.settled:  # the last receive: SQS would move it without a reason
             reason = f"still failing after {message.receive_count} receives: {outcome.reason}"
-            letters.append(_line_letter(message, record.line, reason))
+            letters.append(_letter(message, record, reason))
     if letters:
         settlement.dead_letters.extend(letters)
         settlement.delete_after_dead_letter.append(message)
@@ -201,8 +194,17 @@ def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: S
         settlement.delete.append(message)
 
 
-def _line_letter(message: Message, line: str, reason: str) -> DeadLetter:
-    return DeadLetter(message, line, reason, _SINGLE_RECORD_ATTRIBUTES)
+def _letter(message: Message, record: wire.Record | wire.BadRecord, reason: str) -> DeadLetter:
+    """One record as a message of its own: a redrive sends it back as it came."""
+    body, attributes = wire.record_message(record)
+    return DeadLetter(message, body, reason, attributes)
+
+
+def _bad_letter(message: Message, bad: wire.BadRecord) -> DeadLetter:
+    where = f"line {bad.number}" if isinstance(bad.source, str) else f"record {bad.number}"
+    if bad.rest_unreadable:  # what follows cannot be found: the message goes whole
+        return DeadLetter(message, message.body, f"{where}: {bad.reason}", message.attributes)
+    return _letter(message, bad, f"{where}: {bad.reason}")
 
 
 class WriteStage:

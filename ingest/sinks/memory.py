@@ -11,18 +11,31 @@ from typing import Any
 
 import bson
 from bson import ObjectId, json_util
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
 
 from ingest.errors import SinkUnavailable
 from ingest.sinks.base import DUPLICATE, INTERNAL_PREFIX, WRITTEN, Outcome, WriteMode, rejected
 from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate
 from ingest.sinks.mongo_errors import UNENCODABLE
-from producer.wire import Record, bson_problem
+from producer.wire import Record, bson_problem, record_id
 
 
 def memory_key(value: Any) -> Any:
     # ObjectIds, strings and numbers are their own keys; documents and lists are not hashable.
     plain = isinstance(value, ObjectId | str | int | float) and not isinstance(value, bool)
     return value if plain else json_util.dumps(value)
+
+
+def _stored(document: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What is kept: a BSON document (format 2) as its bytes, read when looked at."""
+    return document if isinstance(document, RawBSONDocument) else dict(document)
+
+
+def _plain(document: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(document, RawBSONDocument):
+        return bson.decode(document.raw)
+    return dict(document)
 
 
 class MemorySink:
@@ -41,7 +54,7 @@ class MemorySink:
     ) -> None:
         self.mode = mode
         self.database = database
-        self.collections: dict[str, dict[Any, dict[str, Any]]] = defaultdict(dict)
+        self.collections: dict[str, dict[Any, Mapping[str, Any]]] = defaultdict(dict)
         self.unavailable = False  # flip to simulate an outage
         self.write_calls = 0
         self._reject = reject
@@ -97,17 +110,23 @@ class MemorySink:
         if reason:
             return rejected(reason)
         documents = self.collections[record.collection]
-        key = memory_key(record.document["_id"])
+        try:
+            key = memory_key(record_id(record))
+        except BSONError as exc:  # what the server refuses: bytes that are not valid BSON
+            return rejected(f"document is not valid BSON: {bson_problem(exc, {})}")
         existing = documents.get(key)
         if existing is None:
-            documents[key] = dict(record.document)
+            documents[key] = _stored(record.document)
             return WRITTEN
         if self.mode is WriteMode.INSERT_ONCE:
             return DUPLICATE
         if self.mode is WriteMode.REPLACE:
-            documents[key] = dict(record.document)
-        else:
-            existing.update(record.document)
+            documents[key] = _stored(record.document)
+            return WRITTEN
+        try:
+            documents[key] = {**_plain(existing), **_plain(record.document)}
+        except (BSONError, ValueError) as exc:  # what the server refuses: invalid BSON
+            return rejected(f"document is not valid BSON: {bson_problem(exc, {})}")
         return WRITTEN
 
     def count(self, collection: str | None = None) -> int:
@@ -116,7 +135,7 @@ class MemorySink:
                 return len(self.collections.get(collection, {}))
             return sum(len(docs) for docs in self.collections.values())
 
-    def find(self, collection: str, _id: Any) -> dict[str, Any] | None:
+    def find(self, collection: str, _id: Any) -> Mapping[str, Any] | None:
         with self._lock:
             return self.collections.get(collection, {}).get(memory_key(_id))
 

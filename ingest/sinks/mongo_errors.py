@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from bson.errors import InvalidDocument
+from bson.errors import InvalidBSON, InvalidDocument
 from pymongo.errors import (
     AutoReconnect,
     DocumentTooLarge,
@@ -35,9 +35,12 @@ TRANSIENT_CODES: Final = frozenset(
 # Whole-command errors about access or resources rather than the records: retry them all.
 # (Unauthorized, AuthenticationFailed, OutOfDiskSpace.)
 ENVIRONMENT_CODES: Final = frozenset({13, 18, 14031})
-# What the driver raises before sending when one document cannot become BSON
-# (ints beyond 64 bits and lone surrogates come out of valid JSON).
-UNENCODABLE: Final = (DocumentTooLarge, InvalidDocument, OverflowError, UnicodeEncodeError)
+# What the driver (or our own reading of a record) raises before sending when one
+# document cannot become BSON: ints beyond 64 bits and lone surrogates come out of valid
+# JSON, and a format-2 document's bytes may not be valid BSON.
+UNENCODABLE: Final = (
+    DocumentTooLarge, InvalidDocument, InvalidBSON, OverflowError, UnicodeEncodeError,
+)  # fmt: skip
 # FerretDB prefixes PostgreSQL's message with its Go call frames: [file.go:12 pkg.Func].
 _GO_FRAMES: Final = re.compile(r"^(?:\[[^\]]*\.go:\d+[^\]]*\]\s*)+(?:ERROR:\s*)?")
 

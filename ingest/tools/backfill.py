@@ -17,11 +17,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import bson
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
 from tqdm import tqdm
 
 from ingest.errors import BackfillError
@@ -30,8 +33,11 @@ from ingest.tools.checkpoint import Checkpoint
 from ingest.tools.ids import derive_object_id, timestamp_of
 from ingest.tools.readers import BadLine, SourceFile, discover, read
 from producer import wire
+from producer.testing import RecordingProducer
 
 log = logging.getLogger("ingest.backfill")
+
+Document = dict[str, Any] | RawBSONDocument  # a mongodump document stays BSON
 
 MAX_PRINTED_BAD_LINES = 100
 STOP_FLUSH_SECONDS = 5.0  # after Ctrl-C, how long to wait for SQS before giving up
@@ -40,7 +46,7 @@ STOP_FLUSH_SECONDS = 5.0  # after Ctrl-C, how long to wait for SQS before giving
 class RecordSender(Protocol):
     """What backfill needs from producer.Producer."""
 
-    def send(self, collection: str, document: dict[str, Any]) -> Any: ...
+    def send(self, collection: str, document: Mapping[str, Any]) -> Any: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
@@ -128,11 +134,13 @@ class Backfill:
         if sender is None and not options.dry_run:
             raise ValueError("a sender is needed unless dry_run")
         self.options = options
-        self.sender = sender
+        # A dry run sends to a producer that only checks, with the real one's checks.
+        self.sender: RecordSender = sender or RecordingProducer(
+            max_message_bytes=options.max_message_bytes, keep=False
+        )
         self.stop = stop or threading.Event()
         self.report = Report(dry_run=options.dry_run)
         self._echo = echo
-        self._record_limit = wire.single_record_limit(options.max_message_bytes)
         self._pending: dict[str, int] = {}  # positions handed over since the last checkpoint
         self._since_checkpoint = 0
         self._baseline = self._undelivered()
@@ -214,49 +222,47 @@ class Backfill:
         checkpoint.finish(source.source_id)
 
     def _send(
-        self, source: SourceFile, collection: str, position: int, document: dict[str, Any]
+        self, source: SourceFile, collection: str, position: int, document: Document
     ) -> str | None:
-        """Hands one document over; returns why it is bad, or None."""
+        """Hands one document over (a dry run's sender only checks it, with the same
+        checks); returns why it is bad, or None."""
         try:
-            self._stamp_id(source, position, document)
-            wire.check_document(document)
-            if self.sender is None:
-                line = wire.encode_record(collection, document)
-                if len(line) > self._record_limit:
-                    return f"record is {len(line)} bytes encoded, over {self._record_limit}"
-            else:
-                self.sender.send(collection, document)
+            if self.options.dry_run and isinstance(document, RawBSONDocument):
+                _check_bson(document)  # a run sends the bytes as they are: look closer now
+            self.sender.send(collection, self._with_id(source, position, document))
         except (wire.WireError, ValueError) as exc:
             return str(exc)
         self.report.sent += 1
         return None
 
-    def _stamp_id(self, source: SourceFile, position: int, document: dict[str, Any]) -> None:
-        if "_id" in document:
+    def _with_id(self, source: SourceFile, position: int, document: Document) -> Document:
+        if _has_id(document):
             self.report.ids_kept += 1
-            return
+            return document
         timestamp = None
         if self.options.time_field:
             if self.options.time_field not in document:
                 raise ValueError(f"no {self.options.time_field!r} field to derive the _id from")
             timestamp = timestamp_of(document[self.options.time_field])
-        document["_id"] = derive_object_id(source.source_id, position, timestamp)
+        oid = derive_object_id(source.source_id, position, timestamp)
         self.report.ids_derived += 1
+        if isinstance(document, RawBSONDocument):  # a mongodump document stays BSON
+            return RawBSONDocument(wire.with_id(bytes(document.raw), oid))
+        document["_id"] = oid
+        return document
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Flush, prove everything so far reached SQS, then move the checkpoint."""
         self._since_checkpoint = 0
         if self.options.dry_run:
             return
-        if self.sender is not None:
-            self._wait_delivered()
+        self._wait_delivered()
         for source_id, position in self._pending.items():
             checkpoint.advance(source_id, position)
         self._pending.clear()
         checkpoint.save()
 
     def _wait_delivered(self) -> None:
-        assert self.sender is not None
         # Interrupted: wait a few seconds only; what is not delivered by then stays
         # in the producer's journal and before the checkpoint.
         timeout = STOP_FLUSH_SECONDS if self.stop.is_set() else self.options.flush_timeout
@@ -274,16 +280,27 @@ class Backfill:
             time.sleep(0.2)
 
     def _undelivered(self) -> int:
-        if self.sender is None:
-            return 0
         stats = self.sender.stats()
         return int(stats.journaled) - int(stats.replayed) + int(stats.failed)
 
     def _failed(self) -> int:
-        return int(self.sender.stats().failed) if self.sender is not None else 0
+        return int(self.sender.stats().failed)
 
 
-def _as_text(document: dict[str, Any]) -> str:
+def _check_bson(document: RawBSONDocument) -> None:
+    try:
+        bson.decode(document.raw)
+    except (BSONError, ValueError, OverflowError) as exc:
+        raise wire.WireError(f"document is not valid BSON: {wire.bson_problem(exc, {})}") from exc
+
+
+def _has_id(document: Document) -> bool:
+    if isinstance(document, RawBSONDocument) and document.raw[5:9] == b"_id\x00":
+        return True  # the common shape, read without decoding the document
+    return "_id" in document
+
+
+def _as_text(document: Document) -> str:
     try:
         return wire.encode_record("-", document)
     except wire.WireError:

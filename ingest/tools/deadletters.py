@@ -32,6 +32,7 @@ from ingest.queues.base import (
     QueueService,
     sendable_attributes,
 )
+from producer import wire
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def _sample(message: Message) -> dict[str, Any]:
         if sent
         else None,
         "source_queue": message.attribute(SOURCE_QUEUE_ATTRIBUTE),
-        "body": message.body[:300],
+        # Format 2 is BSON: shown as the Extended JSON a person can read.
+        "body": wire.readable(message.body, message.attributes)[:300],
     }
 
 

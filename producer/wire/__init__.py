@@ -5,9 +5,12 @@ hooks, so the consumer (and any tool) can read and write messages without the we
 app's machinery. Everything public is named here. See docs/wire-format.md."""
 
 from .attributes import (
+    BSON_RECORDS,
     ENCODING_ATTRIBUTE,
     FORMAT_ATTRIBUTE,
     FORMAT_VERSION,
+    FORMATS,
+    JSON_LINES,
     PARTITION_ATTRIBUTE,
     PARTITION_OVERHEAD,
     RECORDS_ATTRIBUTE,
@@ -18,6 +21,8 @@ from .attributes import (
     single_record_limit,
     string_attribute,
 )
+from .bsonrecords import encode_document, framing_bytes, with_id
+from .bsonrecords import pack as pack_bson
 from .checks import (
     MAX_BSON_DOCUMENT_BYTES,
     MAX_COLLECTION_NAME_BYTES,
@@ -30,17 +35,30 @@ from .compression import DEFAULT_MAX_DECODED_BYTES, ENCODINGS, GZIP, IDENTITY, Z
 from .errors import ProducerError, RecordTooLarge, WireError
 from .grouping import bounded_groups
 from .jsonlines import decode_line, encode_record, iter_records, join_lines
-from .messages import compress_body, decode_body, decode_message
+from .messages import (
+    bson_body,
+    compress_body,
+    decode_body,
+    decode_message,
+    format_of,
+    json_line,
+    readable,
+    record_id,
+    record_message,
+)
 from .records import BadRecord, Record
 
 __all__ = [
+    "BSON_RECORDS",
     "DEFAULT_MAX_DECODED_BYTES",
     "ENCODINGS",
     "ENCODING_ATTRIBUTE",
+    "FORMATS",
     "FORMAT_ATTRIBUTE",
     "FORMAT_VERSION",
     "GZIP",
     "IDENTITY",
+    "JSON_LINES",
     "MAX_BSON_DOCUMENT_BYTES",
     "MAX_COLLECTION_NAME_BYTES",
     "MAX_NESTING_DEPTH",
@@ -57,6 +75,7 @@ __all__ = [
     "attribute_value",
     "attributes_size",
     "bounded_groups",
+    "bson_body",
     "bson_problem",
     "check_collection_name",
     "check_document",
@@ -64,10 +83,19 @@ __all__ = [
     "decode_body",
     "decode_line",
     "decode_message",
+    "encode_document",
     "encode_record",
+    "format_of",
+    "framing_bytes",
     "iter_records",
     "join_lines",
+    "json_line",
     "message_attributes",
+    "pack_bson",
+    "readable",
+    "record_id",
+    "record_message",
     "single_record_limit",
     "string_attribute",
+    "with_id",
 ]

@@ -7,7 +7,12 @@ from typing import Any, Final
 
 from .compression import IDENTITY
 
-FORMAT_VERSION: Final = "1"
+#: Format 1: JSON Lines of Extended JSON. Format 2: BSON documents, compressed. A message
+#: without the format attribute is format 1 (what any tool writes by hand).
+JSON_LINES: Final = "1"
+BSON_RECORDS: Final = "2"
+FORMATS: Final = (JSON_LINES, BSON_RECORDS)
+FORMAT_VERSION: Final = JSON_LINES  # kept for format-1 writers
 FORMAT_ATTRIBUTE: Final = "ingest-format"
 ENCODING_ATTRIBUTE: Final = "ingest-encoding"
 RECORDS_ATTRIBUTE: Final = "ingest-records"
@@ -23,10 +28,10 @@ def string_attribute(value: str) -> dict[str, str]:
     return {"DataType": "String", "StringValue": value}
 
 
-def message_attributes(encoding: str, record_count: int) -> Attributes:
-    """SQS MessageAttributes for a body in this format."""
+def message_attributes(encoding: str, record_count: int, version: str = JSON_LINES) -> Attributes:
+    """SQS MessageAttributes for a body in format `version`."""
     return {
-        FORMAT_ATTRIBUTE: string_attribute(FORMAT_VERSION),
+        FORMAT_ATTRIBUTE: string_attribute(version),
         ENCODING_ATTRIBUTE: string_attribute(encoding),
         RECORDS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(record_count)},
     }
@@ -40,9 +45,19 @@ def attributes_size(attributes: Mapping[str, Mapping[str, str]]) -> int:
     )
 
 
-def single_record_limit(max_message_bytes: int) -> int:
-    """Largest record line that fits alone in an uncompressed message."""
-    return max_message_bytes - attributes_size(message_attributes(IDENTITY, 1))
+def single_record_limit(max_message_bytes: int, version: str = JSON_LINES) -> int:
+    """Largest record (line, or BSON document) that fits alone in an uncompressed message."""
+    room = max_message_bytes - attributes_size(message_attributes(IDENTITY, 1, version))
+    if version == JSON_LINES:
+        return room
+    # Format 2 is base64 (4 bytes for 3), around a one-name table and a record header.
+    return room * 3 // 4 - ONE_NAME_TABLE_BYTES - RECORD_HEADER_BYTES
+
+
+#: Format 2's framing, as single_record_limit counts it: the collection table with one
+#: name of the longest kind (120 bytes), and the largest record header (flags, index, trace).
+ONE_NAME_TABLE_BYTES: Final = 4 + 1 + 2 + 4 + 121 + 1
+RECORD_HEADER_BYTES: Final = 3 + 1 + 255
 
 
 def attribute_value(attributes: Mapping[str, Any] | None, name: str) -> str | None:

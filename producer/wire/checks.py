@@ -44,6 +44,8 @@ def check_document(document: object) -> dict[str, Any]:
     if isinstance(document["_id"], list):
         raise WireError("_id must not be an array")
     for key in document:
+        if not isinstance(key, str):
+            raise WireError(f"document keys must be strings, got {type(key).__name__}")
         if key.startswith("$"):
             raise WireError(f"top-level key {key[:60]!r} starts with '$'")
     return document
@@ -92,7 +94,7 @@ def check_bson_size(document: dict[str, Any]) -> None:
         raise WireError(f"document is {size} bytes as BSON, over MongoDB's 16 MiB limit")
 
 
-_CLASS_REPR: Final = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>")
+CLASS_REPR: Final = re.compile(r"<class '(?:[\w.]*\.)?(\w+)'>")
 
 
 def bson_problem(exc: BaseException, document: Mapping[str, Any]) -> str:
@@ -111,7 +113,7 @@ def bson_problem(exc: BaseException, document: Mapping[str, Any]) -> str:
         return f"a string holds a lone surrogate (\\u{ord(char):04x}), which is not valid UTF-8"
     if type(exc).__name__ == "DocumentTooLarge":
         return "document is over MongoDB's 16 MiB limit"
-    text = _CLASS_REPR.sub(r"\1", str(exc).splitlines()[0] if str(exc) else "")
+    text = CLASS_REPR.sub(r"\1", str(exc).splitlines()[0] if str(exc) else "")
     return (
         f"document cannot be stored as BSON: {text[:200]}"
         if text

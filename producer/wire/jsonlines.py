@@ -9,6 +9,7 @@ packed message is rejected alone. See docs/wire-format.md."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -18,6 +19,9 @@ from bson import json_util
 from bson.errors import BSONError, InvalidId
 from bson.objectid import ObjectId
 
+from .checks import (
+    CLASS_REPR as _CLASS_REPR,
+)
 from .checks import (
     MAX_BSON_DOCUMENT_BYTES,
     MAX_NESTING_DEPTH,
@@ -53,17 +57,34 @@ _SEPARATORS: Final = (",", ":")
 
 
 def encode_record(collection: str, document: Mapping[str, Any]) -> str:
-    """One record as one line of relaxed Extended JSON (no newline)."""
+    """One record as one line of relaxed Extended JSON (no newline). Text stays UTF-8
+    (\\u escapes made CJK and emoji 2.6 times larger on the wire, and SQS bills by size),
+    but for the characters an SQS body must not hold."""
     record = {"c": collection, "d": document}
     try:
         # json's C encoder with bson's `default` for the BSON types is several
         # times faster than json_util.dumps, which walks the document in Python.
-        return json.dumps(record, default=_default, separators=_SEPARATORS, allow_nan=False)
+        line = json.dumps(
+            record, default=_default, separators=_SEPARATORS, allow_nan=False, ensure_ascii=False
+        )
     except ValueError:
         # NaN and Infinity need Extended JSON's {"$numberDouble": ...} form.
-        return json_util.dumps(record, json_options=_JSON_OPTIONS, separators=_SEPARATORS)
+        line = json_util.dumps(
+            record, json_options=_JSON_OPTIONS, separators=_SEPARATORS, ensure_ascii=False
+        )
     except (TypeError, BSONError) as exc:
-        raise WireError(f"document cannot be encoded: {exc}") from exc
+        cause = _OBJECT_REPR.sub(r"a \1 object", _CLASS_REPR.sub(r"\1", str(exc)))
+        raise WireError(f"document cannot be encoded: {cause}") from exc
+    if line.isascii() or not _NOT_IN_SQS.search(line):
+        return line
+    return _NOT_IN_SQS.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
+
+
+# Characters SQS refuses in a body (XML 1.0 outside #x9 #xA #xD #x20-#xD7FF
+# #xE000-#xFFFD #x10000-#x10FFFF): JSON already escapes the control characters; lone
+# surrogates and U+FFFE/U+FFFF are left, and must be escaped.
+_OBJECT_REPR: Final = re.compile(r"<([\w.]+) object at 0x[0-9a-f]+>")
+_NOT_IN_SQS: Final = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
 def join_lines(lines: Iterable[str]) -> str:
@@ -201,4 +222,4 @@ def iter_records(text: str) -> Iterator[Record | BadRecord]:
         try:
             yield decode_line(line)
         except WireError as exc:
-            yield BadRecord(number, line, str(exc))
+            yield BadRecord(number, str(exc), line)

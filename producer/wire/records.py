@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,12 +10,16 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class Record:
     collection: str
-    document: dict[str, Any]
-    line: str  # the encoded line, kept so a rejected record can be dead-lettered as sent
+    document: Mapping[str, Any]  # a dict (format 1) or a RawBSONDocument (format 2): read-only
+    source: str | bytes  # as sent: the JSON line (format 1) or the BSON document (format 2)
+    trace: str | None = None  # the W3C traceparent of the span that sent it, if any
 
 
 @dataclass(frozen=True, slots=True)
 class BadRecord:
-    line_number: int  # 1-based line within the message body
-    line: str
+    number: int  # 1-based line (format 1) or record (format 2) within the message
     reason: str
+    source: str | bytes  # the line, or the record's BSON bytes
+    collection: str | None = None  # format 2, when its index named one
+    # Format 2: the framing broke here, so the records after it could not be found.
+    rest_unreadable: bool = False

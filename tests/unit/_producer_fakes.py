@@ -4,11 +4,16 @@ SendMessageBatch call and can be scripted to fail."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
+import bson
+from bson.raw_bson import RawBSONDocument
+
 from producer import wire
+from producer.batcher import Item
 
 # A step decides one call's outcome: return a response dict, raise, or None for "all succeed".
 Step = Callable[[str, list[dict[str, Any]]], dict[str, Any] | None]
@@ -49,8 +54,13 @@ class FakeSQS:
         for entry in entries:
             for item in wire.decode_message(entry["MessageBody"], entry["MessageAttributes"]):
                 assert isinstance(item, wire.Record), item
-                out.append(item)
+                # Documents as dicts, to compare with what was sent (format 2 is BSON).
+                out.append(dataclasses.replace(item, document=_as_dict(item.document)))
         return out
+
+
+def _as_dict(document: Any) -> dict[str, Any]:
+    return bson.decode(document.raw) if isinstance(document, RawBSONDocument) else document
 
 
 def fail_entries(count: int, *, sender_fault: bool = False, code: str = "InternalError") -> Step:
@@ -93,3 +103,8 @@ def stalled(fake: FakeSQS, producer: P) -> Iterator[P]:
     finally:
         fake.gate.set()
         producer.close()
+
+
+def line_item(line: str, partition_key: str | None = None, id_key: str | None = None) -> Item:
+    """A format-1 record as the buffer and the journal hold it."""
+    return Item(line, "", len(line.encode("utf-8")), partition_key, id_key)

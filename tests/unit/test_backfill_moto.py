@@ -15,7 +15,7 @@ from moto import mock_aws
 from ingest.errors import BackfillError
 from ingest.tools.backfill import Backfill, Options
 from producer import Producer
-from producer.wire import decode_message
+from producer.wire import Record, decode_message
 
 
 @pytest.fixture
@@ -49,9 +49,11 @@ class StopAfter:
 
 def _ids_in_queue(client: Any, url: str) -> list[str]:
     ids = []
-    while got := client.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+    receive = {"QueueUrl": url, "MaxNumberOfMessages": 10, "MessageAttributeNames": ["All"]}
+    while got := client.receive_message(**receive).get("Messages"):
         for message in got:
-            ids += [str(r.document["_id"]) for r in decode_message(message["Body"])]
+            records = decode_message(message["Body"], message.get("MessageAttributes"))
+            ids += [str(r.document["_id"]) for r in records if isinstance(r, Record)]
             client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return ids
 

@@ -60,7 +60,7 @@ def test_bad_line_between_good_lines_is_refused_alone(case: Case, encoding: str)
     assert good_ids == {"before-0", "after-0", "after-1"}
     if case.expect is Expect.DEAD:
         [bad] = decoded.bad_records
-        assert bad.line_number == 2 and bad.line == case.body
+        assert bad.number == 2 and bad.source == case.body
         assert case.reason in bad.reason
     else:
         assert not decoded.bad_records

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from producer import AsyncProducer, Producer
+from producer.testing import AsyncRecordingProducer, RecordingProducer
 from tests.unit._producer_fakes import FakeSQS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
@@ -68,3 +69,28 @@ def test_fastapi_example(tmp_path: Path) -> None:
         assert record.document["action"] == "logout"
     finally:
         fake.gate.set()
+
+
+def test_flask_example_tested_with_the_recording_producer(
+    recording_producer: RecordingProducer,
+) -> None:
+    """What a web developer writes: no SQS, no threads; assert on what was sent."""
+    client = load("flask_app").create_app(recording_producer).test_client()  # type: ignore[arg-type]
+    response = client.post("/operations", json={"user_id": 7, "action": "login"})
+    assert response.status_code == 202
+    [sent] = recording_producer.sent
+    assert str(sent.record_id) == response.get_json()["id"]
+    assert (sent.collection, sent.document["user_id"], sent.document["action"]) == (
+        "operations", "7", "login",
+    )  # fmt: skip
+
+
+def test_fastapi_example_tested_with_the_recording_producer() -> None:
+    from fastapi.testclient import TestClient
+
+    producer = AsyncRecordingProducer()
+    with TestClient(load("fastapi_app").create_app(producer)) as client:  # type: ignore[arg-type]
+        response = client.post("/operations", json={"user_id": 8, "action": "logout"})
+        assert response.status_code == 202
+    assert producer.closed  # the lifespan closed it
+    assert producer.documents("operations")[0]["action"] == "logout"

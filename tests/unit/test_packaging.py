@@ -18,7 +18,7 @@ from packaging.requirements import Requirement  # pytest's own dependency
 from ingest import _entry
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCER_NEEDS = {"boto3", "pymongo", "tenacity"}
+PRODUCER_NEEDS = {"boto3", "pymongo", "tenacity", "zstandard"}  # zstd: the default format
 SERVICE_NEEDS = {"apscheduler", "click", "prometheus-client", "tqdm"}
 SERVICE_IMPORTS = {"apscheduler", "click", "prometheus_client", "tqdm"}
 

@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from producer import BufferFull, Producer
-from producer.batcher import Item
+from producer import BufferFull, Producer, wire
 from producer.journal import REJECTED_FILE, Journal
-from tests.unit._producer_fakes import FakeSQS, fail_entries, raise_error, stalled
+from tests.unit._producer_fakes import FakeSQS, fail_entries, line_item, raise_error, stalled
 
 URL = "http://sqs.local/000000000000/q"
 FAST = {"retry_initial_seconds": 0.001, "retry_max_seconds": 0.01, "probe_seconds": 0.05}
@@ -77,7 +76,10 @@ def test_sender_fault_entries_are_surfaced_not_retried(tmp_path: Path) -> None:
         send_many(producer, 30)
         assert producer.flush(5)
         stats = producer.stats()
-    first_message_records = len(fake.calls[0][1][0]["MessageBody"].split("\n"))
+    first = fake.calls[0][1][0]
+    first_message_records = len(
+        wire.decode_message(first["MessageBody"], first["MessageAttributes"])
+    )
     assert stats.failed == first_message_records
     assert len(numbers(fake)) == 30 - first_message_records
     assert len(fake.calls) == 1  # nothing retried
@@ -130,7 +132,7 @@ def test_journal_replays_in_the_same_producer_when_sqs_recovers(tmp_path: Path) 
 
 def test_crashed_process_segments_are_replayed_at_start(tmp_path: Path) -> None:
     crashed = Journal(tmp_path)
-    crashed.append([Item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}', None, None) for n in range(7)])
+    crashed.append([line_item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}') for n in range(7)])
     # A partial last line: the crashed writer died mid-write.
     with open(next(tmp_path.glob("*.seg")), "a") as segment:
         segment.write('[null,null]\t{"c":"e","d":{"_id":7,')
@@ -143,7 +145,7 @@ def test_crashed_process_segments_are_replayed_at_start(tmp_path: Path) -> None:
 
 def test_a_segment_locked_by_a_live_writer_is_not_replayed(tmp_path: Path) -> None:
     writer = Journal(tmp_path)
-    writer.append([Item('{"c":"e","d":{"_id":1,"n":1}}', None, None)])
+    writer.append([line_item('{"c":"e","d":{"_id":1,"n":1}}')])
     fake = FakeSQS()
     with make(tmp_path, fake) as producer:
         time.sleep(0.3)
@@ -156,7 +158,7 @@ def test_a_segment_locked_by_a_live_writer_is_not_replayed(tmp_path: Path) -> No
 def test_replay_stops_when_sqs_fails_again_and_resumes_later(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     for n in range(3):
-        journal.append([Item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}', None, None)])
+        journal.append([line_item(f'{{"c":"e","d":{{"_id":{n},"n":{n}}}}}')])
     journal.seal()
     fake = FakeSQS(unreachable={URL})
     with make(tmp_path, fake, breaker_reset_seconds=0.05) as producer:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from producer import Producer
-from producer.batcher import Item
 from producer.journal import Journal, decode_entry, default_journal_dir, encode_entry
-from tests.unit._producer_fakes import FakeSQS
+from tests.unit._producer_fakes import FakeSQS, line_item
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -21,9 +20,9 @@ def line(n: int) -> str:
 
 
 def test_entries_keep_partition_key_and_id_key() -> None:
-    item = Item(line(1), "user\t7", "int:1")
+    item = line_item(line(1), "user\t7", "int:1")
     assert decode_entry(encode_entry(item)) == item
-    assert decode_entry(encode_entry(Item(line(2), None, None))) == Item(line(2), None, None)
+    assert decode_entry(encode_entry(line_item(line(2)))) == line_item(line(2))
 
 
 def test_default_dir_follows_xdg_state_home(
@@ -43,8 +42,8 @@ def test_fsync_policy(
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
     journal = Journal(tmp_path, fsync=policy)
-    journal.append([Item(line(1), None, None)])
-    journal.append([Item(line(2), None, None), Item(line(3), None, None)])
+    journal.append([line_item(line(1))])
+    journal.append([line_item(line(2)), line_item(line(3))])
     assert bool(calls) is expect_fsync
     if expect_fsync:
         assert len(calls) >= 2  # every append, plus the new segment's directory entry
@@ -54,7 +53,7 @@ def test_fsync_policy(
 def test_segments_roll_over_at_the_size_limit(tmp_path: Path) -> None:
     journal = Journal(tmp_path, segment_bytes=200)
     for n in range(10):
-        journal.append([Item(line(n), None, None)])
+        journal.append([line_item(line(n))])
     journal.seal()
     segments = journal.segments()
     assert len(segments) > 2
@@ -64,12 +63,12 @@ def test_segments_roll_over_at_the_size_limit(tmp_path: Path) -> None:
         assert not bad
         replayed.extend(items)
         reader.finish()
-    assert [item.line for item in replayed] == [line(n) for n in range(10)]
+    assert [item.record for item in replayed] == [line(n) for n in range(10)]
 
 
 def test_a_claimed_segment_cannot_be_claimed_twice(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
-    journal.append([Item(line(1), None, None)])
+    journal.append([line_item(line(1))])
     journal.seal()
     first = journal.claim()
     assert first is not None
@@ -81,7 +80,7 @@ def test_a_claimed_segment_cannot_be_claimed_twice(tmp_path: Path) -> None:
 def test_two_producers_sharing_a_journal_replay_each_record_once(tmp_path: Path) -> None:
     writer = Journal(tmp_path, segment_bytes=2000)
     for n in range(300):
-        writer.append([Item(line(n), None, None)])
+        writer.append([line_item(line(n))])
     writer.seal()
     fakes = [FakeSQS(), FakeSQS()]
     producers = [Producer(URL, sqs_client=f, journal_dir=tmp_path) for f in fakes]
@@ -96,3 +95,11 @@ def test_two_producers_sharing_a_journal_replay_each_record_once(tmp_path: Path)
     got = [r.document["n"] for fake in fakes for r in fake.records()]
     assert sorted(got) == list(range(300))
     assert sum(p.stats().replayed for p in producers) == 300
+
+
+def test_format_2_entries_keep_collection_trace_and_bytes() -> None:
+    from producer.encode import Encoder
+
+    item, _ = Encoder("2", 65536).item("audit", {"_id": 7, "v": "ü"}, "user-7", "00-ab-cd-01")
+    again = decode_entry(encode_entry(item))
+    assert again == item and isinstance(again.record, bytes)

@@ -10,7 +10,8 @@ import pytest
 
 from producer import Producer, wire
 from producer.batcher import Item
-from producer.packing import MAX_BATCH_ENTRIES, Packer, batches
+from producer.encode import Encoder
+from producer.packing import MAX_BATCH_ENTRIES, Message, Packer, batches
 from tests.unit._producer_fakes import FakeSQS
 
 URL = "http://sqs.local/000000000000/q"
@@ -25,34 +26,43 @@ def entry_size(entry: dict[str, object]) -> int:
     return len(body.encode()) + wire.attributes_size(attributes)
 
 
-def items(count: int, size: int) -> list[Item]:
+def item(
+    document: dict[str, object], version: str = wire.JSON_LINES, key: str | None = None
+) -> Item:
+    return Encoder(version, 1 << 20).item("c", document, key)[0]
+
+
+def items(count: int, size: int, version: str = wire.JSON_LINES) -> list[Item]:
+    return [item({"_id": n, "p": "x" * size}, version) for n in range(count)]
+
+
+def ids_in(messages: list[Message]) -> list[object]:
     return [
-        Item(wire.encode_record("c", {"_id": n, "p": "x" * size}), None, None) for n in range(count)
+        wire.record_id(r)  # type: ignore[arg-type]
+        for m in messages
+        for r in wire.decode_message(m.body, m.attributes)
     ]
 
 
+@pytest.mark.parametrize("version", wire.FORMATS)
 @pytest.mark.parametrize("encoding", wire.ENCODINGS)
-def test_messages_stay_within_the_limit_including_attributes(encoding: str) -> None:
-    packer = Packer(8192, encoding)
-    random_hex = wire.encode_record("c", {"_id": "r", "p": random.Random(5).randbytes(3000).hex()})
-    records = [*items(500, 700), Item(random_hex, None, None)]
+def test_messages_stay_within_the_limit_including_attributes(encoding: str, version: str) -> None:
+    packer = Packer(8192, encoding, version=version)
+    random_hex = item({"_id": "r", "p": random.Random(5).randbytes(3000).hex()}, version)
+    records = [*items(500, 700, version), random_hex]
     messages = packer.pack(records)
     for message in messages:
         assert message.size == len(message.body) + wire.attributes_size(message.attributes)
         assert message.size <= 8192
-    decoded = [
-        r.line
-        for m in messages
-        for r in wire.decode_message(m.body, m.attributes)  # type: ignore[union-attr]
-    ]
-    assert decoded == [item.line for item in records]
+    assert ids_in(messages) == [*range(500), "r"]
     if encoding != wire.IDENTITY:  # compressible records get packed far denser
-        assert len(messages) < len(Packer(8192).pack(records)) / 2
+        assert len(messages) < len(Packer(8192, version=version).pack(records)) / 2
 
 
-def test_identity_packing_fills_messages_close_to_the_limit() -> None:
-    messages = Packer(8192).pack(items(200, 1000))
-    assert all(m.size > 8192 - 1100 for m in messages[:-1])
+@pytest.mark.parametrize("version", wire.FORMATS)
+def test_identity_packing_fills_messages_close_to_the_limit(version: str) -> None:
+    messages = Packer(8192, version=version).pack(items(200, 1000, version))
+    assert all(m.size > 8192 - 1400 for m in messages[:-1])
 
 
 def test_batches_hold_at_most_ten_messages_and_max_batch_bytes() -> None:
@@ -86,9 +96,10 @@ def test_producer_calls_respect_all_limits(tmp_path: Path) -> None:
     assert [r.document["n"] for r in fake.records()] == list(range(400))
 
 
-def test_one_record_per_line_and_attributes_describe_the_body(tmp_path: Path) -> None:
+def test_format_1_is_one_record_per_line_and_attributes_describe_the_body(tmp_path: Path) -> None:
     fake = FakeSQS()
-    with Producer(URL, sqs_client=fake, journal_dir=tmp_path, compression="zstd") as producer:
+    options = {"compression": "zstd", "wire_format": 1}
+    with Producer(URL, sqs_client=fake, journal_dir=tmp_path, **options) as producer:
         for n in range(50):
             producer.send("events", {"n": n})
         producer.flush(5)
@@ -120,11 +131,15 @@ def test_fifo_groups_by_partition_key_with_deterministic_dedup_ids(tmp_path: Pat
         "b": list(range(1, 30, 3)),
         "default": list(range(2, 30, 3)),
     }
+
     # The same records packed again get the same deduplication id (SQS drops the resend).
-    again = Packer(65536, fifo=True).pack([Item("x", "a", "int:1"), Item("y", "a", "int:2")])
-    twice = Packer(65536, fifo=True).pack([Item("x2", "a", "int:1"), Item("y2", "a", "int:2")])
+    def pair(x: str, y: str, second_id: str) -> list[Item]:
+        return [Item(x, "c", 1, "a", "int:1"), Item(y, "c", 1, "a", second_id)]
+
+    again = Packer(65536, fifo=True).pack(pair("x", "y", "int:2"))
+    twice = Packer(65536, fifo=True).pack(pair("x2", "y2", "int:2"))
     assert again[0].dedup_id == twice[0].dedup_id
-    other = Packer(65536, fifo=True).pack([Item("x", "a", "int:1"), Item("y", "a", "int:3")])
+    other = Packer(65536, fifo=True).pack(pair("x", "y", "int:3"))
     assert other[0].dedup_id != again[0].dedup_id
 
 
@@ -160,8 +175,7 @@ def test_bad_options_are_refused(tmp_path: Path, options: dict[str, object]) -> 
 def test_standard_queues_keep_one_partition_key_per_message() -> None:
     packer = Packer(64 * 1024)
     lines = [
-        Item(wire.encode_record("e", {"_id": n}), key, None)
-        for n, key in enumerate(["u1", "u2", None, "u1", "u2", None])
+        item({"_id": n}, key=key) for n, key in enumerate(["u1", "u2", None, "u1", "u2", None])
     ]
     messages = packer.pack(lines)
     keys = [wire.attribute_value(m.attributes, wire.PARTITION_ATTRIBUTE) for m in messages]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import random
 import threading
 import time
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 from bson.objectid import ObjectId
 
-from producer import Producer, ProducerClosed, RecordTooLarge, WireError
+from producer import Producer, ProducerClosed, RecordTooLarge, WireError, wire
 from tests.unit._producer_fakes import FakeSQS
 
 URL = "http://sqs.local/000000000000/q"
@@ -62,26 +64,27 @@ def test_unencodable_document_raises_wire_error(tmp_path: Path) -> None:
         producer.send("events", {"x": object()})
 
 
-def test_too_large_record_raises_naming_the_limit(tmp_path: Path) -> None:
-    with make(tmp_path, FakeSQS(), max_message_bytes=4096) as producer:
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_too_large_record_raises_naming_the_limit(tmp_path: Path, version: str) -> None:
+    noise = base64.b64encode(random.Random(3).randbytes(4500)).decode()  # compresses badly
+    with make(tmp_path, FakeSQS(), max_message_bytes=4096, wire_format=version) as producer:
         with pytest.raises(RecordTooLarge, match=r"at most \d+ bytes .*max_message_bytes=4096"):
-            producer.send("events", {"blob": "x" * 5000})
-        producer.send("events", {"blob": "x" * 3000})  # fits
-        assert producer.stats().accepted == 1
+            producer.send("events", {"blob": noise})
+        producer.send("events", {"blob": noise[:2500]})  # fits
+        producer.send("events", {"blob": "x" * 20000 if version == "2" else "x" * 3000})
+        assert producer.stats().accepted == 2  # format 2: what fits compressed goes too
 
 
 def test_record_exactly_at_the_limit_fits_one_message(tmp_path: Path) -> None:
     fake = FakeSQS()
-    with make(tmp_path, fake, max_message_bytes=4096) as producer:
-        limit = producer._record_limit
+    with make(tmp_path, fake, max_message_bytes=4096, wire_format=1) as producer:
+        limit = wire.single_record_limit(4096)
         probe = {"_id": "a", "blob": ""}
         overhead = len('{"c":"e","d":{"_id":"a","blob":""}}')
         probe["blob"] = "x" * (limit - overhead)
         producer.send("e", probe)
         producer.flush(5)
     [(_, [entry])] = fake.calls
-    from producer import wire
-
     size = len(entry["MessageBody"]) + wire.attributes_size(entry["MessageAttributes"])
     assert size == 4096
 

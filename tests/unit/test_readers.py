@@ -10,6 +10,7 @@ from pathlib import Path
 import bson
 import pytest
 from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
 
 from ingest.errors import ReaderError
 from ingest.tools.readers import BadLine, SourceDocument, discover, read
@@ -79,16 +80,37 @@ def test_csv_rows_with_line_positions_and_object_ids(tmp_path: Path) -> None:
     assert isinstance(third, BadLine) and third.position == 5 and "2 fields" in third.reason
 
 
-def test_bson_dump_skips_one_bad_document_and_stops_at_a_broken_length(tmp_path: Path) -> None:
+def _dump_with_a_corrupt_document(tmp_path: Path) -> Path:
     good = [bson.encode({"_id": i, "v": "x" * i}) for i in range(3)]
     corrupt = struct.pack("<i", 12) + b"\x7f" + b"ab\x00" + b"\x00\x00\x00\x00"  # bad type byte
     path = tmp_path / "users.bson"
     path.write_bytes(good[0] + corrupt + good[1] + good[2] + struct.pack("<i", -5))
-    items = _items(path)
-    assert [i.document["_id"] for i in items if isinstance(i, SourceDocument)] == [0, 1, 2]
-    bad = [i for i in items if isinstance(i, BadLine)]
-    assert [b.position for b in bad] == [2, 5]
-    assert "corrupt length" in bad[1].reason
+    return path
+
+
+def test_bson_dump_hands_documents_on_as_bytes_and_stops_at_a_broken_length(
+    tmp_path: Path,
+) -> None:
+    """The documents are not decoded (the producer sends them as they are); a length
+    prefix that makes no sense ends the file, and says so."""
+    items = _items(_dump_with_a_corrupt_document(tmp_path))
+    documents = [i.document for i in items if isinstance(i, SourceDocument)]
+    assert all(isinstance(d, RawBSONDocument) for d in documents) and len(documents) == 4
+    (bad,) = [i for i in items if isinstance(i, BadLine)]
+    assert bad.position == 5 and "corrupt length" in bad.reason
+
+
+def test_a_dry_run_finds_the_corrupt_document_in_a_dump(tmp_path: Path) -> None:
+    from ingest.tools.backfill import Backfill, Options
+
+    path = _dump_with_a_corrupt_document(tmp_path)
+    options = Options(
+        path=path, checkpoint=tmp_path / "cp", queue_url="", dry_run=True, progress=False
+    )
+    lines: list[str] = []
+    report = Backfill(options, None, echo=lines.append).run()
+    assert (report.sent, report.bad_lines) == (3, 2)
+    assert any("users.bson:2: document is not valid BSON" in line for line in lines), lines
 
 
 def test_folder_discovery_names_sources_relative_and_skips_metadata(tmp_path: Path) -> None:

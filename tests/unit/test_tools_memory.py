@@ -112,3 +112,12 @@ def test_messages_read_from_a_dead_letter_queue_know_their_reason() -> None:
     assert message.reason == "invalid ObjectId value null"
     assert Message("q", "m", "r", "body").reason == NO_REASON
     assert QueueDepth(1, 2, 3).total == 6
+
+
+def test_format_2_dead_letters_are_shown_as_extended_json() -> None:
+    _, _, _, dead = _setup()
+    raw = wire.pack_bson([("events", wire.encode_document({"_id": "b2", "city": "Zürich"}), None)])
+    attributes = {**wire.message_attributes(wire.ZSTD, 1, wire.BSON_RECORDS), **LETTER}
+    dead.send(wire.bson_body(raw, wire.ZSTD), attributes)
+    (group,) = deadletters.summarize(deadletters.peek(dead))["reasons"]
+    assert group["samples"][0]["body"] == '{"c":"events","d":{"_id":"b2","city":"Zürich"}}'

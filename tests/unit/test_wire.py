@@ -57,15 +57,14 @@ def test_one_bad_line_does_not_spoil_the_others() -> None:
     items = wire.decode_message(f"{good}\n{{oops\n{good}", None)
     assert [type(i).__name__ for i in items] == ["Record", "BadRecord", "Record"]
     bad = items[1]
-    assert (
-        isinstance(bad, wire.BadRecord) and bad.line_number == 2 and "not valid JSON" in bad.reason
-    )
+    assert isinstance(bad, wire.BadRecord) and bad.number == 2 and "not valid JSON" in bad.reason
 
 
 @pytest.mark.parametrize(
     ("body", "attributes", "reason"),
     [
-        ("x", {wire.FORMAT_ATTRIBUTE: {"StringValue": "2"}}, "unknown format version"),
+        ("x", {wire.FORMAT_ATTRIBUTE: {"StringValue": "3"}}, "unknown format version"),
+        ("x", {wire.FORMAT_ATTRIBUTE: {"StringValue": "2"}}, "not valid base64"),
         ("x", {wire.ENCODING_ATTRIBUTE: {"StringValue": "brotli"}}, "unknown encoding"),
         ("%%%", attrs(wire.GZIP), "not valid base64"),
         (base64.b64encode(b"not gzip").decode(), attrs(wire.GZIP), "cannot be decompressed"),
@@ -137,3 +136,18 @@ def test_bad_records_say_why(line: str, reason: str) -> None:
 def test_unencodable_documents_fail_at_encode() -> None:
     with pytest.raises(wire.WireError, match="cannot be encoded"):
         wire.encode_record("events", {"_id": 1, "x": object()})
+
+
+def test_the_documented_format_2_example_decodes_as_documented() -> None:
+    """docs/wire-format.md shows one record byte by byte for other languages' writers."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "wire-format.md").read_text()
+    (example,) = re.findall(r"sent base64-encoded as `([A-Za-z0-9+/=]+)`", text)
+    attributes = wire.message_attributes(wire.IDENTITY, 1, wire.BSON_RECORDS)
+    (record,) = wire.decode_message(example, attributes)
+    assert isinstance(record, wire.Record)
+    assert (record.collection, dict(record.document)) == ("c", {"_id": 1})
+    rows = re.findall(r"^([0-9a-f]{2}(?: {1,2}[0-9a-f]{2})*) {4,}\S", text, re.M)
+    assert bytes.fromhex(" ".join(rows)) == base64.b64decode(example)

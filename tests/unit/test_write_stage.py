@@ -91,7 +91,7 @@ def test_a_sink_outage_releases_everything_and_opens_the_breaker() -> None:
 
 
 def _nul(record: wire.Record) -> str | None:
-    return "refused by the database: NUL in a string" if "\\u0000" in record.line else None
+    return "refused by the database: NUL in a string" if "\\u0000" in str(record.source) else None
 
 
 def _packed_with_poison(good: int) -> Message:

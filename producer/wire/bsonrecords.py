@@ -1,0 +1,223 @@
+"""Format 2: BSON documents, so that neither side parses records in Python.
+
+A body, before its encoding (identity, gzip or zstd) and base64 (docs/wire-format.md):
+
+    body    = names record*
+    names   = a BSON document {"0": name, "1": name, ...}: the collections, by index
+    record  = flags:u8  collection:u16le  [trace]  document
+    trace   = length:u8, then that many ASCII bytes: a W3C traceparent (when flags bit 0)
+    document = one BSON document, its own int32 length first; `_id` should come first
+
+The consumer hands each document to the driver as the bytes it received (a
+RawBSONDocument): no dict is built on the hot path. Its checks (an `_id` present and not
+an array, no top-level `$` keys, nesting and size limits) are done on the bytes; only a
+document whose bytes make a check unsure (`_id` not first, a `$` somewhere, many nested
+documents) is decoded to look closer."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Final
+
+import bson
+from bson.errors import BSONError
+from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
+
+from .checks import (
+    MAX_BSON_DOCUMENT_BYTES,
+    MAX_NESTING_DEPTH,
+    bson_problem,
+    check_document,
+    check_keys_and_depth,
+    known_collection,
+)
+from .errors import WireError
+from .records import BadRecord, Record
+
+TRACED: Final = 0x01  # flags bit 0: a trace context follows the collection index
+_KNOWN_FLAGS: Final = TRACED
+_ID_FIRST: Final = b"_id\x00"  # the key of the first element, when it is _id
+_ARRAY, _DOCUMENT, _OBJECT_ID, _STRING = 0x04, 0x03, 0x07, 0x02
+_INT32 = struct.Struct("<i")
+
+
+# ------------------------------------------------------------------ encoding
+
+
+def encode_document(document: Mapping[str, Any]) -> bytes:
+    """One document as BSON, `_id` first, with the checks the consumer makes.
+    Raises WireError with the reason."""
+    if isinstance(document, RawBSONDocument):
+        raw = bytes(document.raw)
+    else:
+        check_document(document)
+        try:
+            raw = bson.encode(document)  # the C encoder puts _id first at the top level
+        except (BSONError, OverflowError, ValueError, TypeError) as exc:
+            raise WireError(bson_problem(exc, document)) from exc
+    problem = raw_problem(raw)
+    if problem:
+        raise WireError(problem)
+    return raw
+
+
+def pack(records: Sequence[tuple[str, bytes, str | None]]) -> bytes:
+    """A body (before its encoding) for (collection, BSON document, trace) records."""
+    index: dict[str, int] = {}
+    parts: list[bytes] = []
+    for collection, document, trace in records:
+        position = index.setdefault(collection, len(index))
+        if trace is None:
+            parts.append(bytes((0,)) + position.to_bytes(2, "little"))
+        else:
+            context = trace.encode("ascii")
+            parts.append(
+                bytes((TRACED,)) + position.to_bytes(2, "little") + bytes((len(context),)) + context
+            )
+        parts.append(document)
+    if len(index) > 0xFFFF:
+        raise WireError("a message names at most 65535 collections")
+    names = bson.encode({str(n): name for name, n in index.items()})
+    return names + b"".join(parts)
+
+
+def framing_bytes(collection: str, trace: str | None) -> int:
+    """What a record adds to a body besides its document (its name counted once more,
+    as if it were new to the message's table: an upper bound)."""
+    return 3 + (1 + len(trace) if trace else 0) + len(collection.encode("utf-8")) + 8
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def unpack(raw: bytes) -> list[Record | BadRecord]:
+    """The records of a decoded body. Raises WireError when not even the collection
+    table can be read; a record that breaks the framing ends the list."""
+    names, position = _names(raw)
+    items = list(_records(raw, position, names))
+    if not items:
+        raise WireError("message holds no records")
+    return items
+
+
+def _names(raw: bytes) -> tuple[list[str], int]:
+    if len(raw) < 5:
+        raise WireError("format 2 body is too short for its collection table")
+    (size,) = _INT32.unpack_from(raw)
+    if not 5 <= size <= len(raw):
+        raise WireError(
+            f"collection table's length prefix says {size} bytes, the body has {len(raw)}"
+        )
+    try:
+        table = bson.decode(raw[:size])
+    except (BSONError, ValueError) as exc:
+        raise WireError(f"collection table is not valid BSON: {bson_problem(exc, {})}") from exc
+    names = [table.get(str(n)) for n in range(len(table))]
+    if len(names) != len(table) or not all(isinstance(name, str) for name in names):
+        raise WireError('collection table must be {"0": name, "1": name, ...} with string names')
+    return [str(name) for name in names], size
+
+
+def _records(raw: bytes, position: int, names: list[str]) -> Iterator[Record | BadRecord]:
+    end, number = len(raw), 0
+    while position < end:
+        number += 1
+        if end - position < 3 + 5:
+            yield _broken(number, f"{end - position} bytes left, too few for a record")
+            return
+        flags, slot = raw[position], int.from_bytes(raw[position + 1 : position + 3], "little")
+        position += 3
+        if flags & ~_KNOWN_FLAGS:
+            yield _broken(
+                number, f"unknown flags {flags:#04x} (this consumer knows {_KNOWN_FLAGS:#04x})"
+            )
+            return
+        trace = None
+        if flags & TRACED:
+            length = raw[position]
+            trace = raw[position + 1 : position + 1 + length].decode("ascii", "replace")
+            position += 1 + length
+        (size,) = _INT32.unpack_from(raw, position) if end - position >= 4 else (-1,)
+        if not 5 <= size <= end - position:
+            yield _broken(number, f"its length prefix says {size} bytes, {end - position} remain")
+            return
+        document = raw[position : position + size]
+        position += size
+        yield _record(number, names, slot, document, trace)
+
+
+def _broken(number: int, reason: str) -> BadRecord:
+    return BadRecord(
+        number,
+        f"{reason}; the records after it cannot be read",
+        b"",
+        rest_unreadable=True,
+    )
+
+
+def _record(
+    number: int, names: list[str], slot: int, document: bytes, trace: str | None
+) -> Record | BadRecord:
+    collection = names[slot] if slot < len(names) else None
+    if collection is None:
+        reason = f"collection index {slot}, but the message names {len(names)} collections"
+        return BadRecord(number, reason, document)
+    problem = raw_problem(document)
+    if problem is None:
+        try:
+            collection = known_collection(collection)
+            return Record(collection, RawBSONDocument(document), document, trace)
+        except WireError as exc:
+            problem = str(exc)
+        except (BSONError, ValueError) as exc:
+            problem = f"document is not valid BSON: {bson_problem(exc, {})}"
+    return BadRecord(number, problem, document, collection)
+
+
+def raw_problem(document: bytes) -> str | None:
+    """Why this BSON document must not be written, or None. Cheap on the common shape
+    (`_id` first, no `$` anywhere, few nested documents); otherwise decoded to look."""
+    if len(document) > MAX_BSON_DOCUMENT_BYTES:
+        return f"document is {len(document)} bytes as BSON, over MongoDB's 16 MiB limit"
+    if len(document) < 5 or document[-1] != 0:
+        return "document is not valid BSON: it does not end where its length prefix says"
+    unsure = (
+        document[5:9] != _ID_FIRST
+        or b"$" in document
+        or document.count(_DOCUMENT) + document.count(_ARRAY) >= MAX_NESTING_DEPTH
+    )
+    if not unsure:
+        return "_id must not be an array" if document[4] == _ARRAY else None
+    try:
+        decoded = bson.decode(document)
+        check_document(decoded)
+        check_keys_and_depth(decoded)
+    except WireError as exc:
+        return str(exc)
+    except (BSONError, ValueError, OverflowError) as exc:
+        return f"document is not valid BSON: {bson_problem(exc, {})}"
+    return None
+
+
+def record_id(document: bytes) -> Any:
+    """The `_id` of a BSON document, read from its first element when it is an ObjectId
+    or a string (no decoding); None when it must be looked up the slow way."""
+    if document[5:9] != _ID_FIRST:
+        return None
+    kind = document[4]
+    if kind == _OBJECT_ID and len(document) >= 21:
+        return ObjectId(document[9:21])
+    if kind == _STRING and len(document) >= 13:
+        (length,) = _INT32.unpack_from(document, 9)
+        if 1 <= length <= len(document) - 13:
+            return document[13 : 13 + length - 1].decode("utf-8", "replace")
+    return None
+
+
+def with_id(document: bytes, oid: ObjectId) -> bytes:
+    """`document` with `_id` (an ObjectId) put first: for documents read as BSON (a
+    mongodump file) that have none, without decoding them."""
+    element = bytes((_OBJECT_ID,)) + _ID_FIRST + oid.binary
+    return _INT32.pack(len(document) + len(element)) + element + document[4:]

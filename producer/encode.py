@@ -46,7 +46,7 @@ class Encoder:
         """The record as an Item, and its _id. Stamps document["_id"] with a new
         ObjectId if absent (like pymongo's insert_one). Raises WireError (RecordTooLarge
         when it cannot fit one message)."""
-        wire.check_collection_name(collection)
+        wire.known_collection(collection)  # checked once per name, as the consumer does
         if partition_key is not None and not _GROUP_ID.fullmatch(str(partition_key)):
             # Checked here: one bad key in a packed batch would fail the whole SQS call.
             raise WireError("partition_key must be 1-128 printable ASCII characters, no spaces")

@@ -30,6 +30,7 @@ from .checks import (
     bson_problem,
     check_collection_name,
     check_document,
+    known_collection,
 )
 from .compression import DEFAULT_MAX_DECODED_BYTES, ENCODINGS, GZIP, IDENTITY, ZSTD
 from .errors import ProducerError, RecordTooLarge, WireError
@@ -79,6 +80,7 @@ __all__ = [
     "bson_problem",
     "check_collection_name",
     "check_document",
+    "known_collection",
     "compress_body",
     "decode_body",
     "decode_line",

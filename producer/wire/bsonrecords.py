@@ -41,6 +41,8 @@ _KNOWN_FLAGS: Final = TRACED
 _ID_FIRST: Final = b"_id\x00"  # the key of the first element, when it is _id
 _ARRAY, _DOCUMENT, _OBJECT_ID, _STRING = 0x04, 0x03, 0x07, 0x02
 _INT32 = struct.Struct("<i")
+# BSON's element type bytes: a key starting with '$' follows one.
+_TYPE_BYTE: Final = tuple(b in {*range(0x01, 0x14), 0x7F, 0xFF} for b in range(256))
 
 
 # ------------------------------------------------------------------ encoding
@@ -51,16 +53,28 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
     Raises WireError with the reason."""
     if isinstance(document, RawBSONDocument):
         raw = bytes(document.raw)
+        problem = raw_problem(raw)
     else:
-        check_document(document)
+        check_document(document)  # _id and the top-level keys, on the dict itself
         try:
             raw = bson.encode(document)  # the C encoder puts _id first at the top level
         except (BSONError, OverflowError, ValueError, TypeError) as exc:
             raise WireError(bson_problem(exc, document)) from exc
-    problem = raw_problem(raw)
+        problem = _size_or_depth_problem(raw, document)
     if problem:
         raise WireError(problem)
     return raw
+
+
+def _size_or_depth_problem(raw: bytes, document: Mapping[str, Any]) -> str | None:
+    if len(raw) > MAX_BSON_DOCUMENT_BYTES:
+        return f"document is {len(raw)} bytes as BSON, over MongoDB's 16 MiB limit"
+    if raw.count(_DOCUMENT) + raw.count(_ARRAY) >= MAX_NESTING_DEPTH:
+        try:
+            check_keys_and_depth(document)
+        except WireError as exc:
+            return str(exc)
+    return None
 
 
 def pack(records: Sequence[tuple[str, bytes, str | None]]) -> bytes:
@@ -185,7 +199,7 @@ def raw_problem(document: bytes) -> str | None:
         return "document is not valid BSON: it does not end where its length prefix says"
     unsure = (
         document[5:9] != _ID_FIRST
-        or b"$" in document
+        or _maybe_dollar_key(document)
         or document.count(_DOCUMENT) + document.count(_ARRAY) >= MAX_NESTING_DEPTH
     )
     if not unsure:
@@ -199,6 +213,18 @@ def raw_problem(document: bytes) -> str | None:
     except (BSONError, ValueError, OverflowError) as exc:
         return f"document is not valid BSON: {bson_problem(exc, {})}"
     return None
+
+
+def _maybe_dollar_key(document: bytes) -> bool:
+    """Could a key start with '$'? Binary values hold '$' bytes often (ObjectIds, dates,
+    doubles); one right after a type byte is much rarer. True only means "look closer":
+    nested keys and chance bytes cost a decode, never a wrong answer."""
+    at = document.find(b"$", 5)
+    while at != -1:
+        if _TYPE_BYTE[document[at - 1]]:
+            return True
+        at = document.find(b"$", at + 1)
+    return False
 
 
 def record_id(document: bytes) -> Any:

@@ -17,6 +17,7 @@ from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
 from .encode import Encoder
+from .tracing import traceparent_source
 from .errors import BufferFull, ProducerClosed
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
@@ -56,6 +57,7 @@ class Producer:
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
         self._given_client = sqs_client
         self._on_error = on_error
+        self._traceparent = traceparent_source()
         self._encoder = Encoder(
             self.config.wire_format, self.config.max_message_bytes, fifo=self.config.fifo,
             encoding=self.config.encoding, level=self.config.compression_level,
@@ -145,7 +147,8 @@ class Producer:
             self._after_fork()
         if self._closed:
             raise ProducerClosed("send() after close()")
-        item, record_id = self._encoder.item(collection, document, partition_key)
+        trace = self._traceparent() if self._traceparent is not None else None
+        item, record_id = self._encoder.item(collection, document, partition_key, trace)
         if not self._started:
             self._start()
         if not self._buffer.put(item):

@@ -63,19 +63,19 @@ class Encoder:
             record: str | bytes = raw
             size = len(raw) + wire.framing_bytes(collection, trace)
         else:
-            record = self._json_line(collection, document)
+            record = self._json_line(collection, document, trace)
             size = len(record) if record.isascii() else len(record.encode("utf-8"))
             self._check_size(size, partition_key)
         id_key = f"{type(record_id).__name__}:{record_id}" if self.fifo else None
         return Item(record, collection, size, partition_key, id_key, trace), record_id
 
     @staticmethod
-    def _json_line(collection: str, document: Mapping[str, Any]) -> str:
+    def _json_line(collection: str, document: Mapping[str, Any], trace: str | None) -> str:
         for key in document:  # JSON would turn any key into text; BSON keys are text
             if not isinstance(key, str):
                 raise WireError(f"document keys must be strings, got {type(key).__name__}")
         wire.check_document(document)
-        line = wire.encode_record(collection, document)
+        line = wire.encode_record(collection, document, trace)
         if _LONG_NUMBER.search(line):  # JSON holds any integer; MongoDB only 64-bit ones
             try:
                 wire.encode_document(document)

@@ -28,6 +28,7 @@ from .config import Config
 from .encode import Encoder
 from .errors import ProducerClosed
 from .metrics import Stats
+from .tracing import traceparent_source
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Sent:
     document: dict[str, Any]
     partition_key: str | None
     record_id: Any
+    trace: str | None = None  # the traceparent of the span it was sent in
 
 
 class RecordingProducer:
@@ -56,6 +58,7 @@ class RecordingProducer:
         c = self.config
         self._encoder = Encoder(c.wire_format, c.max_message_bytes, fifo=c.fifo,
                                 encoding=c.encoding, level=c.compression_level)  # fmt: skip
+        self._traceparent = traceparent_source()
         self._lock = threading.Lock()
         self.sent: list[Sent] = []
         self._keep = keep  # False: check and count only (a dry run of a large input)
@@ -67,7 +70,8 @@ class RecordingProducer:
     ) -> Any:
         if self._closed:
             raise ProducerClosed("send() after close()")
-        item, record_id = self._encoder.item(collection, document, partition_key)
+        trace = self._traceparent() if self._traceparent is not None else None
+        item, record_id = self._encoder.item(collection, document, partition_key, trace)
         with self._lock:
             self._count += 1
         if not self._keep:
@@ -78,7 +82,7 @@ class RecordingProducer:
             record = wire.decode_line(item.record)
             stored = dict(record.document)
         with self._lock:
-            self.sent.append(Sent(collection, stored, partition_key, record_id))
+            self.sent.append(Sent(collection, stored, partition_key, record_id, trace))
         return record_id
 
     def documents(self, collection: str | None = None) -> list[dict[str, Any]]:

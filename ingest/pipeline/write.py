@@ -23,6 +23,7 @@ from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
 from ingest.metrics import Metrics
+from ingest.tracing import BulkTracing
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.decode import decode_all
 from ingest.pipeline.messages import DecodedMessage, Settlement
@@ -62,6 +63,7 @@ class BatchWriter:
         self._clock = clock
         self._router = router or Router()
         self._per_message = per_message or RecordsPerMessage()
+        self._tracing = BulkTracing()
         self.recent_write_seconds = 0.0  # moving average of bulk write latency, for scaling
 
     def process(self, messages: Sequence[Message]) -> Settlement:
@@ -74,27 +76,31 @@ class BatchWriter:
                 _route(item, self._router)
         records = [record for item in decoded for record in item.records]
         self._metrics.records_received.inc(len(records))
+        waits: list[float] = []  # the messages' seconds in SQS, for the bulks' spans
+        if self._tracing.enabled:
+            now = self._clock()
+            waits = [now - m.sent_at for m in messages if m.sent_at is not None]
         self._per_message.observe(len(messages), len(records))
         try:
             if any(item.message.group_id for item in decoded):
-                outcomes = self._write_groups(decoded)
+                outcomes = self._write_groups(decoded, waits)
             else:
-                outcomes = self._write(records)
+                outcomes = self._write(records, waits)
         except SinkUnavailable as exc:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
             return Settlement(release=list(messages))
         return _settle(decoded, outcomes)
 
-    def _write(self, records: list[wire.Record]) -> list[Outcome]:
+    def _write(self, records: list[wire.Record], waits: list[float]) -> list[Outcome]:
         # Under a ceiling, bulks no larger than the burst keep MongoDB's load flat.
         size = self._gate.max_bulk() or max(1, len(records))
         outcomes: list[Outcome] = []
         for start in range(0, len(records), size):
-            outcomes.extend(self._write_bulk(records[start : start + size]))
+            outcomes.extend(self._write_bulk(records[start : start + size], waits))
         return outcomes
 
-    def _write_groups(self, decoded: list[DecodedMessage]) -> list[Outcome]:
+    def _write_groups(self, decoded: list[DecodedMessage], waits: list[float]) -> list[Outcome]:
         """FIFO: each MessageGroupId's records strictly in order, one group after another."""
         groups: dict[str, list[int]] = {}
         position = 0
@@ -106,18 +112,23 @@ class BatchWriter:
         outcomes: list[Outcome] = [WRITTEN] * len(records)
         for indexes in groups.values():
             group = [records[i] for i in indexes]
-            for index, outcome in zip(indexes, self._write_bulk(group, ordered=True), strict=True):
+            for index, outcome in zip(
+                indexes, self._write_bulk(group, waits, ordered=True), strict=True
+            ):
                 outcomes[index] = outcome
         return outcomes
 
-    def _write_bulk(self, records: list[wire.Record], *, ordered: bool = False) -> list[Outcome]:
+    def _write_bulk(
+        self, records: list[wire.Record], waits: list[float], *, ordered: bool = False
+    ) -> list[Outcome]:
         if not records:
             return []
         self._gate.acquire(len(records))
         started = time.perf_counter()
         try:
             write = self._sink.write_ordered if ordered else self._sink.write
-            outcomes = write(records)
+            with self._tracing.bulk(records, waits):
+                outcomes = write(records)
         except SinkUnavailable:
             self._gate.observe(len(records), time.perf_counter() - started, overloaded=True)
             raise

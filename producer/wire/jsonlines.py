@@ -34,6 +34,7 @@ from .errors import WireError
 from .records import BadRecord, Record
 
 _JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
+MAX_TRACE_CHARS: Final = 255  # what format 2's one length byte holds
 _json_util_default = partial(json_util.default, json_options=_JSON_OPTIONS)
 _NO_OFFSET: Final = timedelta(0)
 
@@ -56,11 +57,13 @@ def _default(value: Any) -> Any:
 _SEPARATORS: Final = (",", ":")
 
 
-def encode_record(collection: str, document: Mapping[str, Any]) -> str:
+def encode_record(collection: str, document: Mapping[str, Any], trace: str | None = None) -> str:
     """One record as one line of relaxed Extended JSON (no newline). Text stays UTF-8
     (\\u escapes made CJK and emoji 2.6 times larger on the wire, and SQS bills by size),
     but for the characters an SQS body must not hold."""
-    record = {"c": collection, "d": document}
+    record: dict[str, Any] = {"c": collection, "d": document}
+    if trace is not None:
+        record["t"] = trace  # the sender's span (W3C traceparent): the envelope, not the document
     try:
         # json's C encoder with bson's `default` for the BSON types is several
         # times faster than json_util.dumps, which walks the document in Python.
@@ -211,7 +214,10 @@ def decode_line(line: str) -> Record:
         check_keys_and_depth(document)
     if len(line) * 8 > MAX_BSON_DOCUMENT_BYTES:
         check_bson_size(document)
-    return Record(collection, document, line)
+    trace = obj.get("t")
+    if not (isinstance(trace, str) and len(trace) <= MAX_TRACE_CHARS and trace.isascii()):
+        trace = None  # a trace context is a courtesy: a bad one never blocks a record
+    return Record(collection, document, line, trace)
 
 
 def iter_records(text: str) -> Iterator[Record | BadRecord]:

@@ -17,12 +17,12 @@ from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
 from .encode import Encoder
-from .tracing import traceparent_source
 from .errors import BufferFull, ProducerClosed
 from .journal import Journal, default_journal_dir
 from .metrics import Counters, Stats
 from .packing import Packer
 from .sender import ErrorCallback, Sender
+from .tracing import traceparent_source
 
 log = logging.getLogger("producer")
 

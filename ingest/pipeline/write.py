@@ -23,13 +23,13 @@ from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
 from ingest.metrics import Metrics
-from ingest.tracing import BulkTracing
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.decode import decode_all
 from ingest.pipeline.messages import DecodedMessage, Settlement
 from ingest.pipeline.route import Router
 from ingest.queues.base import DeadLetter, Message
 from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind
+from ingest.tracing import BulkTracing
 from producer import wire
 
 log = logging.getLogger(__name__)

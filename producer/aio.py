@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from .core import Producer
+from .lifecycle import AsyncClosing
 from .metrics import Stats
 
 
-class AsyncProducer:
+class AsyncProducer(AsyncClosing):
     def __init__(self, queue_url: str | Sequence[str], **kwargs: Any) -> None:
         if kwargs.get("overflow") == "block":
             raise ValueError(
@@ -33,14 +33,3 @@ class AsyncProducer:
 
     def stats(self) -> Stats:
         return self.producer.stats()
-
-    async def __aenter__(self) -> AsyncProducer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -10,7 +10,6 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .batcher import Buffer, Item
@@ -19,6 +18,7 @@ from .config import Config
 from .encode import Encoder
 from .errors import BufferFull, ProducerClosed
 from .journal import Journal, default_journal_dir
+from .lifecycle import Closing
 from .metrics import Counters, Stats
 from .packing import Packer
 from .sender import ErrorCallback, Sender
@@ -29,7 +29,7 @@ log = logging.getLogger("producer")
 _live: weakref.WeakSet[Producer] = weakref.WeakSet()
 
 
-class Producer:
+class Producer(Closing):
     """Buffers records and ships them to SQS in packed batches from a background thread.
 
     See docs/producer.md for every option. Thread-safe; fork-safe (a child
@@ -231,17 +231,6 @@ class Producer:
         self._journal.forget_after_fork()
         self._sender.forget_after_fork()
         self._setup()
-
-    def __enter__(self) -> Producer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _close_all_at_exit() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import bson
@@ -27,6 +26,7 @@ from . import wire
 from .config import Config
 from .encode import Encoder
 from .errors import ProducerClosed
+from .lifecycle import AsyncClosing, Closing
 from .metrics import Stats
 from .tracing import traceparent_source
 
@@ -42,7 +42,7 @@ class Sent:
     trace: str | None = None  # the traceparent of the span it was sent in
 
 
-class RecordingProducer:
+class RecordingProducer(Closing):
     def __init__(
         self,
         queue_url: str | Sequence[str] = "https://sqs.invalid/000000000000/test",
@@ -109,19 +109,8 @@ class RecordingProducer:
         with self._lock:
             return Stats(accepted=self._count, sent=self._count)
 
-    def __enter__(self) -> RecordingProducer:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class AsyncRecordingProducer(RecordingProducer):
+class AsyncRecordingProducer(AsyncClosing, RecordingProducer):
     """RecordingProducer with AsyncProducer's awaitable flush() and close()."""
 
     async def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
@@ -129,17 +118,6 @@ class AsyncRecordingProducer(RecordingProducer):
 
     async def close(self, timeout: float | None = None) -> None:  # type: ignore[override]
         self._closed = True
-
-    async def __aenter__(self) -> AsyncRecordingProducer:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 __all__ = ["AsyncRecordingProducer", "RecordingProducer", "Sent"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.collection import Collection
 
 from ingest.sinks.base import WriteMode
+from ingest.sinks.versions import guard
 from producer.wire import Record
 
 Document = dict[str, Any]
@@ -22,9 +25,41 @@ def replace_op(record: Record) -> ReplaceOne[Document]:
 
 def merge_op(record: Record) -> UpdateOne:
     doc = record.document
-    fields = {k: v for k, v in doc.items() if k != "_id"}
-    update = {"$set": fields} if fields else {"$setOnInsert": {}}
-    return UpdateOne({"_id": doc["_id"]}, update, upsert=True)
+    return UpdateOne({"_id": doc["_id"]}, _merge_update(record), upsert=True)
+
+
+def _merge_update(record: Record) -> dict[str, Any]:
+    fields = {k: v for k, v in record.document.items() if k != "_id"}
+    return {"$set": fields} if fields else {"$setOnInsert": {}}
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedWrite:
+    """A replace or merge upsert that applies only over a lower stored version."""
+
+    filter: dict[str, Any]
+    update: Any  # the replacement document, or the $set update
+    replace: bool
+
+    def op(self) -> ReplaceOne[Document] | UpdateOne:
+        if self.replace:
+            return ReplaceOne(self.filter, self.update, upsert=True)
+        return UpdateOne(self.filter, self.update, upsert=True)
+
+    def apply(self, collection: Collection[Document]) -> None:
+        """One statement on its own (FerretDB cannot answer a bulk of these: mongo.py)."""
+        if self.replace:
+            collection.replace_one(self.filter, self.update, upsert=True)
+        else:
+            collection.update_one(self.filter, self.update, upsert=True)
+
+
+def guarded_write(mode: WriteMode, record: Record, field: str) -> GuardedWrite:
+    doc = record.document
+    where = {"_id": doc["_id"], **guard(field, doc[field])}
+    if mode is WriteMode.REPLACE:
+        return GuardedWrite(where, doc, replace=True)
+    return GuardedWrite(where, _merge_update(record), replace=False)
 
 
 def ordered_op(mode: WriteMode, record: Record) -> Any:

@@ -4,7 +4,9 @@ bulk, and put the settlement of each message in the outbox.
 A message is deleted only when every record in it is durable or dead-lettered; if any
 of its records must be retried, the whole message comes back later (the records
 already written collapse as duplicates then), except at its last receive, where the
-records still failing are dead-lettered with the last failure."""
+records still failing are dead-lettered with the last failure. Stale records (a higher
+version is stored) and duplicates are settled; a conflicting duplicate is too, unless
+--on-conflict dead-letter sends it to the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -12,25 +14,37 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
-from bson import ObjectId
+from bson import ObjectId, json_util
+from bson.raw_bson import RawBSONDocument
 
 from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
+from ingest.logs import Throttled
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.decode import decode_all
 from ingest.pipeline.messages import DecodedMessage, Settlement
 from ingest.pipeline.route import Router
 from ingest.queues.base import DeadLetter, Message
-from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind
+from ingest.sinks.base import WRITTEN, ConflictPolicy, DocumentSink, Outcome, OutcomeKind
 from producer import wire
 
 log = logging.getLogger(__name__)
+_conflict_log = Throttled(log, interval=10.0)
+
+# End-to-end samples from an _id time further ahead than this are clock skew (an
+# ObjectId counts whole seconds, so a fresh one is at most a second behind, never ahead).
+FUTURE_TOLERANCE_SECONDS: Final = 1.0
+# ...or older than SQS keeps a message (14 days): an _id not stamped when it was sent
+# (a backfill's derived ids, an application's own), not a record that waited that long.
+MAX_PLAUSIBLE_LAG_SECONDS: Final = 14 * 86400.0
+_ID_OBJECT_ID: Final = b"\x07_id\x00"  # a first element of type ObjectId named _id
 
 # One record line is itself a valid single-record message: redrive can resend it.
 _SINGLE_RECORD_ATTRIBUTES = {
@@ -58,6 +72,7 @@ class BatchWriter:
         clock: Callable[[], float] = time.time,
         router: Router | None = None,
         per_message: RecordsPerMessage | None = None,
+        on_conflict: ConflictPolicy = ConflictPolicy.COUNT,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
@@ -67,7 +82,10 @@ class BatchWriter:
         self._clock = clock
         self._router = router or Router()
         self._per_message = per_message or RecordsPerMessage()
+        self._on_conflict = on_conflict
         self.recent_write_seconds = 0.0  # moving average of bulk write latency, for scaling
+        self._handled_lock = threading.Lock()
+        self._handled = 0  # records handed to the sink, ever: the replica board's write rate
 
     def process(self, messages: Sequence[Message]) -> Settlement:
         if self._breaker.is_open:
@@ -89,7 +107,12 @@ class BatchWriter:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
             return Settlement(release=list(messages))
-        return _settle(decoded, outcomes)
+        return _settle(decoded, outcomes, self._on_conflict)
+
+    @property
+    def records_handled(self) -> int:
+        with self._handled_lock:
+            return self._handled
 
     def _write(self, records: list[wire.Record]) -> list[Outcome]:
         # Under a ceiling, bulks no larger than the burst keep MongoDB's load flat.
@@ -128,6 +151,8 @@ class BatchWriter:
             raise
         elapsed = time.perf_counter() - started
         self.recent_write_seconds += 0.2 * (elapsed - self.recent_write_seconds)
+        with self._handled_lock:
+            self._handled += len(records)
         self._breaker.record_success()
         overloaded = any(o.kind is OutcomeKind.RETRY for o in outcomes)
         self._gate.observe(len(records), elapsed, overloaded=overloaded)
@@ -144,9 +169,50 @@ class BatchWriter:
         m.records_written.inc(counts[OutcomeKind.WRITTEN])
         m.records_duplicate.inc(counts[OutcomeKind.DUPLICATE])
         m.records_retried.inc(counts[OutcomeKind.RETRY])
-        oid = records[0].document.get("_id")
-        if isinstance(oid, ObjectId):  # one sample per batch keeps the histogram cheap
-            m.end_to_end_seconds.observe(max(0.0, self._clock() - oid.generation_time.timestamp()))
+        m.records_stale.inc(counts[OutcomeKind.STALE])
+        if counts[OutcomeKind.CONFLICT]:
+            self._conflicts(records, outcomes)
+        self._end_to_end(records[0])
+
+    def _conflicts(self, records: list[wire.Record], outcomes: list[Outcome]) -> None:
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.CONFLICT:
+                self._metrics.records_conflicting.labels(record.collection).inc()
+                _conflict_log.warning(
+                    f"conflicting duplicate in {record.collection}: _id"
+                    f" {_id_text(record.document['_id'])} is stored with other content"
+                    f" (--on-conflict {self._on_conflict.value})"
+                )
+
+    def _end_to_end(self, first: wire.Record) -> None:
+        """One sample per batch keeps the histogram cheap; clock skew is counted instead."""
+        oid = _object_id(first.document)
+        if oid is None:
+            return
+        lag = self._clock() - oid.generation_time.timestamp()
+        if lag < -FUTURE_TOLERANCE_SECONDS:
+            self._metrics.end_to_end_skewed.labels("future").inc()
+        elif lag > MAX_PLAUSIBLE_LAG_SECONDS:
+            self._metrics.end_to_end_skewed.labels("old").inc()
+        else:
+            self._metrics.end_to_end_seconds.observe(max(0.0, lag))
+
+
+def _object_id(document: Mapping[str, Any]) -> ObjectId | None:
+    """The _id when it is an ObjectId, read cheaply: from a RawBSONDocument, the first
+    element's bytes (indexing it would inflate the whole document)."""
+    if isinstance(document, RawBSONDocument):
+        head = bytes(document.raw[:21])
+        return ObjectId(head[9:21]) if head[4:9] == _ID_OBJECT_ID and len(head) == 21 else None
+    found = document.get("_id")
+    return found if isinstance(found, ObjectId) else None
+
+
+def _id_text(value: Any) -> str:
+    """An _id for a log line: ObjectIds and strings as they are, others in Extended JSON."""
+    if isinstance(value, ObjectId | str):
+        return str(value)[:80]
+    return json_util.dumps(value)[:80]
 
 
 def _route(item: DecodedMessage, router: Router) -> None:
@@ -161,17 +227,27 @@ def _route(item: DecodedMessage, router: Router) -> None:
     item.records = kept
 
 
-def _settle(decoded: list[DecodedMessage], outcomes: list[Outcome]) -> Settlement:
+def _settle(
+    decoded: list[DecodedMessage], outcomes: list[Outcome], on_conflict: ConflictPolicy
+) -> Settlement:
     settlement = Settlement()
     position = 0
+    dead_kinds = {OutcomeKind.REJECTED}
+    if on_conflict is ConflictPolicy.DEAD_LETTER:
+        dead_kinds.add(OutcomeKind.CONFLICT)
     for item in decoded:
         mine = outcomes[position : position + len(item.records)]
         position += len(item.records)
-        _settle_message(item, mine, settlement)
+        _settle_message(item, mine, settlement, dead_kinds)
     return settlement
 
 
-def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: Settlement) -> None:
+def _settle_message(
+    item: DecodedMessage,
+    outcomes: list[Outcome],
+    settlement: Settlement,
+    dead_kinds: set[OutcomeKind],
+) -> None:
     message = item.message
     if item.error is not None:
         letter = DeadLetter(message, message.body, item.error, message.attributes)
@@ -189,7 +265,7 @@ def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: S
         _line_letter(message, refusal.record.line, refusal.reason) for refusal in item.refused
     ]
     for record, outcome in zip(item.records, outcomes, strict=True):
-        if outcome.kind is OutcomeKind.REJECTED:
+        if outcome.kind in dead_kinds:
             letters.append(_line_letter(message, record.line, outcome.reason))
         elif not outcome.settled:  # the last receive: SQS would move it without a reason
             reason = f"still failing after {message.receive_count} receives: {outcome.reason}"

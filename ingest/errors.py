@@ -5,7 +5,8 @@ IngestError
 ├── QueueUnavailable     SQS did not answer (or answered 5xx / throttled): retry later
 │   └── QueueRefused     SQS answered, and refused (no such queue, access denied)
 ├── SinkUnavailable      MongoDB did not answer: retry everything later
-│                        (a record it refuses is an outcome, not an error)
+│   │                    (a record it refuses is an outcome, not an error)
+│   └── SinkRefused      MongoDB answered, and refused (not implemented, not allowed)
 └── ToolError            an operator tool cannot go on (backfill, checkpoint, input)
     ├── BackfillError
     ├── CheckpointError
@@ -36,6 +37,11 @@ class SinkUnavailable(IngestError):
     """The document store does not answer: retry everything later.
 
     Distinct from a per-record rejection, which dead-letters only that record."""
+
+
+class SinkRefused(SinkUnavailable):
+    """The document store answered and refused an operator's request (an index it
+    does not implement, a command this user may not run)."""
 
 
 class ToolError(IngestError):

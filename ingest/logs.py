@@ -6,6 +6,9 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _SECRETS = [
@@ -63,3 +66,30 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("botocore", "urllib3", "apscheduler", "pymongo"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class Throttled:
+    """A warning at most every `interval` seconds; the next line says how many were held back."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._held = 0
+
+    def warning(self, message: str) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last < self._interval:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        more = f" ({held} more like it in the last {self._interval:.0f}s)" if held else ""
+        self._logger.warning("%s%s", message, more)

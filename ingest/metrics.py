@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _E2E_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 _SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# Waiting in SQS: seconds to the days a backlog may last (SQS keeps messages up to 14 days).
+_WAIT_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+                 3600.0, 7200.0, 21600.0, 86400.0, 345600.0)  # fmt: skip
 
 
 @dataclass
@@ -44,6 +47,17 @@ class Metrics:
         self.records_duplicate = Counter(
             "ingest_records_duplicate",
             "Records whose _id was already written (duplicates collapsed)",
+            registry=r,
+        )
+        self.records_stale = Counter(
+            "ingest_records_stale",
+            "Records not written: a higher version of their _id is stored (--version-field)",
+            registry=r,
+        )
+        self.records_conflicting = Counter(
+            "ingest_records_conflicting",
+            "Insert-once duplicates whose content differs from the stored document",
+            ["collection"],
             registry=r,
         )
         self.records_dead_lettered = Counter(
@@ -84,6 +98,20 @@ class Metrics:
             "ingest_end_to_end_seconds",
             "From the record's _id time to its write",
             buckets=_E2E_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_skewed = Counter(
+            "ingest_end_to_end_skewed_samples",
+            "End-to-end samples left out: the record's _id time is in the future or implausibly old",
+            ["direction"],
+            registry=r,
+        )
+        for direction in ("future", "old"):
+            self.end_to_end_skewed.labels(direction)  # both series exist from the start
+        self.queue_wait_seconds = Histogram(
+            "ingest_queue_wait_seconds",
+            "From SQS's SentTimestamp to this receive (SQS's clock against ours)",
+            buckets=_WAIT_BUCKETS,
             registry=r,
         )
         self.queue_visible = Gauge(

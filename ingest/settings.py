@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ingest.errors import ConfigError
-from ingest.sinks.base import WriteMode
+from ingest.sinks.base import ConflictPolicy, WriteMode
 
 PREFIX: Final = "INGEST_"
 
@@ -99,6 +99,22 @@ def _queue_urls(value: tuple[str, ...]) -> str | None:
     )
 
 
+def _field_name(value: str, *, dotted: bool) -> str | None:
+    if not value or value.startswith("$") or "\x00" in value or value == "_id":
+        return f"{value!r} cannot be used: name a field other than _id, without a leading $"
+    if not dotted and "." in value:
+        return f"{value!r} must be a top-level field (no '.')"
+    return None
+
+
+def _version_field(value: str) -> str | None:
+    return _field_name(value, dotted=False)
+
+
+def _expire_field(value: str) -> str | None:
+    return _field_name(value, dotted=True)
+
+
 def _host(value: str) -> str | None:
     if re.fullmatch(r"[\d.]+", value):
         try:
@@ -129,6 +145,16 @@ class Settings:
     wait_seconds: int = field(default=20, metadata=_meta(0, 20))  # an SQS limit
     visibility_timeout: int = field(default=30, metadata=_meta(1, 43200))  # SQS: 0-12 h
     write_mode: WriteMode = WriteMode.INSERT_ONCE
+    # Replace and merge write a record only over a lower version in this field.
+    version_field: str | None = field(default=None, metadata=_meta(check=_version_field))
+    # Insert-once: a duplicate _id with other content (ingest/sinks/mongo_guards.py).
+    on_conflict: ConflictPolicy = ConflictPolicy.COUNT
+    # `ingest init`: a TTL index on the named collections (ingest/tools/provision.py).
+    expire_after_days: int | None = field(
+        default=None,
+        metadata=_meta(1, 24855, flag="--expire-after"),  # MongoDB's limit: 2**31-1 seconds
+    )
+    expire_field: str | None = field(default=None, metadata=_meta(check=_expire_field))
     write_concern: str | None = None  # "majority", "1", "0"; None: the URI's / server's default
     journal: bool | None = None
     inbox_batches: int = field(default=0, metadata=_meta(0, 10_000))  # 0: twice the writers
@@ -181,6 +207,12 @@ class Settings:
             return "--write-rate adaptive needs --max-write-rate as its cap"
         if self.retry_base_seconds > self.retry_max_seconds:
             return "INGEST_RETRY_BASE_SECONDS is above INGEST_RETRY_MAX_SECONDS"
+        if self.version_field and self.write_mode is WriteMode.INSERT_ONCE:
+            return (
+                "--version-field needs --write-mode replace or merge (insert-once never overwrites)"
+            )
+        if (self.expire_after_days is None) != (self.expire_field is None):
+            return "--expire-after DAYS and --expire-field FIELD go together"
         return None
 
     @property

@@ -31,8 +31,11 @@ def queues(settings: Settings, service: SqsService | None = None) -> dict[str, S
 def store(settings: Settings, *, quick: bool = False) -> MongoSink:
     """`quick`: short timeouts, for the operator tools and the startup check."""
     from ingest.sinks import mongo
+    from ingest.sinks.base import ConflictPolicy
 
     return mongo.connect(
         settings.mongo_uri, settings.database, settings.write_mode, w=settings.write_concern,
         journal=settings.journal, pool=max(10, settings.writers * 2), quick=quick,
+        version_field=settings.version_field,
+        check_conflicts=settings.on_conflict is not ConflictPolicy.IGNORE,
     )  # fmt: skip

@@ -26,6 +26,11 @@ log = logging.getLogger("ingest")
 @click.option("--visibility-timeout", type=int, help="Seconds [INGEST_VISIBILITY_TIMEOUT]")
 @click.option("--wait-seconds", type=int, help="Long-poll seconds, 0-20 [INGEST_WAIT_SECONDS]")
 @click.option("--write-mode", help="insert-once, replace or merge [INGEST_WRITE_MODE]")
+@click.option("--version-field", help="Replace/merge: write only over a lower version in FIELD")
+@click.option(
+    "--on-conflict",
+    help="Insert-once, a duplicate with other content: ignore, count or dead-letter",
+)
 @click.option("--write-concern", help="w: majority, 1, 0 ... [INGEST_WRITE_CONCERN]")
 @click.option("--metrics-port", type=int, help="Port for /metrics, /healthz, /readyz; 0 disables")
 @click.option("--metrics-host", help="Address to bind the HTTP server [INGEST_METRICS_HOST]")
@@ -58,9 +63,8 @@ def run(**flags: Any) -> None:
     sink = store(settings)
     # Checked before anything runs, with short timeouts: one line in seconds.
     sources = queues(settings, queue_service(settings, for_receiving=True))
-    registry = None
-    if settings.max_write_rate > 0:
-        registry = ReplicaRegistry(sink.replica_board(), settings.replica_heartbeat_seconds)
+    # Every replica checks in (for `ingest status`); under a ceiling, to share it too.
+    registry = ReplicaRegistry(sink.replica_board(), settings.replica_heartbeat_seconds)
     service = Service(settings, sources, sink, replicas=registry)
     try:
         store(settings, quick=True).ping()

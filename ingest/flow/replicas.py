@@ -2,7 +2,8 @@
 
 Each replica checks in every heartbeat; live replicas are those seen within `missed`
 heartbeats, by the store's clock (so replicas on hosts with skewed clocks agree).
-Each takes 1/live of the pool's ceiling."""
+Each takes 1/live of the pool's ceiling. Replicas without a ceiling check in too,
+with their write rate only, so that `ingest status` can tell how fast the pool drains."""
 
 from __future__ import annotations
 
@@ -77,11 +78,22 @@ class ReplicaRegistry:
 
 
 class SharedCeiling:
-    """The heartbeat job: keeps this replica checked in and its gate at its share."""
+    """The heartbeat job: keeps this replica checked in with its write rate and, under a
+    ceiling (`gate`), its gate at its share."""
 
-    def __init__(self, registry: ReplicaRegistry, gate: RateGate) -> None:
+    def __init__(
+        self,
+        registry: ReplicaRegistry,
+        gate: RateGate | None,
+        *,
+        handled: Callable[[], int] | None = None,
+        per_message: Callable[[], float] | None = None,
+    ) -> None:
         self.registry = registry
         self._gate = gate
+        # Records written, ever: what the gate let through, else what the writers handled.
+        self._handled = handled or (lambda: gate.granted if gate is not None else 0)
+        self._per_message = per_message
         self._last: tuple[float, int] | None = None  # (monotonic time, records let through)
 
     def beat(self) -> None:
@@ -89,6 +101,8 @@ class SharedCeiling:
             membership = self.registry.heartbeat(self._status())
         except SinkUnavailable as exc:  # keep the last share; MongoDB down stops writes anyway
             log.warning("replica heartbeat failed: %s", exc)
+            return
+        if self._gate is None:
             return
         if membership.live != self._gate.live_replicas or membership.warming:
             log.info("%d live replicas%s", membership.live, " (warming up)" * membership.warming)
@@ -98,13 +112,16 @@ class SharedCeiling:
         self.registry.deregister()
 
     def _status(self) -> dict[str, Any]:
-        written, now = self._gate.granted, time.monotonic()
+        written, now = self._handled(), time.monotonic()
         rate = 0.0
         if self._last is not None and now > self._last[0]:
             rate = (written - self._last[1]) / (now - self._last[0])
         self._last = (now, written)
-        ceiling = self._gate.ceiling
-        return {
-            "ceiling": round(self._gate.rate, 1), "pool_ceiling": ceiling.max_rate,
-            "mode": ceiling.mode.value, "write_rate": round(rate, 1),
-        }  # fmt: skip
+        status: dict[str, Any] = {"write_rate": round(rate, 1)}
+        if self._per_message is not None:
+            status["records_per_message"] = round(self._per_message(), 2)
+        if self._gate is not None:
+            ceiling = self._gate.ceiling
+            status.update(ceiling=round(self._gate.rate, 1), pool_ceiling=ceiling.max_rate,
+                          mode=ceiling.mode.value)  # fmt: skip
+        return status

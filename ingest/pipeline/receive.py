@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ingest.errors import QueueUnavailable
@@ -43,6 +43,7 @@ class Wiring:
     metrics: Metrics
     options: ReceiveOptions
     pacer: Pacer | None = None
+    clock: Callable[[], float] = time.time  # wall clock, against SQS's SentTimestamp
 
 
 class Poller:
@@ -104,11 +105,21 @@ class Poller:
         if not messages:
             return 0
         w.metrics.messages_received.inc(len(messages))
+        self._observe_wait(messages)
         fresh, repeats = w.inflight.admit(messages)
         w.metrics.duplicate_deliveries.inc(repeats)
         if fresh:
             self._hand_on(fresh)
         return len(fresh)
+
+    def _observe_wait(self, messages: Sequence[Message]) -> None:
+        """How long each message waited in SQS: from SQS's own send time, so that the
+        producers' clocks do not matter (ours against SQS's still does: never below 0)."""
+        now = self._wiring.clock()
+        histogram = self._wiring.metrics.queue_wait_seconds
+        for message in messages:
+            if message.sent_at is not None:
+                histogram.observe(max(0.0, now - message.sent_at))
 
     def _hand_on(self, messages: list[Message]) -> None:
         unplaced = self._wiring.inbox.put(messages, self.stopping, self._beat)

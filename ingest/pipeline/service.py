@@ -59,16 +59,20 @@ class Service:
         inbox = Inbox(s.inbox_size, s.writers if s.partitioned else 1)
         self._inbox, self._outbox = inbox, Outbox()
         per_message = RecordsPerMessage()
-        self.shared_ceiling = (
-            SharedCeiling(replicas, self.gate)
-            if replicas is not None and isinstance(self.gate, RateGate)
-            else None
-        )
         router = build_router(s.allow_collections, s.allow_prefixes, s.hooks)
         writer = BatchWriter(
             sink, self.metrics, self.breaker, self.gate,
             max_decoded_bytes=s.max_decoded_bytes, router=router, per_message=per_message,
+            on_conflict=s.on_conflict,
         )  # fmt: skip
+        # Every replica checks in (its write rate, for `ingest status`); under a ceiling
+        # it also takes its share there.
+        self.shared_ceiling = None
+        if replicas is not None:
+            self.shared_ceiling = SharedCeiling(
+                replicas, self.gate if isinstance(self.gate, RateGate) else None,
+                handled=lambda: writer.records_handled, per_message=lambda: per_message.value,
+            )  # fmt: skip
         pacer = (
             Pacer(self.gate, self.inflight, per_message, batch=s.max_messages)
             if isinstance(self.gate, RateGate)

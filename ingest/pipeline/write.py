@@ -4,7 +4,9 @@ bulk, and put the settlement of each message in the outbox.
 A message is deleted only when every record in it is durable or dead-lettered; if any
 of its records must be retried, the whole message comes back later (the records
 already written collapse as duplicates then), except at its last receive, where the
-records still failing are dead-lettered with the last failure."""
+records still failing are dead-lettered with the last failure. Stale records (a higher
+version is stored) and duplicates are settled; a conflicting duplicate is too, unless
+--on-conflict dead-letter sends it to the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -14,25 +16,35 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
-from bson import ObjectId
+from bson import ObjectId, json_util
 from bson.errors import BSONError
 
 from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
+from ingest.logs import Throttled
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.decode import decode_all
 from ingest.pipeline.messages import DecodedMessage, Settlement
 from ingest.pipeline.route import Router
 from ingest.queues.base import DeadLetter, Message
-from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind
+from ingest.sinks.base import WRITTEN, ConflictPolicy, DocumentSink, Outcome, OutcomeKind
 from ingest.tracing import BulkTracing
 from producer import wire
 
 log = logging.getLogger(__name__)
+_conflict_log = Throttled(log, interval=10.0)
+
+# End-to-end samples from an _id time further ahead than this are clock skew (an
+# ObjectId counts whole seconds, so a fresh one is at most a second behind, never ahead).
+FUTURE_TOLERANCE_SECONDS: Final = 1.0
+# ...or older than SQS keeps a message (14 days): an _id not stamped when it was sent
+# (a backfill's derived ids, an application's own), not a record that waited that long.
+MAX_PLAUSIBLE_LAG_SECONDS: Final = 14 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,7 @@ class BatchWriter:
         clock: Callable[[], float] = time.time,
         router: Router | None = None,
         per_message: RecordsPerMessage | None = None,
+        on_conflict: ConflictPolicy = ConflictPolicy.COUNT,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
@@ -64,7 +77,10 @@ class BatchWriter:
         self._router = router or Router()
         self._per_message = per_message or RecordsPerMessage()
         self._tracing = BulkTracing()
+        self._on_conflict = on_conflict
         self.recent_write_seconds = 0.0  # moving average of bulk write latency, for scaling
+        self._handled_lock = threading.Lock()
+        self._handled = 0  # records handed to the sink, ever: the replica board's write rate
 
     def process(self, messages: Sequence[Message]) -> Settlement:
         if self._breaker.is_open:
@@ -90,7 +106,12 @@ class BatchWriter:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
             return Settlement(release=list(messages))
-        return _settle(decoded, outcomes)
+        return _settle(decoded, outcomes, self._on_conflict)
+
+    @property
+    def records_handled(self) -> int:
+        with self._handled_lock:
+            return self._handled
 
     def _write(self, records: list[wire.Record], waits: list[float]) -> list[Outcome]:
         # Under a ceiling, bulks no larger than the burst keep MongoDB's load flat.
@@ -134,6 +155,8 @@ class BatchWriter:
             raise
         elapsed = time.perf_counter() - started
         self.recent_write_seconds += 0.2 * (elapsed - self.recent_write_seconds)
+        with self._handled_lock:
+            self._handled += len(records)
         self._breaker.record_success()
         overloaded = any(o.kind is OutcomeKind.RETRY for o in outcomes)
         self._gate.observe(len(records), elapsed, overloaded=overloaded)
@@ -150,12 +173,48 @@ class BatchWriter:
         m.records_written.inc(counts[OutcomeKind.WRITTEN])
         m.records_duplicate.inc(counts[OutcomeKind.DUPLICATE])
         m.records_retried.inc(counts[OutcomeKind.RETRY])
-        try:
-            oid = wire.record_id(records[0])
-        except (BSONError, KeyError):  # a document the store refused as not valid BSON
+        m.records_stale.inc(counts[OutcomeKind.STALE])
+        if counts[OutcomeKind.CONFLICT]:
+            self._conflicts(records, outcomes)
+        self._end_to_end(records[0])
+
+    def _conflicts(self, records: list[wire.Record], outcomes: list[Outcome]) -> None:
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.CONFLICT:
+                self._metrics.records_conflicting.labels(record.collection).inc()
+                _conflict_log.warning(
+                    f"conflicting duplicate in {record.collection}: _id"
+                    f" {_id_text(_record_id(record))} is stored with other content"
+                    f" (--on-conflict {self._on_conflict.value})"
+                )
+
+    def _end_to_end(self, first: wire.Record) -> None:
+        """One sample per batch keeps the histogram cheap; clock skew is counted instead."""
+        oid = _record_id(first)
+        if not isinstance(oid, ObjectId):
             return
-        if isinstance(oid, ObjectId):  # one sample per batch keeps the histogram cheap
-            m.end_to_end_seconds.observe(max(0.0, self._clock() - oid.generation_time.timestamp()))
+        lag = self._clock() - oid.generation_time.timestamp()
+        if lag < -FUTURE_TOLERANCE_SECONDS:
+            self._metrics.end_to_end_skewed.labels("future").inc()
+        elif lag > MAX_PLAUSIBLE_LAG_SECONDS:
+            self._metrics.end_to_end_skewed.labels("old").inc()
+        else:
+            self._metrics.end_to_end_seconds.observe(max(0.0, lag))
+
+
+def _record_id(record: wire.Record) -> Any:
+    """The _id, or None for a document the store refused as not valid BSON."""
+    try:
+        return wire.record_id(record)
+    except (BSONError, KeyError):
+        return None
+
+
+def _id_text(value: Any) -> str:
+    """An _id for a log line: ObjectIds and strings as they are, others in Extended JSON."""
+    if isinstance(value, ObjectId | str):
+        return str(value)[:80]
+    return json_util.dumps(value)[:80]
 
 
 def _route(item: DecodedMessage, router: Router) -> None:
@@ -170,17 +229,27 @@ def _route(item: DecodedMessage, router: Router) -> None:
     item.records = kept
 
 
-def _settle(decoded: list[DecodedMessage], outcomes: list[Outcome]) -> Settlement:
+def _settle(
+    decoded: list[DecodedMessage], outcomes: list[Outcome], on_conflict: ConflictPolicy
+) -> Settlement:
     settlement = Settlement()
     position = 0
+    dead_kinds = {OutcomeKind.REJECTED}
+    if on_conflict is ConflictPolicy.DEAD_LETTER:
+        dead_kinds.add(OutcomeKind.CONFLICT)
     for item in decoded:
         mine = outcomes[position : position + len(item.records)]
         position += len(item.records)
-        _settle_message(item, mine, settlement)
+        _settle_message(item, mine, settlement, dead_kinds)
     return settlement
 
 
-def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: Settlement) -> None:
+def _settle_message(
+    item: DecodedMessage,
+    outcomes: list[Outcome],
+    settlement: Settlement,
+    dead_kinds: set[OutcomeKind],
+) -> None:
     message = item.message
     if item.error is not None:
         letter = DeadLetter(message, message.body, item.error, message.attributes)
@@ -193,7 +262,7 @@ def _settle_message(item: DecodedMessage, outcomes: list[Outcome], settlement: S
     letters = [_bad_letter(message, bad) for bad in item.bad_records]
     letters += [_letter(message, refusal.record, refusal.reason) for refusal in item.refused]
     for record, outcome in zip(item.records, outcomes, strict=True):
-        if outcome.kind is OutcomeKind.REJECTED:
+        if outcome.kind in dead_kinds:
             letters.append(_letter(message, record, outcome.reason))
         elif not outcome.settled:  # the last receive: SQS would move it without a reason
             reason = f"still failing after {message.receive_count} receives: {outcome.reason}"

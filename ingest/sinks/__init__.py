@@ -3,26 +3,34 @@
 
 from ingest.sinks.base import (
     DUPLICATE,
+    STALE,
     WRITTEN,
+    ConflictPolicy,
     DocumentSink,
     DocumentStore,
     Outcome,
     OutcomeKind,
     ReplicaBoard,
+    Retention,
     WriteMode,
+    conflict,
     rejected,
     retry,
 )
 
 __all__ = [
     "DUPLICATE",
+    "STALE",
     "WRITTEN",
+    "ConflictPolicy",
     "DocumentSink",
     "DocumentStore",
     "Outcome",
     "OutcomeKind",
     "ReplicaBoard",
+    "Retention",
     "WriteMode",
+    "conflict",
     "rejected",
     "retry",
 ]

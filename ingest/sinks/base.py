@@ -23,11 +23,21 @@ class WriteMode(enum.StrEnum):
     MERGE = "merge"  # $set of the record's fields, upserting
 
 
+class ConflictPolicy(enum.StrEnum):
+    """What insert-once does with a duplicate _id whose content differs from the stored one."""
+
+    IGNORE = "ignore"  # no check: a duplicate is a duplicate
+    COUNT = "count"  # counted and logged; the first write stays
+    DEAD_LETTER = "dead-letter"  # counted, logged and dead-lettered with both hashes
+
+
 class OutcomeKind(enum.Enum):
     WRITTEN = "written"
     DUPLICATE = "duplicate"  # an earlier write of the same _id won; nothing to do
     REJECTED = "rejected"  # permanent: dead-letter this record with the reason
     RETRY = "retry"  # transient: write it again later
+    STALE = "stale"  # version-guarded: a higher version of this _id is stored; not written
+    CONFLICT = "conflict"  # insert-once: a different document with this _id is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,7 @@ class Outcome:
 
 WRITTEN = Outcome(OutcomeKind.WRITTEN)
 DUPLICATE = Outcome(OutcomeKind.DUPLICATE)
+STALE = Outcome(OutcomeKind.STALE)
 
 
 def rejected(reason: str) -> Outcome:
@@ -51,6 +62,18 @@ def rejected(reason: str) -> Outcome:
 
 def retry(reason: str) -> Outcome:
     return Outcome(OutcomeKind.RETRY, reason)
+
+
+def conflict(reason: str) -> Outcome:
+    return Outcome(OutcomeKind.CONFLICT, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Documents expire `seconds` after the date in `field` (a TTL index)."""
+
+    field: str
+    seconds: int
 
 
 class DocumentSink(Protocol):
@@ -86,6 +109,17 @@ class DocumentStore(DocumentSink, Protocol):
 
     def check_write(self) -> None:
         """Raises SinkUnavailable unless a test write to the database succeeds."""
+        ...
+
+    def expire(self, collections: Sequence[str], retention: Retention) -> None:
+        """Documents of these collections are deleted once their `retention.field` is
+        older than `retention.seconds` (a TTL index on MongoDB). Idempotent; another
+        period replaces the old one. Raises SinkRefused when the store cannot expire
+        documents, SinkUnavailable when it does not answer."""
+        ...
+
+    def retention(self, collection: str) -> Retention | None:
+        """The collection's expiry, if it has one."""
         ...
 
     def replica_board(self) -> ReplicaBoard: ...

@@ -10,21 +10,26 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import bson
-from bson import ObjectId, json_util
 from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 
 from ingest.errors import SinkUnavailable
-from ingest.sinks.base import DUPLICATE, INTERNAL_PREFIX, WRITTEN, Outcome, WriteMode, rejected
+from ingest.sinks.base import (
+    DUPLICATE,
+    INTERNAL_PREFIX,
+    WRITTEN,
+    Outcome,
+    Retention,
+    WriteMode,
+    rejected,
+)
+from ingest.sinks.documents import duplicate_or_conflict, id_key
 from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate
 from ingest.sinks.mongo_errors import UNENCODABLE
+from ingest.sinks.versions import against_stored, checked_version_field, read_version
 from producer.wire import Record, bson_problem, record_id
 
-
-def memory_key(value: Any) -> Any:
-    # ObjectIds, strings and numbers are their own keys; documents and lists are not hashable.
-    plain = isinstance(value, ObjectId | str | int | float) and not isinstance(value, bool)
-    return value if plain else json_util.dumps(value)
+memory_key = id_key  # the name the tests know
 
 
 def _stored(document: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -51,10 +56,15 @@ class MemorySink:
         refuse_bulk: Callable[[Record], str | None] | None = None,
         hang_up: bool = False,
         database: str = "memory",
+        version_field: str | None = None,
+        check_conflicts: bool = False,
     ) -> None:
         self.mode = mode
         self.database = database
+        self.version_field = checked_version_field(mode, version_field)
+        self._check_conflicts = check_conflicts and mode is WriteMode.INSERT_ONCE
         self.collections: dict[str, dict[Any, Mapping[str, Any]]] = defaultdict(dict)
+        self.retentions: dict[str, Retention] = {}
         self.unavailable = False  # flip to simulate an outage
         self.write_calls = 0
         self._reject = reject
@@ -109,6 +119,9 @@ class MemorySink:
         reason = self._reject(record) if self._reject else None
         if reason:
             return rejected(reason)
+        version = read_version(record.document, self.version_field) if self.version_field else None
+        if isinstance(version, str):
+            return rejected(version)
         documents = self.collections[record.collection]
         try:
             key = memory_key(record_id(record))
@@ -119,7 +132,11 @@ class MemorySink:
             documents[key] = _stored(record.document)
             return WRITTEN
         if self.mode is WriteMode.INSERT_ONCE:
-            return DUPLICATE
+            return duplicate_or_conflict(record, existing) if self._check_conflicts else DUPLICATE
+        if version is not None and self.version_field is not None:
+            verdict = against_stored(version, existing, self.version_field)
+            if verdict is not None:
+                return verdict
         if self.mode is WriteMode.REPLACE:
             documents[key] = _stored(record.document)
             return WRITTEN
@@ -159,6 +176,19 @@ class MemorySink:
 
     def check_write(self) -> None:
         self.ping()
+
+    def expire(self, collections: Sequence[str], retention: Retention) -> None:
+        """Keeps the expiry as MongoDB keeps a TTL index; removing is the server's job."""
+        self.ping()
+        with self._lock:
+            for name in collections:
+                self.collections.setdefault(name, {})
+                self.retentions[name] = retention
+
+    def retention(self, collection: str) -> Retention | None:
+        self.ping()
+        with self._lock:
+            return self.retentions.get(collection)
 
     def replica_board(self) -> MemoryReplicaBoard:
         return self._board

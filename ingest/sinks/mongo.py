@@ -6,6 +6,8 @@ already wrote the record. On FerretDB an insert costs a fifth of an upsert, and 
 MongoDB it is no slower, so this keeps upsert semantics at insert speed.
 replace: inserts first, then only the duplicate-key conflicts as replace-upserts.
 merge: $set upserts of the record's fields.
+With a version field, replace and merge write only over a lower stored version, and
+insert-once can tell a conflicting duplicate from a redelivery (mongo_guards.py).
 
 A bulk refused as a whole while the server still answers is bisected (isolation.py)."""
 
@@ -16,12 +18,11 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import MongoClient
+from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     AutoReconnect,
-    BulkWriteError,
     ConfigurationError,
     InvalidURI,
     OperationFailure,
@@ -29,7 +30,7 @@ from pymongo.errors import (
 )
 from pymongo.write_concern import WriteConcern
 
-from ingest.errors import ConfigError, SinkUnavailable
+from ingest.errors import ConfigError, SinkRefused, SinkUnavailable
 from ingest.sinks.base import (
     DUPLICATE,
     INTERNAL_PREFIX,
@@ -37,18 +38,18 @@ from ingest.sinks.base import (
     WRITTEN,
     Outcome,
     OutcomeKind,
+    Retention,
     WriteMode,
     group_by_collection,
     retry,
 )
-from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate, stop_after_first_retry
+from ingest.sinks.isolation import BulkRefused, isolate, stop_after_first_retry
 from ingest.sinks.modes import Document, insert_op, merge_op, ordered_op, replace_op
-from ingest.sinks.mongo_errors import (
-    UNENCODABLE,
-    apply_write_errors,
-    classify_failure,
-    server_reason,
-)
+from ingest.sinks.mongo_bulk import bulk as _bulk
+from ingest.sinks.mongo_bulk import in_order
+from ingest.sinks.mongo_errors import UNENCODABLE, server_reason
+from ingest.sinks.mongo_guards import mark_conflicts, write_guarded
+from ingest.sinks.versions import checked_version_field
 from producer.wire import Record, bson_problem
 
 # Short timeouts for the operator tools and the startup check: a server that does not
@@ -66,9 +67,13 @@ def connect(
     journal: bool | None = None,
     pool: int = 10,
     quick: bool = False,
+    version_field: str | None = None,
+    check_conflicts: bool = False,
 ) -> MongoSink:
     """The sink for `uri` (no network until its first use). `w` and `journal` make the
-    write concern (None: the URI's or the server's default)."""
+    write concern (None: the URI's or the server's default). `version_field`: replace
+    and merge write only over a lower version; `check_conflicts`: insert-once tells a
+    duplicate with other content from a redelivery."""
     timeout_ms = QUICK_TIMEOUT_MS if quick else 5000
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": timeout_ms,
@@ -86,7 +91,10 @@ def connect(
     concern = None
     if w is not None or journal is not None:
         concern = WriteConcern(w=int(w) if w is not None and w.isdigit() else w, j=journal)
-    return MongoSink(db, mode, write_concern=concern, where=f"MongoDB at {hosts(uri)}")
+    return MongoSink(
+        db, mode, write_concern=concern, where=f"MongoDB at {hosts(uri)}",
+        version_field=version_field, check_conflicts=check_conflicts,
+    )  # fmt: skip
 
 
 def hosts(uri: str) -> str:
@@ -103,10 +111,14 @@ class MongoSink:
         *,
         write_concern: WriteConcern | None = None,
         where: str = "MongoDB",
+        version_field: str | None = None,
+        check_conflicts: bool = False,
     ) -> None:
         self._db = database
         self.where = where  # "MongoDB at host:port", for messages
         self.mode = mode
+        self.version_field = checked_version_field(mode, version_field)
+        self._check_conflicts = check_conflicts and mode is WriteMode.INSERT_ONCE
         self._write_concern = write_concern
         self._collections: dict[str, Collection[Document]] = {}
         self._ferretdb: bool | None = None
@@ -179,9 +191,18 @@ class MongoSink:
         """One bulk in the configured mode. Raises BulkRefused when the store (or the
         driver, for a document that cannot become BSON) fails it as a whole."""
         try:
+            if self.version_field is not None:
+                return write_guarded(
+                    collection, records, self.mode, self.version_field,
+                    ferretdb=self.is_ferretdb, ordered=ordered,
+                )  # fmt: skip
             if ordered:
-                return self._ordered(collection, records)
-            return self._unordered(collection, records)
+                outcomes = self._ordered(collection, records)
+            else:
+                outcomes = self._unordered(collection, records)
+            if self._check_conflicts:
+                mark_conflicts(collection, records, outcomes)
+            return outcomes
         except UNENCODABLE as exc:
             raise BulkRefused(bson_problem(exc, records[0].document)) from exc
         except AutoReconnect as exc:
@@ -198,21 +219,7 @@ class MongoSink:
         self, collection: Collection[Document], records: Sequence[Record]
     ) -> list[Outcome]:
         """Ordered bulks; a permanent error skips only its record, a transient one stops."""
-        results: list[Outcome] = []
-        remaining = list(records)
-        while remaining:
-            ops = [ordered_op(self.mode, record) for record in remaining]
-            outcomes = _bulk(collection, ops, ordered=True)
-            failed = next(
-                (i for i, o in enumerate(outcomes) if o.kind is not OutcomeKind.WRITTEN), None
-            )
-            if failed is None:
-                return results + outcomes
-            results += outcomes[: failed + 1]
-            if not outcomes[failed].settled:
-                return results + [AFTER_FAILURE] * (len(remaining) - failed - 1)
-            remaining = remaining[failed + 1 :]
-        return results
+        return in_order(collection, [ordered_op(self.mode, record) for record in records])
 
     def _unordered(
         self, collection: Collection[Document], records: Sequence[Record]
@@ -272,25 +279,52 @@ class MongoSink:
     def replica_board(self) -> MongoReplicaBoard:
         return MongoReplicaBoard(self._db[REPLICAS_COLLECTION])
 
+    # --------------------------------------------------------------- retention
 
-def _bulk(
-    collection: Collection[Document],
-    ops: list[Any],
-    *,
-    on_duplicate: Outcome = DUPLICATE,
-    ordered: bool = False,
-) -> list[Outcome]:
-    """One bulk write; per-op outcomes (see mongo_errors for a bulk failed as a whole)."""
-    outcomes: list[Outcome] = [WRITTEN] * len(ops)
-    try:
-        collection.bulk_write(ops, ordered=ordered)
-    except BulkWriteError as exc:
-        apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
-    except UNENCODABLE:
-        raise
-    except PyMongoError as exc:
-        return classify_failure(exc, len(ops))
-    return outcomes
+    def expire(self, collections: Sequence[str], retention: Retention) -> None:
+        for name in collections:
+            try:
+                _expire(self._db[name], retention)
+            except OperationFailure as exc:
+                reason = server_reason(exc.code, exc.details or {}, str(exc))
+                hint = " (FerretDB does not expire documents)" if self._ferretdb_says() else ""
+                raise SinkRefused(
+                    f"{self.where} refused to expire {name} by {retention.field}: {reason}{hint}"
+                ) from exc
+            except PyMongoError as exc:
+                raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    def _ferretdb_says(self) -> bool:
+        with contextlib.suppress(SinkUnavailable):
+            return self.is_ferretdb
+        return False
+
+    def retention(self, collection: str) -> Retention | None:
+        try:
+            indexes = list(self._db[collection].list_indexes())
+        except PyMongoError as exc:
+            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        for index in indexes:
+            keys = list(index["key"])
+            if "expireAfterSeconds" in index and len(keys) == 1:
+                return Retention(keys[0], int(index["expireAfterSeconds"]))
+        return None
+
+
+def _expire(collection: Collection[Document], retention: Retention) -> None:
+    """A TTL index on the field; an index already on it gets this period (collMod)."""
+    field, seconds = retention.field, retention.seconds
+    index = next(
+        (i for i in collection.list_indexes() if list(i["key"]) == [field] and field != "_id"),
+        None,
+    )
+    if index is None:
+        collection.create_index([(field, ASCENDING)], expireAfterSeconds=seconds)
+    elif index.get("expireAfterSeconds") != seconds:
+        collection.database.command(
+            "collMod", collection.name,
+            index={"keyPattern": dict(index["key"]), "expireAfterSeconds": seconds},
+        )  # fmt: skip
 
 
 class MongoReplicaBoard:

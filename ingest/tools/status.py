@@ -1,6 +1,7 @@
 """What `ingest status` shows: queue depths (visible, in flight, delayed),
-dead-letter depth, document counts per collection, and the readiness of
-running consumers (their /readyz), once or refreshed with --watch."""
+dead-letter depth, document counts per collection, the live replicas and how long
+the backlog takes to drain at their write rate (and at the ceiling), and the
+readiness of running consumers (their /readyz), once or refreshed with --watch."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ def collect(
         report["replicas"] = [_replica(doc) for doc in board.live(replica_window)]
     except IngestError as exc:
         report["errors"].append(str(exc))
+    if report["queues"] and "replicas" in report:
+        report["drain"] = drain_estimate(report["queues"], report["replicas"])
     if consumers:
         report["consumers"] = {url: consumer_health(url) for url in consumers}
     unready = [
@@ -106,6 +109,8 @@ def render(report: dict[str, Any]) -> str:
             )
     lines.extend(f"error: {error}" for error in report.get("errors", []))
     lines.extend(_render_replicas(report.get("replicas", [])))
+    if "drain" in report:
+        lines.extend(_render_drain(report["drain"]))
     lines.append(f"database {report['database']}")
     for name, count in report["collections"].items():
         lines.append(f"  {name}: {count} documents")
@@ -148,8 +153,67 @@ def show(
 
 
 def _replica(doc: dict[str, Any]) -> dict[str, Any]:
-    keys = ("ceiling", "pool_ceiling", "mode", "write_rate", "seen")
+    keys = ("ceiling", "pool_ceiling", "mode", "write_rate", "records_per_message", "seen")
     return {"id": doc["_id"], **{key: doc.get(key) for key in keys}}
+
+
+def drain_estimate(
+    queues: Mapping[str, Mapping[str, Any]], replicas: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """How long the backlog (visible, in flight and delayed messages) takes to write at
+    the live replicas' current write rate, and at the pool's ceiling if there is one.
+    Replicas report records per second and records per message; None: it never drains."""
+    messages = sum(q["visible"] + q["in_flight"] + q["delayed"] for q in queues.values())
+    rate = sum(r.get("write_rate") or 0.0 for r in replicas)
+    sizes = [(r["records_per_message"], r.get("write_rate") or 0.0)
+             for r in replicas if r.get("records_per_message")]  # fmt: skip
+    weight = sum(w for _, w in sizes)
+    if weight:
+        per_message = sum(size * w for size, w in sizes) / weight
+    else:
+        per_message = sum(size for size, _ in sizes) / len(sizes) if sizes else 1.0
+    records = messages * per_message
+    ceiling = max((r.get("pool_ceiling") or 0.0 for r in replicas), default=0.0)
+    return {
+        "backlog_messages": messages, "records_per_message": round(per_message, 2),
+        "backlog_records": round(records), "write_rate": round(rate, 1),
+        "seconds_at_write_rate": _seconds(records, rate), "ceiling": ceiling or None,
+        "seconds_at_ceiling": _seconds(records, ceiling) if ceiling else None,
+    }  # fmt: skip
+
+
+def _seconds(records: float, rate: float) -> float | None:
+    if not records:
+        return 0.0
+    return round(records / rate, 1) if rate > 0 else None
+
+
+def duration(seconds: float) -> str:
+    """4s, 3m05s, 2h10m, 3d04h."""
+    whole = round(seconds)
+    for unit, size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                          ("m", 60, "s", 1)):  # fmt: skip
+        if whole >= size:
+            return f"{whole // size}{unit}{whole % size // small_size:02d}{small}"
+    return f"{whole}s"
+
+
+def _render_drain(drain: Mapping[str, Any]) -> list[str]:
+    if not drain["backlog_messages"]:
+        return ["backlog: none"]
+    head = (f"backlog {drain['backlog_messages']} messages "
+            f"(about {drain['backlog_records']} records at {drain['records_per_message']} a message)")  # fmt: skip
+    at_rate = drain["seconds_at_write_rate"]
+    if at_rate is None:
+        parts = ["no replica is writing: it does not drain"]
+    else:
+        parts = [
+            f"drains in {duration(at_rate)} at the current {drain['write_rate']:.0f} records/s"
+        ]
+    if drain["seconds_at_ceiling"] is not None:
+        parts.append(f"{duration(drain['seconds_at_ceiling'])} at the ceiling of "
+                     f"{drain['ceiling']:.0f} records/s")  # fmt: skip
+    return [f"{head}: {'; '.join(parts)}"]
 
 
 def _render_replicas(replicas: list[dict[str, Any]]) -> list[str]:
@@ -157,8 +221,13 @@ def _render_replicas(replicas: list[dict[str, Any]]) -> list[str]:
         return []
     pool = replicas[0].get("pool_ceiling")
     total = sum(r.get("write_rate") or 0.0 for r in replicas)
-    lines = [f"write ceiling {pool} records/s ({replicas[0].get('mode')}), "
-             f"writing {total:.0f} records/s, {len(replicas)} live replicas"]  # fmt: skip
+    if pool is None:
+        head = f"no write ceiling, writing {total:.0f} records/s, {len(replicas)} live replicas"
+    else:
+        head = (f"write ceiling {pool} records/s ({replicas[0].get('mode')}), "
+                f"writing {total:.0f} records/s, {len(replicas)} live replicas")  # fmt: skip
+    lines = [head]
     for r in replicas:
-        lines.append(f"  {r['id']}: ceiling {r.get('ceiling')}/s  writing {r.get('write_rate')}/s")
+        share = f"ceiling {r.get('ceiling')}/s  " if r.get("ceiling") is not None else ""
+        lines.append(f"  {r['id']}: {share}writing {r.get('write_rate')}/s")
     return lines

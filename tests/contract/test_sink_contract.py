@@ -2,43 +2,49 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from bson import ObjectId
 
-from ingest.errors import SinkUnavailable
+from ingest.errors import ConfigError, SinkRefused, SinkUnavailable
 from ingest.sinks.base import (
     DUPLICATE,
     WRITTEN,
     DocumentSink,
     DocumentStore,
+    Outcome,
     OutcomeKind,
+    Retention,
     WriteMode,
 )
+from ingest.sinks.documents import content_hash
 from ingest.sinks.memory import MemorySink, memory_key
 from ingest.sinks.mongo import MongoSink
 from producer import wire
 
-SinkFactory = Callable[
-    [WriteMode], tuple[DocumentStore, Callable[[str, Any], dict[str, Any] | None]]
-]
+Find = Callable[[str, Any], dict[str, Any] | None]
+# make_sink(mode, version_field=..., check_conflicts=...) -> (store, find)
+SinkFactory = Callable[..., tuple[DocumentStore, Find]]
 
 
 @pytest.fixture(params=["memory", "mongo"])
 def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
     if request.param == "memory":
+        stored = MemorySink().collections  # one store per test, as the database is
 
-        def memory(mode: WriteMode) -> tuple[DocumentStore, Callable[[str, Any], Any]]:
-            sink = MemorySink(mode)
-            return sink, lambda coll, _id: sink.collections[coll].get(memory_key(_id))
+        def memory(mode: WriteMode, **options: Any) -> tuple[DocumentStore, Find]:
+            sink = MemorySink(mode, **options)
+            sink.collections = stored
+            return sink, lambda coll, _id: stored[coll].get(memory_key(_id))
 
         return memory
     db = request.getfixturevalue("mongo_db")
 
-    def mongo(mode: WriteMode) -> tuple[DocumentStore, Callable[[str, Any], Any]]:
-        return MongoSink(db, mode), lambda coll, _id: db[coll].find_one({"_id": _id})
+    def mongo(mode: WriteMode, **options: Any) -> tuple[DocumentStore, Find]:
+        return MongoSink(db, mode, **options), lambda coll, _id: db[coll].find_one({"_id": _id})
 
     return mongo
 
@@ -232,3 +238,189 @@ def test_the_replica_board_sees_who_checked_in_lately(make_sink: SinkFactory) ->
     board.leave("a")
     assert [r["_id"] for r in board.live(30.0)] == ["b"]
     assert "_ingest_replicas" not in store.collection_counts()
+
+
+# ------------------------------------------------------ version-guarded writes
+
+GUARDED = [WriteMode.REPLACE, WriteMode.MERGE]
+
+
+def kinds(outcomes: list[Outcome]) -> list[str]:
+    return [o.kind.value for o in outcomes]
+
+
+@pytest.mark.parametrize("mode", GUARDED)
+def test_a_version_guard_writes_only_higher_versions(
+    make_sink: SinkFactory, mode: WriteMode
+) -> None:
+    sink, find = make_sink(mode, version_field="v")
+    oid = ObjectId()
+    assert sink.write([record("events", _id=oid, v=2, n=2)]) == [WRITTEN]
+    older, same, newer = (record("events", _id=oid, v=v, n=v) for v in (1, 2, 3))
+    assert kinds(sink.write([older])) == ["stale"]
+    assert sink.write([same]) == [DUPLICATE]  # a redelivery of what is stored
+    assert sink.write([newer]) == [WRITTEN]
+    assert find("events", oid)["n"] == 3  # type: ignore[index]
+    assert kinds(sink.write([older, same])) == ["stale", "stale"]
+    assert find("events", oid)["v"] == 3  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", GUARDED)
+@pytest.mark.parametrize("ordered", [False, True])
+def test_shuffled_versions_in_one_batch_end_at_the_highest(
+    make_sink: SinkFactory, mode: WriteMode, ordered: bool
+) -> None:
+    sink, find = make_sink(mode, version_field="v")
+    oid, other = ObjectId(), ObjectId()
+    batch = [record("events", _id=oid, v=v, n=v) for v in (3, 1, 5, 2, 4)]
+    batch.insert(2, record("events", _id=other, v=1))
+    outcomes = (sink.write_ordered if ordered else sink.write)(batch)
+    assert kinds(outcomes) == ["written", "stale", "written", "written", "stale", "stale"]
+    assert (find("events", oid)["v"], find("events", oid)["n"]) == (5, 5)  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", GUARDED)
+def test_records_without_a_comparable_version_are_rejected_with_a_reason(
+    make_sink: SinkFactory, mode: WriteMode
+) -> None:
+    sink, find = make_sink(mode, version_field="v")
+    bad = [
+        record("events", n=1),
+        record("events", v="7"),
+        record("events", v=True),
+        record("events", v=None),
+        record("events", v=float("nan")),
+        record("events", v={"major": 1}),
+    ]
+    good = record("events", v=1)
+    outcomes = sink.write([*bad, good])
+    assert kinds(outcomes) == ["rejected"] * 6 + ["written"]
+    assert [o.reason for o in outcomes[:6]] == [
+        "the record has no version: field v is missing",
+        "version field v must be a number or a date, not a string",
+        "version field v must be a number or a date, not a boolean",
+        "version field v must be a number or a date, not null",
+        "version field v must be a number or a date, not NaN",
+        "version field v must be a number or a date, not an object",
+    ]
+    assert all(find("events", r.document["_id"]) is None for r in bad)
+
+
+@pytest.mark.parametrize("mode", GUARDED)
+def test_dates_are_versions_but_never_compared_with_numbers(
+    make_sink: SinkFactory, mode: WriteMode
+) -> None:
+    import datetime
+
+    sink, find = make_sink(mode, version_field="at")
+    oid, day = ObjectId(), datetime.datetime(2026, 3, 1, 12, 0, 0)
+    first = record("events", _id=oid, at=day)
+    later = record("events", _id=oid, at=day + datetime.timedelta(milliseconds=1))
+    earlier = record("events", _id=oid, at=day - datetime.timedelta(days=1))
+    assert kinds(sink.write([first, later, earlier])) == ["written", "written", "stale"]
+    number = sink.write([record("events", _id=oid, at=10**12)])
+    assert kinds(number) == ["rejected"]
+    assert number[0].reason == (
+        "version field at is a number, but the stored document's is a date:"
+        " versions of one _id must all be numbers or all dates"
+    )
+    stored = find("events", oid)
+    assert stored is not None
+    assert stored["at"].replace(tzinfo=None) == later.document["at"].replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("mode", GUARDED)
+def test_a_document_stored_without_a_version_is_older_than_any(
+    make_sink: SinkFactory, mode: WriteMode
+) -> None:
+    plain, find = make_sink(mode)
+    oid = ObjectId()
+    plain.write([record("events", _id=oid, n=0)])
+    guarded, _ = make_sink(mode, version_field="v")
+    assert guarded.write([record("events", _id=oid, v=-5, n=1)]) == [WRITTEN]
+    assert find("events", oid)["n"] == 1  # type: ignore[index]
+
+
+def test_a_version_field_with_insert_once_is_a_configuration_mistake(
+    make_sink: SinkFactory,
+) -> None:
+    with pytest.raises(ConfigError, match="--version-field needs --write-mode replace or merge"):
+        make_sink(WriteMode.INSERT_ONCE, version_field="v")
+
+
+# ------------------------------------------------------ conflicting duplicates
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_insert_once_tells_a_conflicting_duplicate_from_a_redelivery(
+    make_sink: SinkFactory, ordered: bool
+) -> None:
+    sink, find = make_sink(WriteMode.INSERT_ONCE, check_conflicts=True)
+    write = sink.write_ordered if ordered else sink.write
+    first = record("events", n=1, tags=["a", "b"], at={"$date": 0})
+    redelivery = wire.decode_line(wire.json_line(first))
+    changed = record("events", _id=first.document["_id"], n=2, tags=["a", "b"], at={"$date": 0})
+    outcomes = write([first, redelivery, changed, record("events", n=3)])
+    assert kinds(outcomes) == ["written", "duplicate", "conflict", "written"]
+    stored, mine = content_hash(first.document), content_hash(changed.document)
+    assert stored != mine
+    assert outcomes[2].reason == (
+        "conflicting duplicate: collection events already holds another document with this _id"
+        f" (stored sha256:{stored}, this record sha256:{mine}); insert-once keeps the first"
+    )
+    assert find("events", first.document["_id"])["n"] == 1  # type: ignore[index]
+    assert kinds(write([changed])) == ["conflict"] and write([redelivery]) == [DUPLICATE]
+
+
+def test_without_the_check_a_conflicting_duplicate_is_a_duplicate(make_sink: SinkFactory) -> None:
+    sink, _ = make_sink(WriteMode.INSERT_ONCE)
+    first = record("events", n=1)
+    sink.write([first])
+    assert sink.write([record("events", _id=first.document["_id"], n=2)]) == [DUPLICATE]
+
+
+def test_the_content_check_reads_id_first_as_the_store_keeps_it(make_sink: SinkFactory) -> None:
+    """MongoDB moves _id to the front: a record that put it last is still a redelivery."""
+    sink, _ = make_sink(WriteMode.INSERT_ONCE, check_conflicts=True)
+    late_id = wire.decode_line('{"c":"events","d":{"n":1,"nested":{"b":2,"a":1},"_id":"k1"}}')
+    assert sink.write([late_id]) == [WRITTEN]
+    assert sink.write([wire.decode_line(wire.json_line(late_id))]) == [DUPLICATE]
+
+
+def test_negative_zero_survives_except_on_ferretdb(make_sink: SinkFactory) -> None:
+    """FerretDB 1.24 stores -0.0 as 0.0, so a redelivered record holding -0.0 reads as
+    other content there: a conflicting duplicate. MongoDB keeps the double as sent."""
+    sink, find = make_sink(WriteMode.INSERT_ONCE, check_conflicts=True)
+    signed = record("events", x=-0.0)
+    sink.write([signed])
+    again = sink.write([wire.decode_line(wire.json_line(signed))])
+    stored_x = find("events", signed.document["_id"])["x"]  # type: ignore[index]
+    if _on_ferretdb(sink):
+        assert math.copysign(1.0, stored_x) == 1.0 and kinds(again) == ["conflict"]
+    else:
+        assert math.copysign(1.0, stored_x) == -1.0 and again == [DUPLICATE]
+
+
+# ------------------------------------------------------------------ retention
+
+
+def test_expiry_is_a_ttl_index_except_that_ferretdb_refuses_it(make_sink: SinkFactory) -> None:
+    """FerretDB 1.24 answers expireAfterSeconds with error 238 NotImplemented (and has no
+    collMod): it cannot expire documents. MongoDB keeps a TTL index, and a second run
+    with another period changes it."""
+    store, _ = make_sink(WriteMode.INSERT_ONCE)
+    store.prepare(["audit"])
+    month, year = Retention("at", 30 * 86400), Retention("at", 365 * 86400)
+    if _on_ferretdb(store):
+        with pytest.raises(SinkRefused) as refused:
+            store.expire(["audit"], month)
+        assert "error 238 NotImplemented" in str(refused.value)
+        assert str(refused.value).endswith("(FerretDB does not expire documents)")
+        assert store.retention("audit") is None
+        return
+    assert store.retention("audit") is None
+    store.expire(["audit", "logins"], month)
+    store.expire(["audit"], month)  # idempotent
+    assert store.retention("audit") == month and store.retention("logins") == month
+    store.expire(["audit"], year)
+    assert store.retention("audit") == year and store.retention("logins") == month

@@ -1,6 +1,7 @@
 """A live `ingest run` with a write ceiling: /readyz answers 200, every panel of the
-Grafana dashboard has data in /metrics after records (and one bad record) went through,
-and `ingest status --consumer` reads its readiness.
+Grafana dashboard has data in /metrics after records (one bad, one with a 1971 _id, one
+conflicting duplicate) went through, and `ingest status --consumer` reads its
+readiness and the drain estimate.
 
 No Prometheus here, so no PromQL: a panel has data when every metric its queries
 name has a sample in /metrics that matches the query's label selectors, and for a
@@ -23,13 +24,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
-from producer import Producer
+from producer import Producer, wire
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +207,7 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
     env = dict(os.environ, INGEST_DATABASE=mongo_db.name)
     consumer = subprocess.Popen(
         [INGEST, "run", "--queue-url", queue.url, "--metrics-port", str(port), "--wait-seconds", "1",
-         "--max-write-rate", WRITE_CEILING, "--allow-collections", "events"],
+         "--max-write-rate", WRITE_CEILING, "--allow-collections", "events,checks"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -215,10 +218,22 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
         missing = dashboard_metric_names() - exposed_names(metrics.decode())
         assert not missing, f"the dashboard queries metrics the service does not export: {missing}"
 
+        # An _id from 1971 (as a backfill's derived ids can be), alone in its batch: written,
+        # and counted as clock skew instead of a 55-year end-to-end sample.
+        old = ObjectId.from_datetime(datetime(1971, 6, 1, tzinfo=UTC))
+        sqs_client.send_message(QueueUrl=queue.url,
+                                MessageBody=wire.encode_record("checks", {"_id": old, "n": 0}))  # fmt: skip
+        deadline = time.monotonic() + 60
+        while mongo_db["checks"].count_documents({"_id": old}) == 0:
+            assert time.monotonic() < deadline, "the 1971 record was not written"
+            time.sleep(0.3)
+
         with Producer(queue.url, journal_dir=str(tmp_path / "journal")) as producer:
             for n in range(RECORDS):
                 producer.send("events", {"n": n, "user": f"u{n % 7}"})
             producer.send("not_allowed", {"n": -1})  # the bad record: dead-lettered
+            producer.send("checks", {"_id": "twice", "n": 1})
+            producer.send("checks", {"_id": "twice", "n": 2})  # a conflicting duplicate
             producer.flush()
 
         deadline = time.monotonic() + 90
@@ -248,7 +263,24 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
         assert values["ingest_live_replicas"] == 1
         assert values["ingest_pollers_running"] >= 1
         assert values["ingest_write_tokens_granted_total"] >= RECORDS
-        assert values["ingest_records_written_total"] == RECORDS
+        assert (
+            values["ingest_records_written_total"] == RECORDS + 2
+        )  # and the 1971 and "twice" ones
+        labelled = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
+        skewed = "ingest_end_to_end_skewed_samples_total"
+        assert labelled[(skewed, (("direction", "old"),))] == 1
+        assert labelled[(skewed, (("direction", "future"),))] == 0
+        assert (
+            values["ingest_end_to_end_seconds_sum"]
+            < 120 * values["ingest_end_to_end_seconds_count"]
+        )
+        conflicting = ("ingest_records_conflicting_total", (("collection", "checks"),))
+        assert (
+            labelled[conflicting] == 1 and mongo_db["checks"].find_one({"_id": "twice"})["n"] == 1
+        )
+        waited = values["ingest_queue_wait_seconds_count"]
+        assert waited >= values["ingest_messages_received_total"] >= 2
+        assert 0 <= values["ingest_queue_wait_seconds_sum"] < 90 * waited
         reasons = {
             s.labels["reason"] for s in samples if s.name == "ingest_records_dead_lettered_total"
         }
@@ -262,6 +294,10 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
         (health,) = report["consumers"].values()
         assert health["status"] == 200 and health["ready"] is True
         assert report["queues"][queue.url]["dead_letter"]["url"] == queue.dead_letter_url
+        (replica,) = report["replicas"]
+        assert replica["pool_ceiling"] == float(WRITE_CEILING) and replica["records_per_message"]
+        assert report["drain"]["ceiling"] == float(WRITE_CEILING)
+        assert report["drain"]["seconds_at_ceiling"] is not None
     finally:
         consumer.send_signal(signal.SIGTERM)
         consumer.wait(timeout=60)

@@ -1,0 +1,142 @@
+"""Writes that check what is stored: version-guarded replace and merge, and telling a
+conflicting duplicate from a redelivery in insert-once. Both read the stored
+documents only for records the server refused, so the normal path pays nothing.
+
+Version-guarded, unordered: inserts first (a new _id always wins, and on FerretDB an
+insert costs a fifth of an upsert), then for the _ids already stored an upsert whose
+filter is {_id, FIELD: {$lt: version}} (or no FIELD at all). A duplicate-key error
+means the stored document did not match; one find with $in then says why: a version
+that is not lower (STALE, or DUPLICATE when equal), one of another kind (REJECTED),
+or a concurrent write of the same _id (RETRY).
+
+FerretDB 1.24 differs in two ways, both kept under test
+(tests/integration/test_ferretdb_differences.py): its reply to an update that failed
+leaves out `nModified`, which pymongo's bulk_write cannot read (KeyError), and an
+unordered update stops at its first failed statement. On FerretDB the guarded upserts
+are therefore sent one statement each."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+from ingest.sinks.base import WRITTEN, Outcome, OutcomeKind, WriteMode, rejected, retry
+from ingest.sinks.documents import duplicate_or_conflict, id_key
+from ingest.sinks.modes import Document, guarded_write, insert_op
+from ingest.sinks.mongo_bulk import bulk, in_order, one_at_a_time
+from ingest.sinks.versions import Version, against_stored, read_version
+from producer.wire import Record, record_id
+
+log = logging.getLogger(__name__)
+_RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
+
+
+def write_guarded(
+    collection: Collection[Document],
+    records: Sequence[Record],
+    mode: WriteMode,
+    field: str,
+    *,
+    ferretdb: bool,
+    ordered: bool,
+) -> list[Outcome]:
+    outcomes: list[Outcome] = [WRITTEN] * len(records)
+    versions: dict[int, Version] = {}
+    for index, record in enumerate(records):
+        version = read_version(record.document, field)
+        if isinstance(version, str):
+            outcomes[index] = rejected(version)
+        else:
+            versions[index] = version
+    todo = list(versions)
+    if not ordered:
+        _fill(outcomes, todo, bulk(collection, [insert_op(records[i]) for i in todo]))
+        todo = _refused(outcomes, todo)
+    writes = [guarded_write(mode, records[i], field) for i in todo]
+    if ferretdb:
+        attempted = one_at_a_time(collection, writes, ordered=ordered)
+    elif ordered:
+        attempted = in_order(collection, [write.op() for write in writes])
+    else:
+        attempted = bulk(collection, [write.op() for write in writes])
+    _fill(outcomes, todo, attempted)
+    refused = _refused(outcomes, todo)
+    if refused:
+        judged = _judge(
+            collection, [records[i] for i in refused], [versions[i] for i in refused], field
+        )
+        _fill(outcomes, refused, judged)
+    return outcomes
+
+
+def _refused(outcomes: list[Outcome], indexes: list[int]) -> list[int]:
+    """The records the server answered with a duplicate-key error."""
+    return [i for i in indexes if outcomes[i].kind is OutcomeKind.DUPLICATE]
+
+
+def _fill(outcomes: list[Outcome], indexes: list[int], found: list[Outcome]) -> None:
+    for index, outcome in zip(indexes, found, strict=True):
+        outcomes[index] = outcome
+
+
+def _judge(
+    collection: Collection[Document],
+    records: list[Record],
+    versions: list[Version],
+    field: str,
+) -> list[Outcome]:
+    """Why the stored documents refused these guarded writes."""
+    try:
+        stored = _stored(collection, records, {field: 1})
+    except PyMongoError as exc:
+        return [retry(f"could not read the stored version: {_short(exc)}")] * len(records)
+    outcomes = []
+    for record, version in zip(records, versions, strict=True):
+        found = stored.get(id_key(record_id(record)))
+        if found is None:
+            outcomes.append(retry("the stored document of this _id went away during the write"))
+            continue
+        verdict = against_stored(version, found, field)
+        outcomes.append(verdict or retry("a concurrent write of this _id got in the way"))
+    return outcomes
+
+
+def mark_conflicts(
+    collection: Collection[Document], records: Sequence[Record], outcomes: list[Outcome]
+) -> None:
+    """Insert-once: turns the duplicates whose stored content differs into conflicts."""
+    duplicates = [i for i, o in enumerate(outcomes) if o.kind is OutcomeKind.DUPLICATE]
+    if not duplicates:
+        return
+    try:
+        stored = _stored(
+            collection.with_options(codec_options=_RAW), [records[i] for i in duplicates]
+        )
+    except PyMongoError as exc:  # they are durable: only the check is lost
+        log.warning("could not compare %d duplicates with the stored documents: %s",
+                    len(duplicates), _short(exc))  # fmt: skip
+        return
+    for index in duplicates:
+        found = stored.get(id_key(record_id(records[index])))
+        if found is not None:
+            outcomes[index] = duplicate_or_conflict(records[index], found)
+
+
+def _stored(
+    collection: Collection[Any],
+    records: Sequence[Record],
+    projection: Mapping[str, Any] | None = None,
+) -> dict[Any, Mapping[str, Any]]:
+    """The stored documents of these records' _ids, by id_key: one find with $in."""
+    ids = [record_id(record) for record in records]
+    return {id_key(doc["_id"]): doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
+
+
+def _short(exc: PyMongoError) -> str:
+    return str(exc).splitlines()[0][:200]

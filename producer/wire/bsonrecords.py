@@ -17,7 +17,7 @@ documents) is decoded to look closer."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import bson
@@ -110,7 +110,7 @@ def unpack(raw: bytes) -> list[Record | BadRecord]:
     """The records of a decoded body. Raises WireError when not even the collection
     table can be read; a record that breaks the framing ends the list."""
     names, position = _names(raw)
-    items = list(_records(raw, position, names))
+    items = _records(raw, position, names, _dollar_suspects(raw, position))
     if not items:
         raise WireError("message holds no records")
     return items
@@ -134,32 +134,77 @@ def _names(raw: bytes) -> tuple[list[str], int]:
     return [str(name) for name in names], size
 
 
-def _records(raw: bytes, position: int, names: list[str]) -> Iterator[Record | BadRecord]:
-    end, number = len(raw), 0
+def _checked_names(names: list[str]) -> list[str | WireError]:
+    """Each name of the table checked once per message, not once per record."""
+    checked: list[str | WireError] = []
+    for name in names:
+        try:
+            checked.append(known_collection(name))
+        except WireError as exc:
+            checked.append(exc)
+    return checked
+
+
+def _dollar_suspects(raw: bytes, start: int) -> list[int]:
+    """Where in the body a key could start with '$' (a '$' right after a type byte),
+    found in one pass over the body rather than one per record. Binary values hold
+    '$' bytes often, after a type byte rarely: a suspect only costs a closer look."""
+    suspects = []
+    at = raw.find(b"$", start + 1)
+    while at != -1:
+        if _TYPE_BYTE[raw[at - 1]]:
+            suspects.append(at)
+        at = raw.find(b"$", at + 1)
+    return suspects
+
+
+def _records(
+    raw: bytes, position: int, names: list[str], suspects: list[int]
+) -> list[Record | BadRecord]:
+    # One loop, the common record inline: at 1 KB a record, a function call or a
+    # dataclass check per record costs as much as the checks themselves.
+    items: list[Record | BadRecord] = []
+    checked = _checked_names(names)
+    end, number, suspect = len(raw), 0, 0
     while position < end:
         number += 1
         if end - position < 3 + 5:
-            yield _broken(number, f"{end - position} bytes left, too few for a record")
-            return
-        flags, slot = raw[position], int.from_bytes(raw[position + 1 : position + 3], "little")
+            items.append(_broken(number, f"{end - position} bytes left, too few for a record"))
+            break
+        flags, slot = raw[position], raw[position + 1] | raw[position + 2] << 8
         position += 3
-        if flags & ~_KNOWN_FLAGS:
-            yield _broken(
-                number, f"unknown flags {flags:#04x} (this consumer knows {_KNOWN_FLAGS:#04x})"
-            )
-            return
         trace = None
-        if flags & TRACED:
+        if flags:
+            if flags & ~_KNOWN_FLAGS:
+                known = f"this consumer knows {_KNOWN_FLAGS:#04x}"
+                items.append(_broken(number, f"unknown flags {flags:#04x} ({known})"))
+                break
             length = raw[position]
             trace = raw[position + 1 : position + 1 + length].decode("ascii", "replace")
             position += 1 + length
         (size,) = _INT32.unpack_from(raw, position) if end - position >= 4 else (-1,)
         if not 5 <= size <= end - position:
-            yield _broken(number, f"its length prefix says {size} bytes, {end - position} remain")
-            return
-        document = raw[position : position + size]
-        position += size
-        yield _record(number, names, slot, document, trace)
+            reason = f"its length prefix says {size} bytes, {end - position} remain"
+            items.append(_broken(number, reason))
+            break
+        start, position = position, position + size
+        document = raw[start:position]
+        while suspect < len(suspects) and suspects[suspect] < start:
+            suspect += 1
+        collection = checked[slot] if slot < len(checked) else None
+        if (
+            type(collection) is str
+            and document[-1] == 0
+            and document[5:9] == _ID_FIRST
+            and document[4] != _ARRAY
+            and (suspect == len(suspects) or suspects[suspect] >= position)
+            and size <= MAX_BSON_DOCUMENT_BYTES
+            and document.count(_DOCUMENT) + document.count(_ARRAY) < MAX_NESTING_DEPTH
+        ):
+            items.append(Record(collection, RawBSONDocument(document), document, trace))
+        else:
+            items.append(_record(number, names, checked, slot, document, trace))
+    return items
 
 
 def _broken(number: int, reason: str) -> BadRecord:
@@ -172,22 +217,27 @@ def _broken(number: int, reason: str) -> BadRecord:
 
 
 def _record(
-    number: int, names: list[str], slot: int, document: bytes, trace: str | None
+    number: int,
+    names: list[str],
+    checked: list[str | WireError],
+    slot: int,
+    document: bytes,
+    trace: str | None,
 ) -> Record | BadRecord:
-    collection = names[slot] if slot < len(names) else None
-    if collection is None:
+    """A record the fast path was not sure of: why it is bad, or a closer look says good."""
+    if slot >= len(names):
         reason = f"collection index {slot}, but the message names {len(names)} collections"
         return BadRecord(number, reason, document)
+    collection = checked[slot]
     problem = raw_problem(document)
-    if problem is None:
+    if problem is None and isinstance(collection, WireError):
+        problem = str(collection)
+    if problem is None and isinstance(collection, str):
         try:
-            collection = known_collection(collection)
             return Record(collection, RawBSONDocument(document), document, trace)
-        except WireError as exc:
-            problem = str(exc)
         except (BSONError, ValueError) as exc:
             problem = f"document is not valid BSON: {bson_problem(exc, {})}"
-    return BadRecord(number, problem, document, collection)
+    return BadRecord(number, problem or "unreadable record", document, names[slot])
 
 
 def raw_problem(document: bytes) -> str | None:

@@ -15,6 +15,7 @@ from .errors import WireError
 IDENTITY: Final = "identity"
 GZIP: Final = "gzip"
 ZSTD: Final = "zstd"
+_CHUNK: Final = 256 * 1024
 ENCODINGS: Final = (IDENTITY, GZIP, ZSTD)
 #: Guard against compression bombs: a body may not inflate past this.
 DEFAULT_MAX_DECODED_BYTES: Final = 32 * 1024 * 1024
@@ -65,15 +66,30 @@ def _inflate_zstd(packed: bytes, limit: int) -> bytes:
     declared = zstd.frame_content_size(packed)
     if declared > limit:
         raise WireError(f"zstd body declares {declared} bytes, over {limit} (compression bomb?)")
-    # The stream reader caps the output; decompressobj alone would inflate a bomb fully.
+    if declared > 0:
+        # The frame says its size (every producer here writes it): one buffer of that
+        # size, and zstd itself refuses a frame whose content runs past it.
+        raw: bytes = zstd.ZstdDecompressor().decompress(packed)
+        if len(raw) != declared:
+            raise WireError("zstd body is truncated")
+        return raw
+    return _inflate_zstd_streamed(zstd, packed, limit)
+
+
+def _inflate_zstd_streamed(zstd: Any, packed: bytes, limit: int) -> bytes:
+    """A frame without a declared size (a streaming writer's): read in chunks, capped, so
+    a bomb stops at `limit` (one read of `limit` bytes would allocate that much each time)."""
+    chunks: list[bytes] = []
+    total = 0
     with zstd.ZstdDecompressor().stream_reader(io.BytesIO(packed)) as reader:
-        raw: bytes = reader.read(limit + 1)
-    if len(raw) > limit:
-        raise WireError(f"zstd body inflates past {limit} bytes (compression bomb?)")
-    complete = len(raw) == declared if declared >= 0 else _zstd_frame_ends(packed)
-    if not complete:
+        while chunk := reader.read(min(_CHUNK, limit + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise WireError(f"zstd body inflates past {limit} bytes (compression bomb?)")
+    if not _zstd_frame_ends(packed):
         raise WireError("zstd body is truncated")
-    return raw
+    return b"".join(chunks)
 
 
 def _zstd_frame_ends(packed: bytes) -> bool:

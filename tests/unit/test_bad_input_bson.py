@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
+import bson
 import pytest
+from bson import ObjectId
 
 from ingest.flow.breaker import SinkBreaker
 from ingest.metrics import Metrics
@@ -11,6 +15,7 @@ from ingest.pipeline.write import BatchWriter
 from ingest.queues.base import Message
 from ingest.sinks.memory import MemorySink
 from producer import wire
+from producer.wire import bsonrecords
 from tests.reliability.corpus import Expect
 from tests.reliability.corpus_bson import BSON_CASES, GOOD_COLLECTION, BsonCase
 
@@ -52,3 +57,25 @@ def test_write_stage_settles_the_whole_format_2_corpus_in_one_batch() -> None:
         if letter.body not in {c.body for c in BSON_CASES}:
             assert wire.format_of(letter.attributes) == wire.BSON_RECORDS
             assert "(unreadable" not in wire.readable(letter.body, letter.attributes)
+
+
+def test_many_records_in_one_body_get_the_verdict_each_gets_alone() -> None:
+    """The body-wide '$' scan must blame only the record that holds the '$' key, wherever
+    it sits among its neighbours, and '$' bytes in binary values must blame nobody."""
+    shapes = [
+        {"n": 1},
+        {"$set": {"a": 1}},
+        {"price": "$5", "d": {"k": "$"}},
+        {"oid": ObjectId(b"$$$$$$$$$$$$"), "f": 36.0},
+        {"a": {"$foo": 1}},
+        {"deep": {"x": [{"$y": 1}]}},
+    ]
+    rng = random.Random(5)
+    documents = [bson.encode({"_id": n, **rng.choice(shapes)}) for n in range(300)]
+    body = bsonrecords.pack([("events", document, None) for document in documents])
+    items = bsonrecords.unpack(body)
+    assert len(items) == len(documents)
+    for document, item in zip(documents, items, strict=True):
+        alone = bsonrecords.raw_problem(document)
+        assert isinstance(item, wire.BadRecord) == (alone is not None), bson.decode(document)
+        assert item.source == document

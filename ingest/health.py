@@ -5,6 +5,7 @@ milliseconds whatever the servers do (Kubernetes' default probe timeout is 1 s).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,16 @@ class Health:
         return {"ready": self.ready, "checks": self.checks}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A probe that gave up before the answer (its timeout, a restart) is no error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class HealthServer:
     def __init__(
         self, host: str, port: int, registry: CollectorRegistry, health: Callable[[], Health]
@@ -36,12 +47,11 @@ class HealthServer:
         self._registry = registry
         self._health = health
         try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
+            self._server = _Server((host, port), self._handler())
         except OSError as exc:  # in use, not an address of this host, no permission
             raise ConfigError(
                 f"--metrics-host {host} --metrics-port {port}: {exc.strerror or exc}"
             ) from exc
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -25,6 +25,12 @@ from ingest.sinks.base import ConflictPolicy, WriteMode
 
 PREFIX: Final = "INGEST_"
 
+# One receive waits for SQS's answer for the long poll plus this slack (never more than
+# the visibility timeout), and is tried this many times; see Settings.poll_stall_seconds.
+RECEIVE_SLACK_SECONDS: Final = 10
+RECEIVE_ATTEMPTS: Final = 3
+STALL_MARGIN_SECONDS: Final = 5.0
+
 
 class RateMode(enum.StrEnum):
     FIXED = "fixed"
@@ -219,6 +225,20 @@ class Settings:
     def inbox_size(self) -> int:
         return self.inbox_batches or 2 * self.writers
 
+    @property
+    def receive_timeout(self) -> int:
+        """How long one receive waits for SQS's answer: the long poll, plus slack for the
+        network, the slack no longer than the visibility timeout (an answer that late
+        would bring messages SQS has already made visible to other consumers again)."""
+        return self.wait_seconds + min(RECEIVE_SLACK_SECONDS, self.visibility_timeout)
+
+    @property
+    def poll_stall_seconds(self) -> float:
+        """Liveness: a poller that is not deliberately paused (breaker open, ceiling,
+        full inbox, retry backoff) and whose loop has not gone round for this long is
+        stuck: every attempt of one receive would have run out by then."""
+        return RECEIVE_ATTEMPTS * self.receive_timeout + STALL_MARGIN_SECONDS
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Settings:
         """Defaults, then INGEST_* variables, then the CLI's flags (None: not given).
@@ -236,7 +256,7 @@ class Settings:
             value = _convert(item, hints[item.name], raw, source)
             problem = _out_of_range(item, value)
             if problem:
-                raise ConfigError(f"{source}={raw}: {problem}")
+                raise ConfigError(f"{source}={_shown(raw)}: {problem}")
             values[item.name] = value
         unknown = set(flags) - {item.name for item in dataclasses.fields(cls)}
         if unknown:
@@ -315,6 +335,11 @@ def _out_of_range(item: dataclasses.Field[Any], value: Any) -> str | None:
     if not low <= value <= high:
         return f"must be between {_number(low)} and {_number(high)}"
     return None
+
+
+def _shown(raw: Any) -> str:
+    """A value as the user typed it: click turns `--max-write-rate -5` into -5.0."""
+    return _number(raw) if isinstance(raw, float) else str(raw)
 
 
 def _number(value: float) -> str:

@@ -16,13 +16,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .aio import AsyncProducer
     from .core import Producer
-    from .errors import BufferFull, ProducerClosed, ProducerError, RecordTooLarge, WireError
+    from .errors import (
+        BufferFull,
+        ConfigError,
+        ProducerClosed,
+        ProducerError,
+        RecordTooLarge,
+        WireError,
+    )
     from .metrics import Stats
 
 _WHERE = {
     "AsyncProducer": ".aio",  # loads asyncio (~40 ms): a WSGI app that never uses it should not pay
     "Producer": ".core",
     "BufferFull": ".errors",
+    "ConfigError": ".errors",
     "ProducerClosed": ".errors",
     "ProducerError": ".errors",
     "RecordTooLarge": ".errors",
@@ -41,6 +49,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AsyncProducer",
     "BufferFull",
+    "ConfigError",
     "Producer",
     "ProducerClosed",
     "ProducerError",

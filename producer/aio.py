@@ -28,7 +28,7 @@ class AsyncProducer(AsyncClosing):
     async def flush(self, timeout: float | None = None) -> bool:
         return await asyncio.to_thread(self.producer.flush, timeout)
 
-    async def close(self, timeout: float | None = 30.0) -> None:
+    async def close(self, timeout: float | None = 10.0) -> None:
         await asyncio.to_thread(self.producer.close, timeout)
 
     def stats(self) -> Stats:

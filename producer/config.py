@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import urlsplit
 
 from . import wire
+from .errors import ConfigError
 from .journal import FSYNC_POLICIES
 
 OVERFLOW_POLICIES: Final = ("journal", "block", "raise")
@@ -36,15 +38,17 @@ class Config:
 
     def __post_init__(self) -> None:
         if not self.queue_urls or not all(isinstance(u, str) and u for u in self.queue_urls):
-            raise ValueError("queue_url must be a URL or a non-empty sequence of URLs")
+            raise ConfigError("queue_url must be a URL or a non-empty sequence of URLs")
+        for url in self.queue_urls:
+            _check_queue_url(url)
         if len({url.endswith(".fifo") for url in self.queue_urls}) > 1:
-            raise ValueError("queues must be all FIFO or all standard")
+            raise ConfigError("queues must be all FIFO or all standard")
         if not MIN_MESSAGE_BYTES <= self.max_message_bytes <= SQS_MAX_MESSAGE_BYTES:
-            raise ValueError(
+            raise ConfigError(
                 f"max_message_bytes must be in [{MIN_MESSAGE_BYTES}, {SQS_MAX_MESSAGE_BYTES}]"
             )
         if not self.max_message_bytes <= self.max_batch_bytes <= SQS_MAX_MESSAGE_BYTES:
-            raise ValueError(
+            raise ConfigError(
                 f"max_batch_bytes must be in [max_message_bytes, {SQS_MAX_MESSAGE_BYTES}]"
             )
         _check_choice("wire_format", self.wire_format, wire.FORMATS)
@@ -58,11 +62,11 @@ class Config:
         _check_choice("overflow", self.overflow, OVERFLOW_POLICIES)
         _check_choice("journal_fsync", self.journal_fsync, FSYNC_POLICIES)
         if self.linger_seconds < 0 or self.block_timeout < 0 or self.exit_flush_timeout < 0:
-            raise ValueError("linger_seconds, block_timeout and exit_flush_timeout must be >= 0")
+            raise ConfigError("linger_seconds, block_timeout and exit_flush_timeout must be >= 0")
         if self.max_attempts < 1 or self.breaker_threshold < 1:
-            raise ValueError("max_attempts and breaker_threshold must be >= 1")
+            raise ConfigError("max_attempts and breaker_threshold must be >= 1")
         if self.max_buffered_bytes < self.max_message_bytes:
-            raise ValueError("max_buffered_bytes must be at least max_message_bytes")
+            raise ConfigError("max_buffered_bytes must be at least max_message_bytes")
 
     @property
     def encoding(self) -> str:
@@ -77,4 +81,13 @@ class Config:
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_queue_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.path.strip("/"):
+        raise ConfigError(
+            f"queue_url {url!r} is not a queue URL "
+            "(https://sqs.<region>.amazonaws.com/<account>/<queue name>)"
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import tempfile
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
 from .encode import Encoder
-from .errors import BufferFull, ProducerClosed
+from .errors import BufferFull, ConfigError, ProducerClosed
 from .journal import Journal, default_journal_dir
 from .lifecycle import Closing
 from .metrics import Counters, Stats
@@ -55,6 +56,7 @@ class Producer(Closing):
             options["wire_format"] = str(options["wire_format"])  # 2 or "2"
         self.config = Config(queue_urls=urls, **options)
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
+        _check_journal_dir(self.journal_dir)
         self._given_client = sqs_client
         self._on_error = on_error
         self._traceparent = traceparent_source()
@@ -190,9 +192,10 @@ class Producer(Closing):
             return True
         return self._buffer.wait_flushed(timeout)
 
-    def close(self, timeout: float | None = 30.0) -> None:
+    def close(self, timeout: float | None = 10.0) -> None:
         """Flush, stop the sender thread, and journal whatever is still unsent
-        when timeout runs out. send() afterwards raises ProducerClosed."""
+        when timeout runs out (10 s by default: well inside a web server's graceful
+        stop, gunicorn's being 30 s). send() afterwards raises ProducerClosed."""
         if self._pid != os.getpid():
             self._after_fork()
         with self._start_lock:
@@ -231,6 +234,18 @@ class Producer(Closing):
         self._journal.forget_after_fork()
         self._sender.forget_after_fork()
         self._setup()
+
+
+def _check_journal_dir(directory: Path) -> None:
+    # Found out now, not during an outage, when records have nowhere else to go.
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"journal_dir {str(directory)!r} cannot be written: {exc.strerror or exc}"
+        ) from exc
 
 
 def _close_all_at_exit() -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .wire.errors import ProducerError, RecordTooLarge, WireError
 
-__all__ = ["BufferFull", "ProducerClosed", "ProducerError", "RecordTooLarge", "WireError"]
+__all__ = [
+    "BufferFull",
+    "ConfigError",
+    "ProducerClosed",
+    "ProducerError",
+    "RecordTooLarge",
+    "WireError",
+]
 
 
 class BufferFull(ProducerError):
@@ -14,3 +21,8 @@ class BufferFull(ProducerError):
 
 class ProducerClosed(ProducerError):
     """send() after close()."""
+
+
+class ConfigError(ProducerError, ValueError):
+    """Producer() was given something it cannot work with: not a queue URL, a journal
+    directory it cannot write, an option out of range. Raised at construction."""

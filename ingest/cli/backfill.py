@@ -12,6 +12,7 @@ import click
 
 from ingest.cli import fail, load_settings
 from ingest.cli.connect import queues
+from ingest.errors import BackfillError, ConfigError
 
 
 def _stop_on_sigint() -> threading.Event:
@@ -95,23 +96,54 @@ def backfill(path: Path, queue_urls: str | None, checkpoint: Path | None, compre
     plan = job.Options(path=path, checkpoint=checkpoint, queue_url=queue_url, progress=progress,
                        **options)  # fmt: skip
     producer = None
+    journal = checkpoint.with_name(checkpoint.stem + ".journal")
     if not dry_run:
-        from producer import Producer
+        from producer import Producer, ProducerError
 
-        journal = checkpoint.with_name(checkpoint.stem + ".journal")
-        producer = Producer(queue_url, journal_dir=journal, compression=compression,
-                            overflow="block", block_timeout=plan.flush_timeout)  # fmt: skip
+        try:
+            producer = Producer(queue_url, journal_dir=journal, compression=compression,
+                                overflow="block", block_timeout=plan.flush_timeout)  # fmt: skip
+        except ProducerError as exc:  # the queue URL, or the journal beside the checkpoint
+            beside = " (the journal lives beside --checkpoint)" if "journal_dir" in str(exc) else ""
+            raise ConfigError(f"backfill: {exc}{beside}") from exc
     stop = _stop_on_sigint()
+    runner = job.Backfill(plan, producer, stop)
+    error: BackfillError | None = None
+    finished = False
     try:
-        report = job.Backfill(plan, producer, stop).run()
+        runner.run()
+        finished = True
+    except BackfillError as exc:
+        error = exc
     finally:
         if producer is not None:
-            producer.close(timeout=job.STOP_FLUSH_SECONDS if stop.is_set() else plan.flush_timeout)
+            # Only a run that delivered everything waits long: the others already did.
+            producer.close(timeout=plan.flush_timeout if finished and not stop.is_set()
+                           else job.STOP_FLUSH_SECONDS)  # fmt: skip
+    report = runner.report
     click.echo(job.summary(report))
-    if report.interrupted:
-        fail(f"stopped early; run the same command again to resume ({checkpoint})", 130)
+    waiting = _journaled(producer, journal)
+    kept = (
+        f"; {waiting} records SQS did not take are journaled in {journal} "
+        "(the next run with this checkpoint sends them first)"
+        if waiting
+        else ""
+    )
+    if stop.is_set():
+        fail(f"stopped early{kept}; run the same command again to resume ({checkpoint})", 130)
+    if error is not None:
+        fail(f"{error}{kept}", 1)
     if report.bad_lines:
         fail(
             f"{report.bad_lines} bad lines (see above{', and ' + str(plan.bad_lines) if plan.bad_lines else ''})",
             1,
         )
+
+
+def _journaled(producer: Any, journal: Path) -> int:
+    """Records waiting in the producer's journal once it is closed."""
+    if producer is None or not journal.is_dir():
+        return 0
+    from producer.journal import Journal
+
+    return Journal(journal).pending_records()

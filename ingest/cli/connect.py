@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ingest.errors import ConfigError
-from ingest.settings import Settings
+from ingest.settings import RECEIVE_ATTEMPTS, Settings
 
 if TYPE_CHECKING:
     from ingest.queues.sqs import SqsQueue, SqsService
@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 def queue_service(settings: Settings, *, for_receiving: bool = False) -> SqsService:
     from ingest.queues import sqs
 
+    if not for_receiving:
+        return sqs.connect(settings.region)
     return sqs.connect(
-        settings.region, wait_seconds=settings.wait_seconds if for_receiving else None
+        settings.region, read_timeout=settings.receive_timeout, attempts=RECEIVE_ATTEMPTS
     )
 
 

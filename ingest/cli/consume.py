@@ -55,27 +55,38 @@ log = logging.getLogger("ingest")
 def run(**flags: Any) -> None:
     """Consume until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
     from ingest.flow.replicas import ReplicaRegistry
-    from ingest.health import HealthServer
+    from ingest.health import Health, HealthServer
+    from ingest.metrics import Metrics
     from ingest.pipeline.service import Service
 
     settings = load_settings(**flags)
     configure(settings.log_format, settings.log_level)
+    metrics = Metrics()
+    built: list[Service] = []
+
+    def health() -> Health:
+        if built:
+            return built[0].health()
+        return Health(alive=True, ready=False, checks={"service": "starting"})
+
+    server = None
+    if settings.metrics_port:
+        # First: a port in use is a mistake to report before anything is contacted.
+        server = HealthServer(
+            settings.metrics_host, settings.metrics_port, metrics.registry, health
+        )
+        server.start()  # answers "starting" (not ready) until the service is built
     sink = store(settings)
     # Checked before anything runs, with short timeouts: one line in seconds.
     sources = queues(settings, queue_service(settings, for_receiving=True))
     # Every replica checks in (for `ingest status`); under a ceiling, to share it too.
     registry = ReplicaRegistry(sink.replica_board(), settings.replica_heartbeat_seconds)
-    service = Service(settings, sources, sink, replicas=registry)
+    service = Service(settings, sources, sink, metrics=metrics, replicas=registry)
     try:
         store(settings, quick=True).ping()
     except SinkUnavailable as exc:  # not fatal: wait for it, receiving nothing meanwhile
         service.breaker.record_failure(str(exc))
-    server = None
-    if settings.metrics_port:
-        server = HealthServer(
-            settings.metrics_host, settings.metrics_port, service.metrics.registry, service.health
-        )
-        server.start()
+    built.append(service)  # probes answer from its state now that MongoDB was asked
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: service.request_stop())
     service.start()

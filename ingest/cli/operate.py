@@ -76,14 +76,17 @@ def status(as_json: bool, watch: float | None, consumers: tuple[str, ...], **fla
 @click.option("--region")
 def check(**flags: Any) -> None:
     """Check the configuration before a rollout: the settings, the queue, its dead-letter
-    queue and redrive policy, and write access to the database. Exits 1 on any failure."""
+    queue and redrive policy, and write access to the database, with short timeouts.
+    One line per check; exits 2 on a configuration mistake, 1 on any other failure."""
     from ingest.tools.check import run_checks
 
     settings = load_settings(**flags)
     click.echo("ok    settings: valid")
-    results = list(run_checks(lambda: queues(settings), store(settings, quick=True)))
-    for result in results:
-        click.echo(result.line())
+    results = []
+    for result in run_checks(lambda: queues(settings), store(settings, quick=True)):
+        click.echo(result.line())  # as each comes: a server that times out shows where
+        results.append(result)
     failed = [r for r in results if not r.ok]
     if failed:
-        fail(f"{len(failed)} of {len(results) + 1} checks failed", 1)
+        mistake = any(r.mistake for r in failed)
+        fail(f"{len(failed)} of {len(results) + 1} checks failed", 2 if mistake else 1)

@@ -86,6 +86,7 @@ class Poller:
                     self.last_error = str(exc)
                     w.metrics.receive_errors.inc()
                     log.warning("receive failed, retrying in %.1fs: %s", backoff, exc)
+                    self.last_beat = time.monotonic() + backoff  # a deliberate pause
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:

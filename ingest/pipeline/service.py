@@ -139,14 +139,15 @@ class Service:
     def health(self) -> Health:
         """Alive unless stopped or a poll loop has stalled; ready when MongoDB and
         every queue answered last time. From state only: no server is asked."""
-        s = self.settings
-        # A receive waits up to wait_seconds, and boto3 tries a read 3 times.
-        bound = 3 * (s.wait_seconds + 10) + 30
+        bound = self.settings.poll_stall_seconds  # from the wait and visibility settings
         reason = ""
         if self.stopped.is_set():
             reason = "stopped"
         elif stalled := self.receive.stalled(bound):
-            reason = f"{len(stalled)} poller(s) have not gone round for over {bound:.0f}s"
+            reason = (
+                f"{len(stalled)} of {len(self.receive.running())} pollers have completed "
+                f"no receive for over {bound:.0f}s and are not paused"
+            )
         checks = {"mongodb": (self.breaker.reason or "down") if self.breaker.is_open else "ok"}
         errors = self.receive.receive_errors()
         checks["sqs"] = errors[0] if errors else "ok"

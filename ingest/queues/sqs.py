@@ -68,14 +68,16 @@ def client(
     *,
     read_timeout: float = 30,
     connect_timeout: float = 5,
-    max_attempts: int = 3,
+    attempts: int = 3,
     max_pool_connections: int = 50,
 ) -> SQSClient:
     """An SQS client from boto3's own chain (AWS_ENDPOINT_URL_SQS, AWS_DEFAULT_REGION,
-    profiles, roles); `region` only when given, since boto3 ignores AWS_REGION."""
+    profiles, roles); `region` only when given, since boto3 ignores AWS_REGION.
+    `attempts` counts every try of a call, the first one included."""
     config = Config(
         max_pool_connections=max_pool_connections,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts: boto3's "max_attempts" counts retries, one try more.
+        retries={"mode": "standard", "total_max_attempts": attempts},
         read_timeout=read_timeout,
         connect_timeout=connect_timeout,
     )
@@ -92,14 +94,19 @@ def client(
 CHECK_TIMEOUT_SECONDS: Final = 4.0
 
 
-def connect(region: str | None = None, *, wait_seconds: int | None = None) -> SqsService:
-    """The SQS endpoint of boto3's chain. With `wait_seconds`, the queues get a client of
-    their own whose read timeout outlasts a long poll of that many seconds."""
+def connect(
+    region: str | None = None, *, read_timeout: float | None = None, attempts: int = 3
+) -> SqsService:
+    """The SQS endpoint of boto3's chain. With `read_timeout` (a long poll's wait and
+    some slack), the queues get a client of their own that waits that long for an
+    answer, `attempts` times per call."""
     check = client(
         region, read_timeout=CHECK_TIMEOUT_SECONDS, connect_timeout=CHECK_TIMEOUT_SECONDS,
-        max_attempts=1, max_pool_connections=4,
+        attempts=1, max_pool_connections=4,
     )  # fmt: skip
-    work = client(region, read_timeout=wait_seconds + 10) if wait_seconds is not None else None
+    work = None
+    if read_timeout is not None:
+        work = client(region, read_timeout=read_timeout, attempts=attempts)
     return SqsService(check, work)
 
 

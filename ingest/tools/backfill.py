@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,11 @@ MAX_PRINTED_BAD_LINES = 100
 STOP_FLUSH_SECONDS = 5.0  # after Ctrl-C, how long to wait for SQS before giving up
 
 
+class Undelivered(BackfillError):
+    """Records handed to the producer did not reach SQS in time; the checkpoint stays
+    before them."""
+
+
 class RecordSender(Protocol):
     """What backfill needs from producer.Producer."""
 
@@ -52,7 +58,7 @@ class RecordSender(Protocol):
 
     def stats(self) -> Any: ...
 
-    def close(self, timeout: float | None = 30.0) -> None: ...
+    def close(self, timeout: float | None = 10.0) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ class Backfill:
         options: Options,
         sender: RecordSender | None,
         stop: threading.Event | None = None,
-        echo: Callable[[str], None] = tqdm.write,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         if sender is None and not options.dry_run:
             raise ValueError("a sender is needed unless dry_run")
@@ -140,7 +146,7 @@ class Backfill:
         )
         self.stop = stop or threading.Event()
         self.report = Report(dry_run=options.dry_run)
-        self._echo = echo
+        self._echo = echo or _to_stderr  # stdout is for the summary
         self._pending: dict[str, int] = {}  # positions handed over since the last checkpoint
         self._since_checkpoint = 0
         self._baseline = self._undelivered()
@@ -263,21 +269,41 @@ class Backfill:
         checkpoint.save()
 
     def _wait_delivered(self) -> None:
-        # Interrupted: wait a few seconds only; what is not delivered by then stays
-        # in the producer's journal and before the checkpoint.
-        timeout = STOP_FLUSH_SECONDS if self.stop.is_set() else self.options.flush_timeout
-        deadline = time.monotonic() + timeout
-        if not self.sender.flush(timeout):
-            raise BackfillError(f"the producer did not flush within {timeout:g}s")
-        # Records the producer journaled (SQS unreachable) are replayed by its
-        # sender thread; wait for that rather than checkpoint past them.
-        while (undelivered := self._undelivered() - self._baseline) > 0:
-            if self._failed() > self._baseline_failed or time.monotonic() > deadline:
-                raise BackfillError(
+        """Until every record so far is in SQS: flushed, and none left in the journal.
+        Ctrl-C, before or while waiting, shortens the wait to a few seconds; what is not
+        delivered by then stays in the producer's journal and before the checkpoint."""
+        sender = self.sender
+        started = time.monotonic()
+        stopped_at: float | None = None
+        flushed = False
+        undelivered = 0
+        while True:
+            now = time.monotonic()
+            if stopped_at is None and self.stop.is_set():
+                stopped_at = now
+            end = started + self.options.flush_timeout
+            if stopped_at is not None:
+                end = min(end, stopped_at + STOP_FLUSH_SECONDS)
+            left = end - now
+            if not flushed:  # in slices, so that Ctrl-C is seen while SQS does not answer
+                flushed = sender.flush(max(0.0, min(0.5, left)))
+            if flushed:
+                # Records the producer journaled (SQS unreachable) are replayed by its
+                # sender thread; wait for that rather than checkpoint past them.
+                undelivered = self._undelivered() - self._baseline
+                if undelivered <= 0:
+                    return
+                if self._failed() > self._baseline_failed:
+                    left = 0.0
+            if left <= 0:
+                if not flushed:
+                    raise Undelivered(f"the producer did not flush within {now - started:.0f}s")
+                raise Undelivered(
                     f"{undelivered} records did not reach SQS (journaled or failed); "
                     "the checkpoint stays before them, run again to resend"
                 )
-            time.sleep(0.2)
+            if flushed:
+                time.sleep(min(0.2, left))
 
     def _undelivered(self) -> int:
         stats = self.sender.stats()
@@ -285,6 +311,10 @@ class Backfill:
 
     def _failed(self) -> int:
         return int(self.sender.stats().failed)
+
+
+def _to_stderr(text: str) -> None:
+    tqdm.write(text, file=sys.stderr)  # above the progress bar, when there is one
 
 
 def _check_bson(document: RawBSONDocument) -> None:

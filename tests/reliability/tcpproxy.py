@@ -12,6 +12,7 @@ switched at run time from the test's own thread, which no packaged proxy here of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
@@ -132,3 +133,55 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     except OSError:
         pass
     writer.transport.abort()
+
+
+class SilentServer:
+    """Accepts connections on loopback and never answers, like a hung server; counts
+    the connections, so a test can also tell that nothing was contacted.
+
+    with SilentServer() as silent:    # listens on silent.port
+        ...
+        assert silent.connections == 0
+    """
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = int(self._socket.getsockname()[1])
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        self._closing = False
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="silent")
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            if self._closing:
+                connection.close()
+                return
+            self.connections += 1
+            self._held.append(connection)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()  # wake accept
+        self._socket.close()
+        self._thread.join(5)
+        for connection in self._held:
+            connection.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections are refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -99,7 +99,7 @@ def test_status_reports_depths_counts_and_what_did_not_answer() -> None:
 def test_check_names_each_failure_on_one_line() -> None:
     _, store, source, _ = _setup()
     lines = [c.line() for c in run_checks(lambda: {source.url: source}, store)]
-    assert all(line.startswith("ok") for line in lines) and len(lines) == 3
+    assert all(line.startswith("ok") for line in lines) and len(lines) == 4
     bare = MemoryQueue("memory://bare")  # no redrive policy
     store.unavailable = True
     checks = list(run_checks(lambda: {bare.url: bare}, store))

@@ -1,0 +1,221 @@
+"""A user's first hour, the steps that need the local stack: the installed `ingest`
+command as a user runs it, with the stack's SQS and MongoDB, and a TCP proxy in front
+of one of them to take it away and bring it back (the shared servers are never
+stopped). Each checks the exit code, the lines printed, that no traceback shows and
+the time taken, with bounds a loaded 2-core machine meets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from producer import wire
+from producer.journal import Journal
+from tests.conftest import drain_queue
+from tests.reliability.tcpproxy import TcpProxy
+from tests.user_steps import INGEST, clean_env, ingest
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stack_env(home: Path, **extra: str) -> dict[str, str]:
+    """The stack's endpoints and local credentials, nothing else from outside."""
+    names = ("AWS_ENDPOINT_URL_SQS", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "INGEST_MONGO_URI")  # fmt: skip
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not set: run the tests through `make test`")
+    return clean_env(home, {**{name: os.environ[name] for name in names}, **extra})
+
+
+def _get(port: int, path: str) -> tuple[int | None, dict[str, Any], float]:
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError:
+        return None, {}, time.monotonic() - started
+    return status, json.loads(body), time.monotonic() - started
+
+
+def _wait_for(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {seconds:.0f}s"
+        time.sleep(0.2)
+
+
+# ----------------------------------------------------------- MongoDB unreachable
+
+
+def test_run_with_the_database_unreachable_says_so_once_retries_and_resumes(
+    make_queue: Any, mongo_db: Any, sqs_client: Any, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    mongo = urlsplit(os.environ["INGEST_MONGO_URI"])
+    metrics_port = _free_port()
+    with TcpProxy(mongo.hostname or "127.0.0.1", mongo.port or 27017) as proxy:
+        proxy.refuse()  # MongoDB is away when the consumer starts
+        env = _stack_env(tmp_path, INGEST_QUEUE_URL=queue.url, INGEST_DATABASE=mongo_db.name,
+                         INGEST_MONGO_URI=f"mongodb://127.0.0.1:{proxy.port}/")  # fmt: skip
+        consumer = subprocess.Popen(
+            [INGEST, "run", "--wait-seconds", "1", "--metrics-port", str(metrics_port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: "mongodb" in _get(metrics_port, "/readyz")[1].get("checks", {}),
+                      30, "/readyz answers past starting")  # fmt: skip
+            # /readyz answers from kept state: at once, whatever MongoDB does.
+            answers = [_get(metrics_port, "/readyz") for _ in range(20)]
+            assert all(status == 503 for status, _, _ in answers)
+            assert f"MongoDB at 127.0.0.1:{proxy.port}" in answers[0][1]["checks"]["mongodb"]
+            timings = sorted(took for _, _, took in answers)
+            assert timings[17] <= 0.05 and timings[-1] <= 0.5, timings
+            assert _get(metrics_port, "/healthz")[0] == 200  # paused on purpose: alive
+            # A record waits in SQS meanwhile; nothing is received, nothing dead-lettered.
+            body = wire.encode_record("events", {"_id": "first-hour", "n": 1})
+            sqs_client.send_message(QueueUrl=queue.url, MessageBody=body,
+                                    MessageAttributes=wire.message_attributes(wire.IDENTITY, 1))  # fmt: skip
+            time.sleep(8)  # several probe intervals of the backoff (1, 2, 4 s ...)
+            proxy.passthrough()
+            _wait_for(lambda: _get(metrics_port, "/readyz")[0] == 200, 45, "ready again")
+            _wait_for(lambda: mongo_db.events.count_documents({}) == 1, 30, "the record written")
+        finally:
+            consumer.send_signal(signal.SIGTERM)
+            _, stderr = consumer.communicate(timeout=60)
+    assert consumer.returncode == 0, stderr
+    assert "Traceback" not in stderr and "maximum number of running instances" not in stderr
+    down = [line for line in stderr.splitlines() if "does not answer" in line]
+    assert len(down) == 1, stderr  # said once, not at every probe
+    assert re.search(rf"MongoDB at 127\.0\.0\.1:{proxy.port} does not answer: .*"
+                     r"(reset|refused|closed)", down[0], re.IGNORECASE), down  # fmt: skip
+    assert "probing every 1-30s" in down[0]
+    warnings = [line for line in stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) <= 3, stderr  # down, answers again, and at most one more
+    assert any("MongoDB answers again" in line for line in warnings)
+
+
+# ------------------------------------------------------------- backfill, SQS away
+
+
+def _records_in(sqs_client: Any, url: str) -> set[int]:
+    numbers: set[int] = set()
+    for message in drain_queue(sqs_client, url):
+        for item in wire.decode_message(message["Body"], message.get("MessageAttributes")):
+            assert isinstance(item, wire.Record)
+            numbers.add(int(item.document["i"]))
+    return numbers
+
+
+@pytest.mark.timeout(400)
+def test_backfill_ctrl_c_with_the_queue_gone_ends_in_seconds_and_resumes(
+    make_queue: Any, sqs_client: Any, tmp_path: Path
+) -> None:
+    lines = 12_000
+    queue = make_queue()
+    source = tmp_path / "ops.jsonl"
+    source.write_text("".join(json.dumps({"i": i, "pad": "x" * 40}) + "\n" for i in range(lines)))
+    checkpoint = tmp_path / "cp.json"
+    journal = tmp_path / "cp.journal"
+    sqs = urlsplit(os.environ["AWS_ENDPOINT_URL_SQS"])
+    with TcpProxy(sqs.hostname or "127.0.0.1", sqs.port or 9324) as proxy:
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        url = endpoint + urlsplit(queue.url).path  # the same queue, through the proxy
+        env = _stack_env(tmp_path, AWS_ENDPOINT_URL_SQS=endpoint)
+        step = [INGEST, "backfill", str(source), "--queue-url", url, "--collection", "ops",
+                "--checkpoint", str(checkpoint), "--checkpoint-every", "1000",
+                "--rate", "1500"]  # fmt: skip
+        run = subprocess.Popen(step, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+        _wait_for(checkpoint.exists, 30, "a first checkpoint")
+        proxy.refuse()  # SQS goes away mid-run
+        time.sleep(3)
+        interrupted_at = time.monotonic()
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=60)
+        took = time.monotonic() - interrupted_at
+        assert run.returncode == 130, err
+        assert took <= 12, (took, err)
+        assert "Traceback" not in err
+        last = err.strip().splitlines()[-1]
+        held = Journal(journal).pending_records()
+        assert held > 0
+        assert last == (
+            f"ingest: stopped early; {held} records SQS did not take are journaled in "
+            f"{journal} (the next run with this checkpoint sends them first); run the same "
+            f"command again to resume ({checkpoint})"
+        ), err
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["interrupted"] is True
+
+        proxy.passthrough()  # SQS is back: the same command finishes the job
+        resumed = ingest(*step[1:], env=env, cwd=tmp_path, timeout=300)
+        assert resumed.code == 0, resumed
+        assert Journal(journal).pending_records() == 0
+    assert _records_in(sqs_client, queue.url) == set(range(lines))  # nothing lost
+
+
+# ----------------------------------------------------------------- ingest check
+
+
+def test_check_passes_on_a_good_setup_and_fails_without_a_redrive_policy(
+    make_queue: Any, mongo_db: Any, sqs_client: Any, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    env = _stack_env(tmp_path, INGEST_DATABASE=mongo_db.name)
+    good = ingest("check", "--queue-url", queue.url, env=env)
+    assert good.code == 0 and good.stderr == "" and good.seconds <= 20, good
+    assert [line.split(": ", 1)[0] for line in good.stdout.splitlines()] == [
+        "ok    settings",
+        f"ok    queue {queue.url}",
+        f"ok    dead-letter queue of {queue.url}",
+        "ok    mongodb",
+        "ok    mongodb write",
+    ]
+    assert f"{queue.dead_letter_url}, after 5 receives" in good.stdout
+
+    bare = sqs_client.create_queue(QueueName=f"{queue.name}-bare")["QueueUrl"]
+    try:
+        without = ingest("check", "--queue-url", bare, env=env)
+    finally:
+        sqs_client.delete_queue(QueueUrl=bare)
+    without.expect(1, "1 of 5 checks failed", within=20)
+    failed = [line for line in without.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == [
+        f"FAIL  dead-letter queue of {bare}: no redrive policy: bad input would be retried "
+        "until it expires (run `ingest init`, or pass --dead-letter-url)"
+    ]
+
+
+def test_backfill_with_a_journal_it_cannot_write_is_one_line(
+    make_queue: Any, tmp_path: Path
+) -> None:
+    queue = make_queue()
+    source = tmp_path / "ops.jsonl"
+    source.write_text('{"a": 1}\n')
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    outcome = ingest("backfill", str(source), "--queue-url", queue.url, "--collection", "ops",
+                     "--checkpoint", str(blocker / "cp.json"), env=_stack_env(tmp_path))  # fmt: skip
+    outcome.expect(2, f"backfill: journal_dir '{blocker}/cp.journal' cannot be written",
+                   "beside --checkpoint", within=20)  # fmt: skip

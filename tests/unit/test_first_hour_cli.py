@@ -1,0 +1,305 @@
+"""A user's first hour with the `ingest` command, the steps that need no running
+servers: each runs the installed command in a clean environment (own HOME, no AWS or
+INGEST variables from outside) and checks the exit code, the few lines printed, that
+no traceback shows, and the time taken. Servers that refuse are closed loopback
+ports; servers that never answer are a local listener that accepts and stays silent
+(tests/reliability/tcpproxy.py). Test names avoid the words the unit-test filter of
+`make test-unit` skips."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.tcpproxy import SilentServer, closed_port
+from tests.user_steps import LOCAL_AWS, clean_env, ingest
+
+# Generous bounds a loaded 2-core machine meets: a mistake found in the settings is
+# one line in well under a second here; a server that never answers takes the 4 s
+# check timeout.
+AT_ONCE = 10.0
+SHORT_TIMEOUT = 15.0
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    (tmp_path / "home").mkdir()
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    with SilentServer() as server:
+        yield server
+
+
+def _endpoints(port: int, queue: str = "q") -> dict[str, str]:
+    return {
+        **LOCAL_AWS,
+        "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{port}",
+        "INGEST_QUEUE_URL": f"http://127.0.0.1:{port}/000000000000/{queue}",
+        "INGEST_MONGO_URI": f"mongodb://127.0.0.1:{port}/",
+    }
+
+
+# ------------------------------------------------------------------- no region
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        ["run"],
+        ["status"],
+        ["init"],
+        ["dlq", "show"],
+        ["dlq", "redrive"],
+        ["dlq", "purge", "--yes"],
+        ["backfill", "{input}", "--collection", "ops"],
+    ],
+    ids=lambda step: " ".join(step[:2]),
+)
+def test_no_region_is_one_line_naming_both_ways_to_set_it(
+    step: list[str], home: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "ops.jsonl").write_text('{"a": 1}\n')
+    port = closed_port()
+    env = clean_env(home, _endpoints(port))
+    del env["AWS_DEFAULT_REGION"]
+    args = [arg.replace("{input}", str(tmp_path / "ops.jsonl")) for arg in step]
+    outcome = (
+        ingest(*args, "--metrics-port", "0", env=env)
+        if step == ["run"]
+        else ingest(*args, env=env, cwd=tmp_path)
+    )
+    outcome.expect(2, "AWS_DEFAULT_REGION", "--region", within=AT_ONCE)
+
+
+def test_no_region_is_a_configuration_mistake_for_check_too(home: Path) -> None:
+    env = clean_env(home, _endpoints(closed_port()))
+    del env["AWS_DEFAULT_REGION"]
+    outcome = ingest("check", env=env)
+    outcome.expect(2, "checks failed", within=SHORT_TIMEOUT)
+    assert "FAIL  sqs: no AWS region: set AWS_DEFAULT_REGION" in outcome.stdout
+
+
+# ------------------------------------------------------- servers that do not answer
+
+
+@pytest.mark.parametrize(
+    "step",
+    [["init"], ["dlq", "show"], ["dlq", "redrive"], ["dlq", "purge", "--yes"]],
+    ids=" ".join,
+)
+def test_operator_commands_name_the_endpoint_and_the_cause(step: list[str], home: Path) -> None:
+    port = closed_port()
+    refused = ingest(*step, env=clean_env(home, _endpoints(port)))
+    refused.expect(1, f"http://127.0.0.1:{port}", "Could not connect", within=AT_ONCE)
+    if step[-1] in ("init", "show"):  # the same code path for the others: spare the time
+        with SilentServer() as silent:
+            hung = ingest(*step, env=clean_env(home, _endpoints(silent.port)))
+        hung.expect(1, f"http://127.0.0.1:{silent.port}", "Read timeout", within=SHORT_TIMEOUT)
+
+
+def test_run_fails_within_ten_seconds_when_the_queue_endpoint_never_answers(
+    home: Path, silent: SilentServer
+) -> None:
+    env = clean_env(home, _endpoints(silent.port))
+    outcome = ingest("run", "--metrics-port", "0", env=env)
+    outcome.expect(1, f"no answer from http://127.0.0.1:{silent.port}", "Read timeout", within=10)
+
+
+def test_status_exits_1_and_its_json_carries_both_errors(home: Path) -> None:
+    port = closed_port()
+    env = clean_env(home, _endpoints(port))
+    text = ingest("status", env=env)
+    assert text.code == 1 and "Traceback" not in text.stdout + text.stderr
+    assert text.seconds <= SHORT_TIMEOUT
+    assert text.stdout.count("error: ") == 2, text.stdout
+    as_json = ingest("status", "--json", env=env)
+    assert as_json.code == 1 and as_json.seconds <= SHORT_TIMEOUT
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is False
+    (queue_error, store_error) = report["errors"]
+    assert f"no answer from http://127.0.0.1:{port}" in queue_error
+    assert f"127.0.0.1:{port}" in store_error and "refused" in store_error
+
+
+def test_status_against_servers_that_never_answer(home: Path, silent: SilentServer) -> None:
+    outcome = ingest("status", "--json", env=clean_env(home, _endpoints(silent.port)))
+    assert outcome.code == 1 and "Traceback" not in outcome.stderr
+    assert outcome.seconds <= 2 * SHORT_TIMEOUT
+    assert len(json.loads(outcome.stdout)["errors"]) == 2
+
+
+def test_check_prints_one_line_per_check_against_unreachable_servers(home: Path) -> None:
+    port = closed_port()
+    outcome = ingest("check", env=clean_env(home, _endpoints(port)))
+    outcome.expect(1, "2 of 3 checks failed", within=SHORT_TIMEOUT)
+    assert outcome.stdout.splitlines() == [
+        "ok    settings: valid",
+        f"FAIL  sqs: SQS GetQueueAttributes on http://127.0.0.1:{port}/000000000000/q: "
+        f"no answer from http://127.0.0.1:{port}: Could not connect to the endpoint URL: "
+        f'"http://127.0.0.1:{port}/"',
+        f"FAIL  mongodb: MongoDB at 127.0.0.1:{port} does not answer: "
+        f"127.0.0.1:{port}: [Errno 111] Connection refused",
+    ]
+
+
+def test_check_against_servers_that_never_answer(home: Path, silent: SilentServer) -> None:
+    outcome = ingest("check", env=clean_env(home, _endpoints(silent.port)))
+    outcome.expect(1, "2 of 3 checks failed", within=2 * SHORT_TIMEOUT)
+    failed = [line for line in outcome.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 2 and "Read timeout" in failed[0] and "timed out" in failed[1]
+
+
+def test_backfill_checks_the_queue_answers_before_reading(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "ops.jsonl").write_text('{"a": 1}\n' * 10)
+    port = closed_port()
+    outcome = ingest("backfill", str(tmp_path / "ops.jsonl"), "--collection", "ops",
+                     env=clean_env(home, _endpoints(port)), cwd=tmp_path)  # fmt: skip
+    outcome.expect(1, f"no answer from http://127.0.0.1:{port}", within=AT_ONCE)
+    assert not (tmp_path / ".ingest-backfill").exists()  # no checkpoint, no journal
+
+
+# --------------------------------------------------------------- the HTTP server
+
+
+def test_metrics_port_out_of_range(home: Path, silent: SilentServer) -> None:
+    outcome = ingest("run", "--metrics-port", "99999", env=clean_env(home, _endpoints(silent.port)))
+    outcome.expect(2, "--metrics-port=99999: must be between 0 and 65535", within=AT_ONCE)
+    assert silent.connections == 0
+
+
+def test_metrics_port_in_use(home: Path, silent: SilentServer) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env = clean_env(home, _endpoints(silent.port))
+        outcome = ingest("run", "--metrics-port", str(port), env=env)
+    outcome.expect(2, f"--metrics-port {port}: Address already in use", within=AT_ONCE)
+    assert silent.connections == 0  # found before SQS or MongoDB was contacted
+
+
+def test_metrics_host_not_an_address(home: Path, silent: SilentServer) -> None:
+    env = clean_env(home, _endpoints(silent.port))
+    outcome = ingest("run", "--metrics-host", "256.1.1.1", env=env)
+    outcome.expect(2, "--metrics-host=256.1.1.1: '256.1.1.1' is not an IPv4 address",
+                   within=AT_ONCE)  # fmt: skip
+    assert silent.connections == 0
+
+
+# ------------------------------------------------------ values checked at the edge
+
+
+# fmt: off
+MISTAKES = [
+        (["run", "--max-write-rate", "-5"], {}, "--max-write-rate=-5: must be between 0 and 1000000000"),
+        (["run", "--visibility-timeout", "-3"], {}, "--visibility-timeout=-3: must be between 1 and 43200"),
+        (["run", "--min-pollers", "5", "--max-pollers", "2"], {}, "--min-pollers 5 is above --max-pollers 2"),
+        (["run"], {"INGEST_JOURNAL": "maybe"}, "INGEST_JOURNAL=maybe: must be true or false"),
+        (["run", "--mongo-uri", "notamongouri"], {}, "--mongo-uri=notamongouri: must be a MongoDB URI (mongodb://"),
+        (["run"], {"INGEST_LOG_LEVEL": "LOUD"}, "INGEST_LOG_LEVEL=LOUD: must be one of DEBUG, INFO, WARNING, ERROR"),
+        (["status"], {"INGEST_LOG_LEVEL": "LOUD"}, "INGEST_LOG_LEVEL=LOUD: must be one of"),
+        (["run", "--wait-seconds", "30"], {}, "--wait-seconds=30: must be between 0 and 20"),
+        (["backfill", "{input}", "--collection", "ops", "--checkpoint-every", "-5"], {},
+         "Invalid value for '--checkpoint-every': -5 is not in the range x>=1"),
+        (["dlq", "show", "--limit", "-1"], {}, "Invalid value for '--limit': -1 is not in the range x>=1"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "message"),
+    MISTAKES,
+    # Named without the words `make test-unit` filters out ("sqs", "mongo").
+    ids=[
+        "max-write-rate",
+        "visibility-timeout",
+        "min-above-max-pollers",
+        "journal-variable",
+        "uri",
+        "log-level-run",
+        "log-level-status",
+        "wait-seconds",
+        "checkpoint-every",
+        "dlq-limit",
+    ],
+)
+def test_a_mistaken_value_is_refused_before_anything_is_contacted(
+    args: list[str],
+    variables: dict[str, str],
+    message: str,
+    home: Path,
+    tmp_path: Path,
+    silent: SilentServer,
+) -> None:
+    (tmp_path / "ops.jsonl").write_text('{"a": 1}\n')
+    env = clean_env(home, {**_endpoints(silent.port), **variables})
+    args = [arg.replace("{input}", str(tmp_path / "ops.jsonl")) for arg in args]
+    outcome = ingest(*args, env=env, cwd=tmp_path)
+    outcome.expect(2, message, within=AT_ONCE)
+    assert silent.connections == 0  # nothing sent, nothing changed
+    assert not (tmp_path / ".ingest-backfill").exists()
+
+
+def test_a_mistaken_flag_is_named_as_the_flag_not_its_variable(
+    home: Path, silent: SilentServer
+) -> None:
+    env = clean_env(home, _endpoints(silent.port))
+    outcome = ingest("run", "--target-write-latency", "fast", env=env)
+    outcome.expect(2, "--target-write-latency=fast: 'fast' is not a duration", within=AT_ONCE)
+    assert "INGEST_TARGET_WRITE_LATENCY" not in outcome.stderr
+    from_variable = ingest("run", env={**env, "INGEST_TARGET_WRITE_LATENCY": "fast"})
+    from_variable.expect(2, "INGEST_TARGET_WRITE_LATENCY=fast", within=AT_ONCE)
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    import dataclasses
+
+    from ingest.cli.consume import run
+    from ingest.settings import PREFIX, Settings, flag_name
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    flags = {option for param in run.params for option in getattr(param, "opts", [])}
+    for item in dataclasses.fields(Settings):
+        variable = item.metadata.get("variable") or PREFIX + item.name.upper()
+        row = next((r for r in rows if f"`{variable}`" in r), None)
+        assert row is not None, f"{variable} is not in README.md's configuration table"
+        flag = flag_name(item)
+        if flag in flags:  # `ingest run` takes it: the row names the flag too
+            assert f"`{flag}`" in row, f"{variable}'s row does not name {flag}"
+    level = next(r for r in rows if "`INGEST_LOG_LEVEL`" in r)
+    assert all(name in level for name in ("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+# ------------------------------------------------------------- backfill --dry-run
+
+
+def test_dry_run_with_bad_lines_needs_no_queue_and_says_valid(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "ops.jsonl"
+    source.write_text('{"a": 1}\nnot json\n{"b": 2}\n{"$set": 1}\n')
+    outcome = ingest("backfill", str(source), "--collection", "ops", "--dry-run",
+                     env=clean_env(home), cwd=tmp_path)  # fmt: skip
+    outcome.expect(1, "2 bad lines", f"bad line {source}:2: not valid", f"bad line {source}:4",
+                   within=AT_ONCE, lines=3)  # fmt: skip
+    summary = json.loads(outcome.stdout)
+    assert summary["valid"] == 2 and "sent" not in summary and summary["bad_lines"] == 2
+    assert summary["dry_run"] is True
+    # stderr is not a terminal here: no progress bar (tqdm draws with \r and a rate).
+    assert "\r" not in outcome.stderr and not re.search(r"\d+(\.\d+)?[kM]?B/s", outcome.stderr)
+    assert not (tmp_path / ".ingest-backfill").exists()  # no checkpoint written
+
+
+def test_dry_run_of_good_lines_exits_0(home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "ops.jsonl"
+    source.write_text('{"a": 1}\n{"b": 2}\n')
+    outcome = ingest("backfill", str(source), "--collection", "ops", "--dry-run",
+                     env=clean_env(home), cwd=tmp_path)  # fmt: skip
+    assert outcome.code == 0 and outcome.stderr == "", outcome
+    assert json.loads(outcome.stdout)["valid"] == 2

@@ -1,0 +1,71 @@
+"""Runs the installed `ingest` command as a user would, in a clean environment, and
+checks what a user sees: the exit code, a few lines, no traceback, the time taken."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+INGEST = str(Path(sys.executable).parent / "ingest")
+
+# Local credentials only: nothing here may reach a real AWS account.
+LOCAL_AWS = {
+    "AWS_ACCESS_KEY_ID": "x",
+    "AWS_SECRET_ACCESS_KEY": "x",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+    def expect(self, code: int, *needles: str, within: float, lines: int = 1) -> None:
+        """Exit `code` within `within` seconds, at most `lines` lines on stderr, each
+        needle in them, no traceback anywhere."""
+        shown = f"exit {self.code} after {self.seconds:.1f}s\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+        assert "Traceback" not in self.stdout + self.stderr, shown
+        assert self.code == code, shown
+        assert self.seconds <= within, shown
+        assert 1 <= len(self.lines) <= lines, shown
+        for needle in needles:
+            assert needle in self.stderr, f"{needle!r} not in stderr\n{shown}"
+
+
+def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """No AWS_* or INGEST_* from the caller (`make test` exports the stack's), a HOME of
+    its own (no ~/.aws), and what the step sets."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "INGEST_", "BOTO"))
+    }
+    env["HOME"] = str(home)
+    env["XDG_STATE_HOME"] = str(home / "state")
+    env.update(extra or {})
+    return env
+
+
+def ingest(
+    *args: str,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> Outcome:
+    started = time.monotonic()
+    done = subprocess.run([INGEST, *args], env=dict(env), cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, input=stdin)  # fmt: skip
+    return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started)

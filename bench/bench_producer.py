@@ -4,11 +4,15 @@
    while the background thread flushes to a real queue: once in a tight loop
    (the worst case: the sender competes for the GIL non-stop) and once paced
    like a busy web app (`rate` records/s).
-2. Billable SQS requests per record, by the 64 KiB chunk rule (each request
+2. CPU per record of the whole process (send() on the caller's thread plus the sender
+   thread's encoding, packing, compression and SendMessageBatch calls), per wire format,
+   sending to a real queue as fast as it takes them.
+3. Billable SQS requests per record, by the 64 KiB chunk rule (each request
    costs ceil(payload_bytes / 65536), at least 1), for the whole round trip:
    sends, 10-message receives until an empty one, DeleteMessageBatch of 10.
    Modes: single (SendMessage per record), batched (SendMessageBatch of 10
-   one-record messages), packed (the Producer) and packed_zstd.
+   one-record messages), packed and packed_zstd (the Producer, format 1) and
+   format2_zstd (the Producer's defaults).
 
     python -m bench.bench_producer [--quick]
 """
@@ -88,13 +92,16 @@ def _latency(
     documents: list[dict[str, Any]],
     rate: float | None,
     compression: str = "identity",
+    wire_format: int = 1,
 ) -> dict[str, Any]:
     samples: list[int] = []
     gap = 1.0 / rate if rate else 0.0
     with (
         tempfile.TemporaryDirectory() as journal,
         # The producer's own client (from the environment), as a web app would use it.
-        Producer(url, journal_dir=journal, compression=compression) as producer,
+        Producer(
+            url, journal_dir=journal, compression=compression, wire_format=wire_format
+        ) as producer,
     ):
         clock = time.perf_counter_ns
         next_at = time.perf_counter()
@@ -115,7 +122,36 @@ def _latency(
         "records": len(documents),
         "rate_per_s": rate,
         "compression": compression,
+        "wire_format": wire_format,
         **_percentiles(samples),
+    }
+
+
+# ---------------------------------------------------------------- CPU per record
+
+
+def _cpu(
+    client: Any, url: str, documents: list[dict[str, Any]], wire_format: int
+) -> dict[str, Any]:
+    """Process CPU (every thread) from the first send() until everything is in SQS."""
+    with tempfile.TemporaryDirectory() as journal:
+        producer = Producer(url, sqs_client=client, journal_dir=journal, wire_format=wire_format)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for document in documents:
+            producer.send(COLLECTION, document)
+        assert producer.flush(120)
+        cpu = time.process_time() - cpu_started
+        seconds = time.perf_counter() - started
+        sent = producer.stats().sent
+        producer.close()
+    assert sent == len(documents), sent
+    return {
+        "records": len(documents),
+        "wire_format": wire_format,
+        "compression": producer.config.encoding,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_us_per_record": round(cpu * 1e6 / len(documents), 1),
     }
 
 
@@ -168,14 +204,17 @@ def _send_batched(client: Any, url: str, lines: list[str]) -> int:
     return billable
 
 
-def _send_packed(client: Any, url: str, documents: list[dict[str, Any]], compression: str) -> int:
+def _send_packed(
+    client: Any, url: str, documents: list[dict[str, Any]], compression: str, wire_format: int
+) -> int:
     counting = _CountingClient(client)
     with (
         tempfile.TemporaryDirectory() as journal,
         Producer(
-            url, sqs_client=counting, journal_dir=journal, compression=compression
+            url, sqs_client=counting, journal_dir=journal, compression=compression,
+            wire_format=wire_format,
         ) as producer,
-    ):
+    ):  # fmt: skip
         for document in documents:
             producer.send(COLLECTION, document)
         assert producer.flush(60)
@@ -191,9 +230,9 @@ def _requests(client: Any, mode: str, documents: list[dict[str, Any]]) -> dict[s
         elif mode == "batched":
             sends = _send_batched(client, url, lines)
         else:
-            sends = _send_packed(
-                client, url, documents, "zstd" if mode == "packed_zstd" else "identity"
-            )
+            compression = "identity" if mode == "packed" else "zstd"
+            wire_format = 2 if mode == "format2_zstd" else 1
+            sends = _send_packed(client, url, documents, compression, wire_format)
         received, receives, deletes = _drain(client, url)
     assert received == len(documents), (mode, received)
     total = sends + receives + deletes
@@ -219,15 +258,22 @@ def run(quick: bool) -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with _queue(client) as url:
+        # Paced, as a web app sends: the target. Format 2 with zstd is the default.
         result["send_latency_us"] = {
-            "tight_loop": _latency(url, generate(count), rate=None),
-            "paced": _latency(url, generate(count), rate=5000),
-            "tight_loop_zstd": _latency(url, generate(count), None, "zstd"),
+            "paced": _latency(url, generate(count), rate=5000, compression="zstd", wire_format=2),
+            "paced_format1": _latency(url, generate(count), 5000, "zstd", 1),
+            "tight_loop": _latency(url, generate(count), None, "zstd", 2),
+            "tight_loop_format1": _latency(url, generate(count), None, "zstd", 1),
+        }
+    with _queue(client) as url:
+        cpu_records = 5000 if quick else 30000
+        result["cpu_us_per_record"] = {
+            f"format{fmt}": _cpu(client, url, generate(cpu_records), fmt) for fmt in (2, 1)
         }
     request_records = 1000 if quick else 5000
     result["billable_requests_per_record"] = {
         mode: _requests(client, mode, documents[:request_records])
-        for mode in ("single", "batched", "packed", "packed_zstd")
+        for mode in ("single", "batched", "packed", "packed_zstd", "format2_zstd")
     }
     return result
 

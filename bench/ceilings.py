@@ -12,23 +12,17 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import bson
+from bson.raw_bson import RawBSONDocument
+
 from bench import infra
 from bench.records import COLLECTION, record_lines
 from ingest.settings import Settings
-from producer.batcher import Item
-from producer.packing import Packer
 
 DEFAULTS = Settings()
 SQS_THREADS = DEFAULTS.pollers + DEFAULTS.ackers
 MONGO_THREADS = DEFAULTS.writers
 MONGO_CHUNK = 1000  # documents per insert_many, about what a coalesced packed batch holds
-
-
-def packed_bodies(lines: Sequence[str], max_message_bytes: int = 64 * 1024) -> list[infra.Body]:
-    """Messages exactly as our Producer packs them (its Packer, its default size)."""
-    packer = Packer(max_message_bytes)
-    messages = packer.pack([Item(line, None, None) for line in lines])
-    return [infra.Body(m.body, m.attributes, len(m.items)) for m in messages]
 
 
 def _drain_raw(client: Any, url: str, expected_messages: int, threads: int) -> float:
@@ -74,14 +68,14 @@ def sqs_single(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def sqs_packed(documents: Sequence[dict[str, Any]], messages: int) -> dict[str, Any]:
-    """Packed messages of these documents, repeated up to `messages` (bodies may repeat:
-    nothing here decodes them)."""
-    bodies = packed_bodies(record_lines(list(documents)))
+    """Packed messages of these documents as our Producer sends them by default,
+    repeated up to `messages` (bodies may repeat: nothing here decodes them)."""
+    bodies = infra.producer_bodies(documents)
     repeated = [bodies[i % len(bodies)] for i in range(max(messages, len(bodies)))]
     return sqs(repeated)
 
 
-def _insert_all(documents: Sequence[dict[str, Any]], threads: int) -> float:
+def _insert_all(documents: Sequence[Any], threads: int) -> float:
     client = infra.mongo_client(pool=threads + 2)
     with infra.temp_database(client, "ceiling_mongo") as db:
         collection = client[db][COLLECTION]
@@ -96,15 +90,25 @@ def _insert_all(documents: Sequence[dict[str, Any]], threads: int) -> float:
 
 
 def mongo(
-    documents: Sequence[dict[str, Any]], threads: int = MONGO_THREADS, repeats: int = 3
+    documents: Sequence[dict[str, Any]],
+    threads: int = MONGO_THREADS,
+    repeats: int = 3,
+    *,
+    raw: bool = False,
 ) -> dict[str, Any]:
     """Best of `repeats` runs, each into a fresh database: a ceiling is the best the server
-    does, and the shared servers' background load only ever lowers a run."""
-    runs = [_insert_all(documents, threads) for _ in range(repeats)]
+    does, and the shared servers' background load only ever lowers a run. With `raw`,
+    the documents go in as RawBSONDocument (encoded beforehand, as format 2 carries
+    them), so the driver only copies bytes."""
+    given: Sequence[Any] = documents
+    if raw:
+        given = [RawBSONDocument(bson.encode(d)) for d in documents]
+    runs = [_insert_all(given, threads) for _ in range(repeats)]
     return {
         "records": len(documents),
         "threads": threads,
         "chunk": MONGO_CHUNK,
+        "raw_bson": raw,
         "seconds": round(min(runs), 3),
         "runs_rps": [infra.rate(len(documents), s) for s in runs],
         "rps": infra.rate(len(documents), min(runs)),

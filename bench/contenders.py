@@ -3,6 +3,10 @@
 naive          receive 10, insert_one each, delete_message each; one thread.
 naive_batched  the reference article's design: receive 10, one insert_many, one
                DeleteMessageBatch; 10 threads.
+json_minimal   the shortest consumer that reads packed format-1 messages: receive 10,
+               json_util.loads per line, one unordered insert_many, DeleteMessageBatch;
+               10 threads. Fed the same records, packed by our Producer in format 1
+               without compression.
 peer           the PyPI library sqs-workers at its best settings: its batch mode
                (the handler gets many messages at once, so one insert_many), one
                worker per thread. Its queue is filled through its own API, in its
@@ -18,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
+from bson import json_util
 
 from bench import infra
 from bench.records import COLLECTION, record_lines
@@ -81,24 +86,35 @@ Worker = Callable[[Any, str, Any], Callable[[Progress], None]]
 
 
 def _measure(
-    name: str, documents: Sequence[dict[str, Any]], threads: int, worker: Worker, budget: float
+    name: str,
+    documents: Sequence[dict[str, Any]],
+    threads: int,
+    worker: Worker,
+    budget: float,
+    bodies: Sequence[infra.Body] | None = None,
 ) -> dict[str, Any]:
+    """Fill a fresh queue with `bodies` (by default one record per message), consume it
+    on `threads` threads with `worker`; progress counts records."""
     client = infra.sqs_client()
     mongo = infra.mongo_client(pool=threads + 2)
+    if bodies is None:
+        bodies = infra.single_bodies(record_lines(list(documents)))
     with infra.temp_queue(client, name) as url, infra.temp_database(mongo, name) as db:
-        infra.send_bodies(client, url, infra.single_bodies(record_lines(list(documents))))
+        infra.send_bodies(client, url, bodies)
         work = worker(client, url, mongo[db][COLLECTION])
         progress = Progress(len(documents), budget)
         seconds = _consume([work] * threads, progress)
         infra.check_stored(mongo, db, progress.count)
     mongo.close()
-    return _result(progress.count, threads, seconds)
+    return _result(progress.count, threads, seconds, len(bodies))
 
 
-def _result(records: int, threads: int, seconds: float) -> dict[str, Any]:
+def _result(
+    records: int, threads: int, seconds: float, messages: int | None = None
+) -> dict[str, Any]:
     return {
         "records": records,
-        "messages": records,
+        "messages": records if messages is None else messages,
         "threads": threads,
         "seconds": round(seconds, 3),
         "rps": infra.rate(records, seconds),
@@ -152,6 +168,33 @@ def _batched_worker(client: Any, url: str, collection: Any) -> Callable[[Progres
 
 def naive_batched(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) -> dict[str, Any]:
     return _measure("naive_batched", documents, NAIVE_BATCHED_THREADS, _batched_worker, budget)
+
+
+# -------------------------------------------------------------- json minimal
+
+
+def _json_minimal_worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
+    def work(progress: Progress) -> None:
+        messages = _receive(client, url)
+        if not messages:
+            return
+        documents = [
+            json_util.loads(line)["d"] for m in messages for line in m["Body"].split("\n") if line
+        ]
+        collection.insert_many(documents, ordered=False)
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+        ]
+        client.delete_message_batch(QueueUrl=url, Entries=entries)
+        progress.add(len(documents))
+
+    return work
+
+
+def json_minimal(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) -> dict[str, Any]:
+    bodies = infra.producer_bodies(documents, wire_format=1, compression="identity")
+    return _measure("json_minimal", documents, NAIVE_BATCHED_THREADS, _json_minimal_worker,
+                    budget, bodies)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- peer

@@ -86,6 +86,37 @@ def single_bodies(lines: Sequence[str]) -> list[Body]:
     return [Body(line, attributes, 1) for line in lines]
 
 
+class _Capture:
+    """Stands in for SQS: keeps the messages a Producer sends and accepts them all."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Body] = []
+        self._lock = threading.Lock()
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        with self._lock:
+            for entry in Entries:
+                attributes = entry.get("MessageAttributes", {})
+                records = len(wire.decode_message(entry["MessageBody"], attributes))
+                self.bodies.append(Body(entry["MessageBody"], attributes, records))
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def producer_bodies(documents: Sequence[dict[str, Any]], **options: Any) -> list[Body]:
+    """The messages our Producer sends for these documents (its defaults unless
+    `options` says otherwise), without sending them."""
+    capture = _Capture()
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as journal:
+        producer = Producer("http://capture.invalid/000000000000/bench", sqs_client=capture,
+                            journal_dir=journal, **options)  # fmt: skip
+        for document in documents:
+            producer.send(COLLECTION, dict(document))
+        producer.close(timeout=300)
+    if sum(b.records for b in capture.bodies) != len(documents):
+        raise RuntimeError("the producer did not hand over every record")
+    return capture.bodies
+
+
 def send_bodies(
     client: Any, url: str, bodies: Sequence[Body], max_batch_bytes: int = 262144
 ) -> int:

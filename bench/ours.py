@@ -1,10 +1,12 @@
 """Our consumer as users run it: `ingest run` subprocesses with their defaults.
 
 The clock starts when the first process logs that it is consuming (so Python's
-start-up is not counted) and stops when every record is in MongoDB."""
+start-up is not counted) and stops when every record is in MongoDB. The processes'
+CPU (user + system, all threads, from /proc) is read at the same two moments."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -45,6 +47,7 @@ class Consumer:
             *extra,
         ]  # fmt: skip
         self.finished = 0.0
+        self.cpu = 0.0
         self.ready = threading.Event()
         self.ready_at = 0.0
         self.log: list[str] = []
@@ -73,7 +76,16 @@ class Consumer:
         self.finished = sum(
             float(line.split()[-1]) for line in text.splitlines() if line.startswith(_DONE_COUNTERS)
         )
+        self.cpu_seconds()
         return self.finished
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the whole process so far (every thread); once it has
+        exited, the last reading (taken with every done_records)."""
+        # Exited (or a zombie being reaped): keep the last reading.
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            self.cpu = process_cpu_seconds(self.process.pid)
+        return self.cpu
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -91,46 +103,65 @@ class Consumer:
         return f"ingest run exited {self.process.returncode}: " + " | ".join(self.log[-5:])
 
 
-def drain(url: str, database: str, expected: int, processes: int = 1) -> float:
-    """Run `processes` consumers on the queue until `expected` records are stored; seconds."""
+def process_cpu_seconds(pid: int) -> float:
+    # Fields 14 and 15 of /proc/<pid>/stat (after the parenthesised name): utime, stime.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(url: str, database: str, expected: int, processes: int = 1) -> tuple[float, float]:
+    """Run `processes` consumers on the queue until `expected` records are stored.
+    Returns (seconds, CPU seconds of all the processes) from ready to drained."""
     mongo = infra.mongo_client()
     consumers = [Consumer(url, database) for _ in range(processes)]
     try:
         for consumer in consumers:
             if not consumer.ready.wait(60):
                 raise RuntimeError(consumer.failure())
+        cpu_at_ready = sum(c.cpu_seconds() for c in consumers)
         start = min(c.ready_at for c in consumers)
         end = infra.wait_until(
             lambda: sum(c.done_records() for c in consumers) >= expected,
             TIMEOUT,
             alive=lambda: any(c.alive() for c in consumers),
         )
+        cpu = sum(c.cpu_seconds() for c in consumers) - cpu_at_ready
     finally:
         for consumer in consumers:
             consumer.stop()
     infra.check_stored(mongo, database, expected)
     mongo.close()
-    return end - start
+    return end - start, cpu
 
 
-def run(documents: Sequence[dict[str, Any]], *, packed: bool, processes: int = 1) -> dict[str, Any]:
-    """Fill a fresh queue (packed by our Producer, or one record per message), drain it."""
+def run(
+    documents: Sequence[dict[str, Any]],
+    *,
+    packed: bool,
+    processes: int = 1,
+    wire_format: int = 2,
+) -> dict[str, Any]:
+    """Fill a fresh queue (packed by our Producer in `wire_format`, or one record per
+    message, format 1 as the AWS CLI would send it), drain it."""
     from bench.records import record_lines
 
     client = infra.sqs_client()
     mongo = infra.mongo_client()
     with infra.temp_queue(client, "ours") as url, infra.temp_database(mongo, "ours") as db:
         if packed:
-            infra.produce(client, url, documents)
+            infra.produce(client, url, documents, wire_format=wire_format)
         else:
             infra.send_bodies(client, url, infra.single_bodies(record_lines(list(documents))))
         messages = infra.queue_count(client, url)
-        seconds = drain(url, db, len(documents), processes)
+        seconds, cpu = drain(url, db, len(documents), processes)
     mongo.close()
     return {
         "records": len(documents),
         "messages": messages,
+        "wire_format": wire_format if packed else 1,
         "processes": processes,
         "seconds": round(seconds, 3),
         "rps": infra.rate(len(documents), seconds),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_us_per_record": round(cpu * 1e6 / len(documents), 1),
     }

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bench.ceilings import packed_bodies
+from bench import infra
 from bench.records import record_lines
 from ingest.pipeline.service import Service
 from ingest.queues.memory import MemoryQueue
@@ -86,22 +86,26 @@ def json_baseline(lines: Sequence[str]) -> float:
 
 
 def run(documents: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Twice: as is, and with what the in-memory sink keeps frozen out of the collector
-    (gc.freeze every 50 ms), as if the documents had left the process as a real sink's
-    do. The second is the headline; both are reported."""
+    """Format 1 without compression (against json.loads of the same lines) twice: as is,
+    and with what the in-memory sink keeps frozen out of the collector (gc.freeze every
+    50 ms), as if the documents had left the process as a real sink's do. The second is
+    the headline; both are reported. Then the producer's defaults (format 2, zstd)."""
     lines = record_lines(list(documents))
-    kept_frozen = _run(lines, freeze_kept=True)
-    as_is = _run(lines, freeze_kept=False)
+    format1 = infra.producer_bodies(documents, wire_format=1, compression="identity")
+    kept_frozen = _run(format1, lines, freeze_kept=True)
+    as_is = _run(format1, lines, freeze_kept=False)
+    format2 = _run(infra.producer_bodies(documents), lines, freeze_kept=True)
     return kept_frozen | {
         "us_per_record_sink_kept_in_gc": as_is["us_per_record"],
         "gc_us_per_record_sink_kept_in_gc": as_is["gc_us_per_record"],
+        "format2_us_per_record": format2["us_per_record"],
+        "format2_us_per_record_without_sink_and_gc": format2["us_per_record_without_sink_and_gc"],
     }
 
 
-def _run(lines: list[str], *, freeze_kept: bool) -> dict[str, Any]:
+def _run(bodies: Sequence[infra.Body], lines: list[str], *, freeze_kept: bool) -> dict[str, Any]:
     gc.collect()
     queue = MemoryQueue()
-    bodies = packed_bodies(lines)
     for body in bodies:
         queue.send(body.text, body.attributes)
     sink = MemorySink()

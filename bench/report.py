@@ -8,10 +8,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-CONTENDERS = ("ours", "ours_single", "naive_batched", "peer", "naive")
+CONTENDERS = (
+    "ours", "ours_format1", "ours_single", "json_minimal", "naive_batched", "peer", "naive",
+)  # fmt: skip
 LABELS = {
-    "ours": "ours (packed, producer defaults)",
-    "ours_single": "ours (one record per message)",
+    "ours": "ours (producer defaults: format 2, zstd)",
+    "ours_format1": "ours (format 1, zstd)",
+    "ours_single": "ours (one format-1 record per message)",
+    "json_minimal": "minimal JSON consumer (packed format 1, json_util.loads per line)",
     "naive_batched": "naive batched (article: 10 threads, insert_many, batch delete)",
     "peer": "sqs-workers 0.7.3 (batch mode)",
     "naive": "naive (insert_one, delete each, 1 thread)",
@@ -59,9 +63,36 @@ def _ceilings(result: Mapping[str, Any]) -> list[str]:
         ("SQS: receive + batch delete, one record per message",
          _number(ceiling.get("sqs_messages_per_s")), "messages/s"),
         ("MongoDB: unordered insert_many, no SQS", _number(ceiling.get("mongo")), "records/s"),
+        ("MongoDB: the same, documents as RawBSONDocument",
+         _number(ceiling.get("mongo_raw_bson")), "records/s"),
     ]  # fmt: skip
     return ["## Ceilings (same concurrency as `ingest run`)", "",
             *_table(("limit", "rate", "unit"), rows)]  # fmt: skip
+
+
+def _formats(result: Mapping[str, Any]) -> list[str]:
+    """Format 1 (JSON lines) and format 2 (BSON) side by side, same run."""
+    consumer = result.get("consumer_cpu_us_per_record") or {}
+    producer = result.get("producer_cpu_us_per_record") or {}
+    rps = result.get("consumer_rps") or {}
+    costs = result.get("requests_per_record") or {}
+    sends = (result.get("producer_detail") or {}).get("send_latency_us") or {}
+
+    def p99(name: str) -> str:
+        return _number((sends.get(name) or {}).get("p99"))
+
+    rows = [
+        ("`ingest run` CPU per record (whole process, µs)",
+         _number(consumer.get("format1")), _number(consumer.get("format2"))),
+        ("producer CPU per record (send() + sender thread, µs)",
+         _number(producer.get("format1")), _number(producer.get("format2"))),
+        ("send() p99, paced at 5,000/s (µs)", p99("paced_format1"), p99("paced")),
+        ("`ingest run` records/s", _number(rps.get("ours_format1")), _number(rps.get("ours"))),
+        ("billable requests per record (zstd)",
+         _number(costs.get("packed_zstd"), 4), _number(costs.get("format2_zstd"), 4)),
+    ]  # fmt: skip
+    return ["## Format 1 and format 2 side by side (same run, zstd)", "",
+            *_table(("measure", "format 1 (JSON lines)", "format 2 (BSON)"), rows)]  # fmt: skip
 
 
 def _costs(result: Mapping[str, Any]) -> list[str]:
@@ -175,7 +206,7 @@ def markdown(result: Mapping[str, Any], chart: str | None = "performance.png") -
     ]
     if chart:
         lines += [f"![throughput per consumer]({chart})", ""]
-    for section in (_consumers, _ceilings, _costs, _other, _targets):
+    for section in (_formats, _consumers, _ceilings, _costs, _other, _targets):
         lines += section(result)
     lines += LIMITS + METHOD
     return "\n".join(lines)

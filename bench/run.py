@@ -3,8 +3,8 @@ docs/performance.png; prints the JSON.
 
     python -m bench.run [--quick] [--only NAME[,NAME...]]
 
-Names: ceilings, ours, ours_single, naive_batched, peer, naive, overhead, producer, scaling
-(or "consumers" for the five consumers). With --only, the other figures are kept from the
+Names: ceilings, ours, ours_format1, ours_single, json_minimal, naive_batched, peer, naive,
+overhead, producer, scaling (or "consumers" for the seven consumers). With --only, the other figures are kept from the
 previous latest.json and ratios and targets are recomputed."""
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def _consumer(name: str, run: Contender, size: str) -> Scenario:
         sizes: Sizes, documents: list[dict[str, Any]], done: dict[str, Any]
     ) -> dict[str, Any]:
         detail = run(documents[: getattr(sizes, size)], sizes.budget)
-        return {"consumer_rps": {name: detail["rps"]}, "consumer_detail": {name: detail}}
+        result = {"consumer_rps": {name: detail["rps"]}, "consumer_detail": {name: detail}}
+        if "cpu_us_per_record" in detail:  # our `ingest run`: the whole process, per format
+            label = {"ours": "format2", "ours_format1": "format1"}.get(name, name)
+            result["consumer_cpu_us_per_record"] = {label: detail["cpu_us_per_record"]}
+        return result
 
     return scenario
 
@@ -70,15 +74,18 @@ def _ceilings(
     sizes: Sizes, documents: list[dict[str, Any]], done: dict[str, Any]
 ) -> dict[str, Any]:
     mongo = ceilings.mongo(documents[: sizes.fast])
+    mongo_raw = ceilings.mongo(documents[: sizes.fast], raw=True)
     single = ceilings.sqs_single(documents[: sizes.single])
     packed = ceilings.sqs_packed(documents[: sizes.fast], sizes.sqs_packed_messages)
     return {
         "ceiling_rps": {
-            "sqs": packed["rps"], "mongo": mongo["rps"],
+            "sqs": packed["rps"], "mongo": mongo["rps"], "mongo_raw_bson": mongo_raw["rps"],
             "sqs_messages_per_s": single["messages_per_s"],
             "sqs_packed_messages_per_s": packed["messages_per_s"],
         },
-        "ceiling_detail": {"sqs_single": single, "sqs_packed": packed, "mongo": mongo},
+        "ceiling_detail": {
+            "sqs_single": single, "sqs_packed": packed, "mongo": mongo, "mongo_raw_bson": mongo_raw,
+        },
     }  # fmt: skip
 
 
@@ -97,9 +104,11 @@ def _producer(
     detail = bench_producer.run(sizes.quick)
     costs = detail["billable_requests_per_record"]
     paced = detail["send_latency_us"]["paced"]
+    cpu = detail["cpu_us_per_record"]
     return {
         "requests_per_record": {mode: costs[mode]["total"] for mode in costs},
         "send_latency_us": {"p50": paced["p50"], "p99": paced["p99"], "p999": paced["p99_9"]},
+        "producer_cpu_us_per_record": {name: cpu[name]["cpu_us_per_record"] for name in cpu},
         "producer_detail": detail,
     }
 
@@ -121,7 +130,11 @@ SCENARIOS: dict[str, Scenario] = {
     "ceilings": _ceilings,
     # `ours` always drains the whole queue: its sizes finish well within the budget.
     "ours": _consumer("ours", lambda d, _: ours.run(d, packed=True), "fast"),
+    "ours_format1": _consumer(
+        "ours_format1", lambda d, _: ours.run(d, packed=True, wire_format=1), "fast"
+    ),
     "ours_single": _consumer("ours_single", lambda d, _: ours.run(d, packed=False), "single"),
+    "json_minimal": _consumer("json_minimal", contenders.json_minimal, "fast"),
     "naive_batched": _consumer("naive_batched", contenders.naive_batched, "single"),
     "peer": _consumer("peer", contenders.peer, "single"),
     "naive": _consumer("naive", contenders.naive, "slow"),
@@ -129,7 +142,11 @@ SCENARIOS: dict[str, Scenario] = {
     "producer": _producer,
     "scaling": _scaling,
 }
-GROUPS = {"consumers": ("ours", "ours_single", "naive_batched", "peer", "naive")}
+GROUPS = {
+    "consumers": (
+        "ours", "ours_format1", "ours_single", "json_minimal", "naive_batched", "peer", "naive",
+    ),
+}  # fmt: skip
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -157,6 +174,9 @@ def judge(result: dict[str, Any]) -> None:
         "ours/naive": _ratio(ours_rps, rps.get("naive")),
         "ours/naive_batched": _ratio(ours_rps, rps.get("naive_batched")),
         "ours/peer": _ratio(ours_rps, rps.get("peer")),
+        "ours/json_minimal": _ratio(ours_rps, rps.get("json_minimal")),
+        "ours/ours_format1": _ratio(ours_rps, rps.get("ours_format1")),
+        "ours/mongo_raw_bson_ceiling": _ratio(ours_rps, ceiling.get("mongo_raw_bson")),
         "ours/lower_ceiling": _ratio(ours_rps, min(limits) if limits else None),
         # The ceiling is the best of 3 runs, ours one run: against the median run too.
         "ours/mongo_ceiling_median_run": _ratio(ours_rps, _median_run(result)),
@@ -169,6 +189,9 @@ def judge(result: dict[str, Any]) -> None:
     r = result["ratios"]
     latency = result.get("send_latency_us") or {}
     costs = result.get("requests_per_record") or {}
+    consumer_cpu = result.get("consumer_cpu_us_per_record") or {}
+    producer_cpu = result.get("producer_cpu_us_per_record") or {}
+    format1_cost = costs.get("packed_zstd")
     result["targets"] = {
         "vs_naive": _target("ours >= 10x naive", r["ours/naive"], lambda v: v >= 10),
         "vs_naive_batched": _target(
@@ -186,7 +209,34 @@ def judge(result: dict[str, Any]) -> None:
             "packed zstd <= 0.02 requests per record", costs.get("packed_zstd"),
             lambda v: v <= 0.02,
         ),
-        "latency": _target("send() p99 <= 100 us", latency.get("p99"), lambda v: v <= 100),
+        "latency": _target("send() p99 <= 30 us, paced", latency.get("p99"), lambda v: v <= 30),
+        "consumer_cpu": _target(
+            "format 2: ingest run <= 10 us CPU per record", consumer_cpu.get("format2"),
+            lambda v: v <= 10,
+        ),
+        "producer_cpu": _target(
+            "format 2: producer <= 10 us CPU per record", producer_cpu.get("format2"),
+            lambda v: v <= 10,
+        ),
+        "vs_raw_bson_ceiling": _target(
+            "ours >= 90% of a raw-BSON insert_many ceiling", r["ours/mongo_raw_bson_ceiling"],
+            lambda v: v >= 0.9,
+        ),
+        "vs_json_minimal": _target(
+            "ours >= 1.5x a minimal JSON consumer", r["ours/json_minimal"], lambda v: v >= 1.5
+        ),
+        "single_vs_naive_batched": _target(
+            "ours_single >= 1.2x naive_batched", r["ours_single/naive_batched"],
+            lambda v: v >= 1.2,
+        ),
+        "single_vs_sqs_ceiling": _target(
+            "ours_single >= 85% of the one-record SQS ceiling", r["ours_single/sqs_ceiling"],
+            lambda v: v >= 0.85,
+        ),
+        "format2_cost": _target(
+            "format 2 requests per record <= format 1 with zstd", costs.get("format2_zstd"),
+            lambda v: format1_cost is not None and v <= format1_cost,
+        ),
     }  # fmt: skip
 
 

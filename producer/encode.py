@@ -59,9 +59,10 @@ class Encoder:
         record_id = document["_id"]
         if self.version == wire.BSON_RECORDS:
             raw = wire.encode_document(document)
-            self._check_bson_size(collection, raw, trace, partition_key)
             record: str | bytes = raw
             size = len(raw) + wire.framing_bytes(collection, trace)
+            if -(-size // 3) * 4 > self._limit(partition_key):  # base64: 4 bytes for 3
+                self._check_bson_size(collection, raw, trace, partition_key)
         else:
             record = self._json_line(collection, document, trace)
             size = len(record) if record.isascii() else len(record.encode("utf-8"))

@@ -55,15 +55,29 @@ def encode_document(document: Mapping[str, Any]) -> bytes:
         raw = bytes(document.raw)
         problem = raw_problem(raw)
     else:
-        check_document(document)  # _id and the top-level keys, on the dict itself
         try:
             raw = bson.encode(document)  # the C encoder puts _id first at the top level
         except (BSONError, OverflowError, ValueError, TypeError) as exc:
+            check_document(document)  # its reasons first: _id, the keys
             raise WireError(bson_problem(exc, document)) from exc
+        if not _plainly_valid(raw, document):
+            check_document(document)  # _id and the top-level keys, on the dict itself
         problem = _size_or_depth_problem(raw, document)
     if problem:
         raise WireError(problem)
     return raw
+
+
+def _plainly_valid(raw: bytes, document: Mapping[str, Any]) -> bool:
+    """What check_document makes sure of, read off the bytes in the common case (about
+    a microsecond less per send): a dict, with _id first and not an array, and no '$'
+    anywhere (a '$' somewhere sends it to check_document, which looks at the keys)."""
+    return (
+        type(document) is dict
+        and raw.startswith(_ID_FIRST, 5)
+        and raw[4] != _ARRAY
+        and b"$" not in raw
+    )
 
 
 def _size_or_depth_problem(raw: bytes, document: Mapping[str, Any]) -> str | None:

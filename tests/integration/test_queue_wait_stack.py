@@ -26,7 +26,7 @@ def test_a_poller_observes_how_long_each_message_waited_in_sqs(
     for n in range(3):
         sqs_client.send_message(QueueUrl=queue.url, MessageBody=f"waiting {n}")
     time.sleep(2.0)
-    source = sqs.connect(wait_seconds=1).queue(queue.url)
+    source = sqs.connect(read_timeout=11).queue(queue.url)
     metrics = Metrics()
     wiring = Wiring(Inbox(4), Outbox(), InFlight(), SinkBreaker(), metrics,
                     ReceiveOptions(wait_seconds=1))  # fmt: skip

@@ -21,6 +21,7 @@ DEFAULT_GROUP: Final = "default"
 MAX_RAW_BODY_BYTES: Final = 4 * 1024 * 1024
 _INITIAL_RATIO: Final = 0.4  # compressed base64 bytes per raw byte, before any evidence
 _SAFETY: Final = 0.9  # aim a little under the limit so few compressed messages need a split
+_TAIL_SHARE: Final = 0.25  # a chunk smaller than this share of the budget is a tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,18 @@ class Packer:
             groups.setdefault((type(item.record), item.partition_key), []).append(item)
         yield from groups.values()
 
-    def _chunks(self, items: list[Item]) -> Iterator[list[Item]]:
+    def _chunks(self, items: list[Item]) -> list[list[Item]]:
         # + 1: the newline that joins a line to the next (format 2 counts its framing)
-        return wire.bounded_groups(items, lambda item: item.size + 1, self.raw_budget())
+        budget = self.raw_budget()
+        chunks = list(wire.bounded_groups(items, lambda item: item.size + 1, budget))
+        if self.encoding != wire.IDENTITY and len(chunks) > 1:
+            # A take is a few budgets' worth, so the last chunk is often a few records: a
+            # message of its own would cost a request for nothing. A compressed budget is
+            # an estimate with room to spare (_SAFETY), and _build splits what overflows.
+            tail = chunks[-1]
+            if sum(item.size + 1 for item in tail) < budget * _TAIL_SHARE:
+                chunks[-2].extend(chunks.pop())
+        return chunks
 
     def _build(self, chunk: list[Item]) -> list[Message]:
         raw = self._raw(chunk)
@@ -114,7 +124,9 @@ class Packer:
     def _encode(self, raw: str | bytes, chunk: list[Item], encoding: str) -> Message:
         body = self._body(raw, encoding)
         version = wire.BSON_RECORDS if isinstance(raw, bytes) else wire.JSON_LINES
-        if encoding != wire.IDENTITY:
+        if encoding != wire.IDENTITY and len(raw) >= self.raw_budget() * _TAIL_SHARE:
+            # Learnt from full-size messages only: a few records compress far worse than
+            # a budget's worth, and would keep the estimate (and every message) too small.
             self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(raw)))
             if len(body) >= len(raw) * _plain_ratio(version):
                 encoding, body = wire.IDENTITY, self._body(raw, wire.IDENTITY)  # did not pay

@@ -184,3 +184,37 @@ def test_standard_queues_keep_one_partition_key_per_message() -> None:
         key = wire.attribute_value(message.attributes, wire.PARTITION_ATTRIBUTE)
         assert {item.partition_key for item in message.items} == {key}
         assert message.group_id is None and message.size <= 64 * 1024
+
+
+def _audit_record(rng: random.Random, n: int) -> dict[str, object]:
+    """About 1 KB, compressible as real operation records are (repeated keys and words)."""
+    words = ["login", "update", "delete", "export", "billing", "profile", "admin", "api"]
+    return {
+        "user_id": f"u-{rng.randrange(100_000):08d}", "action": rng.choice(words), "n": n,
+        "path": "/" + "/".join(rng.choice(words) for _ in range(4)),
+        "detail": " ".join(rng.choice(words) + str(rng.randrange(1000)) for _ in range(120)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("version", wire.FORMATS)
+def test_compressed_messages_are_filled_and_no_take_ends_in_a_message_of_a_few_records(
+    tmp_path: Path, version: str
+) -> None:
+    # SQS bills each 64 KiB of a request: half-full messages cost twice what they need.
+    # A take of several messages' worth once ended in a message of 2 records, whose poor
+    # compression also kept the packer's estimate, and every message, at about half size.
+    fake = FakeSQS()
+    rng = random.Random(11)
+    with Producer(URL, sqs_client=fake, journal_dir=tmp_path, wire_format=version,
+                  compression="zstd", linger_seconds=10) as producer:  # fmt: skip
+        for n in range(20_000):
+            producer.send("events", _audit_record(rng, n))
+        assert producer.flush(30)
+    messages = [entry for _, entries in fake.calls for entry in entries]
+    settled = messages[8:]  # once the packer has seen a few messages
+    sizes = [entry_size(e) for e in settled]
+    assert max(sizes) <= 65536
+    assert sum(sizes) / len(sizes) > 0.8 * 65536
+    records = [int(e["MessageAttributes"][wire.RECORDS_ATTRIBUTE]["StringValue"]) for e in settled]
+    assert min(records[:-1]) > max(records) / 4  # only the very last may be short
+    assert len(fake.records()) == 20_000

@@ -1,0 +1,52 @@
+"""One seam per outside system: only the queue seam speaks boto3, only the sink seam
+speaks pymongo, and the consumer reaches the producer only through its format."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+INGEST = Path(__file__).resolve().parents[2] / "ingest"
+
+
+def _imports(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+            # `from producer import wire` reaches producer.wire, not the package
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _modules_importing(prefixes: tuple[str, ...]) -> set[str]:
+    return {
+        str(path.relative_to(INGEST.parent))
+        for path in INGEST.rglob("*.py")
+        if any(name.split(".")[0] in prefixes for name in _imports(path))
+    }
+
+
+@pytest.mark.parametrize(
+    ("libraries", "seam"),
+    [(("boto3", "botocore", "mypy_boto3_sqs"), "ingest/queues/"), (("pymongo",), "ingest/sinks/")],
+)
+def test_only_the_seam_imports_the_client_library(libraries: tuple[str, ...], seam: str) -> None:
+    importing = _modules_importing(libraries)
+    assert importing, f"nothing imports {libraries}: the scan is broken"
+    assert {m for m in importing if not m.startswith(seam)} == set()
+
+
+def test_the_consumer_uses_only_the_producers_format() -> None:
+    # Backfill is a producer of its own (a file into SQS): it may use the producer's API.
+    reaching_in = {
+        f"{path.relative_to(INGEST.parent)}: {name}"
+        for path in INGEST.rglob("*.py")
+        if path.stem != "backfill"
+        for name in _imports(path)
+        if name.startswith("producer.") and not name.startswith("producer.wire")
+    }
+    assert reaching_in == set()

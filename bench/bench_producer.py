@@ -11,8 +11,8 @@
    costs ceil(payload_bytes / 65536), at least 1), for the whole round trip:
    sends, 10-message receives until an empty one, DeleteMessageBatch of 10.
    Modes: single (SendMessage per record), batched (SendMessageBatch of 10
-   one-record messages), packed and packed_zstd (the Producer, format 1) and
-   format2_zstd (the Producer's defaults).
+   one-record messages), packed and packed_zstd (the Producer, format 1),
+   format2_zstd (the Producer's defaults) and format2_zstd6 (compression_level=6).
 
     python -m bench.bench_producer [--quick]
 """
@@ -139,7 +139,8 @@ def _cpu(
     collector meanwhile: its full passes over them are this process's cost, not the
     producer's."""
     with tempfile.TemporaryDirectory() as journal:
-        producer = Producer(url, sqs_client=client, journal_dir=journal, wire_format=wire_format)
+        producer = Producer(url, sqs_client=client, journal_dir=journal, wire_format=wire_format,
+                            compression="zstd")  # fmt: skip
         gc.collect()
         gc.freeze()
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -212,14 +213,19 @@ def _send_batched(client: Any, url: str, lines: list[str]) -> int:
 
 
 def _send_packed(
-    client: Any, url: str, documents: list[dict[str, Any]], compression: str, wire_format: int
+    client: Any,
+    url: str,
+    documents: list[dict[str, Any]],
+    compression: str,
+    wire_format: int,
+    level: int | None = None,
 ) -> int:
     counting = _CountingClient(client)
     with (
         tempfile.TemporaryDirectory() as journal,
         Producer(
             url, sqs_client=counting, journal_dir=journal, compression=compression,
-            wire_format=wire_format,
+            wire_format=wire_format, compression_level=level,
         ) as producer,
     ):  # fmt: skip
         for document in documents:
@@ -238,8 +244,9 @@ def _requests(client: Any, mode: str, documents: list[dict[str, Any]]) -> dict[s
             sends = _send_batched(client, url, lines)
         else:
             compression = "identity" if mode == "packed" else "zstd"
-            wire_format = 2 if mode == "format2_zstd" else 1
-            sends = _send_packed(client, url, documents, compression, wire_format)
+            wire_format = 2 if mode.startswith("format2") else 1
+            level = 6 if mode == "format2_zstd6" else None
+            sends = _send_packed(client, url, documents, compression, wire_format, level)
         received, receives, deletes = _drain(client, url)
     assert received == len(documents), (mode, received)
     total = sends + receives + deletes
@@ -280,7 +287,7 @@ def run(quick: bool) -> dict[str, Any]:
     request_records = 1000 if quick else 5000
     result["billable_requests_per_record"] = {
         mode: _requests(client, mode, documents[:request_records])
-        for mode in ("single", "batched", "packed", "packed_zstd", "format2_zstd")
+        for mode in ("single", "batched", "packed", "packed_zstd", "format2_zstd", "format2_zstd6")
     }
     return result
 

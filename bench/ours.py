@@ -140,6 +140,7 @@ def run(
     packed: bool,
     processes: int = 1,
     wire_format: int = 2,
+    compression: str | None = None,
 ) -> dict[str, Any]:
     """Fill a fresh queue (packed by our Producer in `wire_format`, or one record per
     message, format 1 as the AWS CLI would send it), drain it."""
@@ -149,7 +150,8 @@ def run(
     mongo = infra.mongo_client()
     with infra.temp_queue(client, "ours") as url, infra.temp_database(mongo, "ours") as db:
         if packed:
-            infra.produce(client, url, documents, wire_format=wire_format)
+            options = {"compression": compression} if compression else {}
+            infra.produce(client, url, documents, wire_format=wire_format, **options)
         else:
             infra.send_bodies(client, url, infra.single_bodies(record_lines(list(documents))))
         messages = infra.queue_count(client, url)

@@ -4,8 +4,9 @@ docs/performance.png; prints the JSON.
     python -m bench.run [--quick] [--only NAME[,NAME...]]
 
 Names: ceilings, ours, ours_format1, ours_single, json_minimal, naive_batched, peer, naive,
-overhead, producer, scaling (or "consumers" for the seven consumers). With --only, the other figures are kept from the
-previous latest.json and ratios and targets are recomputed."""
+overhead, producer, scaling (or "consumers" for the seven consumers). With --only, the
+other figures are kept from the previous latest.json and ratios and targets are
+recomputed."""
 
 from __future__ import annotations
 
@@ -131,7 +132,9 @@ SCENARIOS: dict[str, Scenario] = {
     # `ours` always drains the whole queue: its sizes finish well within the budget.
     "ours": _consumer("ours", lambda d, _: ours.run(d, packed=True), "fast"),
     "ours_format1": _consumer(
-        "ours_format1", lambda d, _: ours.run(d, packed=True, wire_format=1), "fast"
+        "ours_format1",
+        lambda d, _: ours.run(d, packed=True, wire_format=1, compression="zstd"),
+        "fast",
     ),
     "ours_single": _consumer("ours_single", lambda d, _: ours.run(d, packed=False), "single"),
     "json_minimal": _consumer("json_minimal", contenders.json_minimal, "fast"),

@@ -7,7 +7,9 @@
 2. CPU per record of the whole process (send() on the caller's thread plus the sender
    thread's encoding, packing, compression and SendMessageBatch calls), per wire format,
    sending to a real queue as fast as it takes them.
-3. Billable SQS requests per record, by the 64 KiB chunk rule (each request
+3. The cost of tracing: send()'s CPU on the caller's thread outside any span and
+   inside a recording OpenTelemetry span (the SDK, no exporter), when installed.
+4. Billable SQS requests per record, by the 64 KiB chunk rule (each request
    costs ceil(payload_bytes / 65536), at least 1), for the whole round trip:
    sends, 10-message receives until an empty one, DeleteMessageBatch of 10.
    Modes: single (SendMessage per record), batched (SendMessageBatch of 10
@@ -24,6 +26,7 @@ import gc
 import json
 import math
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -163,6 +166,51 @@ def _cpu(
     }
 
 
+# ---------------------------------------------------------------- tracing
+
+
+class _Accepting:
+    """An SQS that takes every batch at once: only send() is measured here."""
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def _traced_cost(records: int, rounds: int = 5) -> dict[str, Any] | None:
+    """Caller-thread CPU per send(), untraced and in a span, alternating; medians."""
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:
+        return None
+    tracer = TracerProvider().get_tracer("bench")
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory() as journal:
+        producer = Producer("http://sqs.invalid/000000000000/q", sqs_client=_Accepting(),
+                            journal_dir=journal)  # fmt: skip
+        for round_ in range(rounds):
+            for traced in (False, True):
+                documents = generate(records, seed=round_)
+                started = time.thread_time()
+                if traced:
+                    with trace.use_span(tracer.start_span("request"), end_on_exit=True):
+                        for document in documents:
+                            producer.send(COLLECTION, document)
+                else:
+                    for document in documents:
+                        producer.send(COLLECTION, document)
+                samples[traced].append((time.thread_time() - started) * 1e6 / records)
+        producer.close()
+    untraced, traced_us = statistics.median(samples[False]), statistics.median(samples[True])
+    return {
+        "records": records,
+        "rounds": rounds,
+        "untraced_us": round(untraced, 2),
+        "traced_us": round(traced_us, 2),
+        "traced_extra_us": round(traced_us - untraced, 2),
+    }
+
+
 # ---------------------------------------------------------------- requests per record
 
 
@@ -284,6 +332,7 @@ def run(quick: bool) -> dict[str, Any]:
         result["cpu_us_per_record"] = {
             f"format{fmt}": _cpu(client, url, generate(cpu_records), fmt) for fmt in (2, 1)
         }
+    result["send_cpu_us_traced"] = _traced_cost(2000 if quick else 10000)
     request_records = 1000 if quick else 5000
     result["billable_requests_per_record"] = {
         mode: _requests(client, mode, documents[:request_records])

@@ -150,20 +150,35 @@ def naive(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) -> dict[
 # ------------------------------------------------------------- naive batched
 
 
-def _batched_worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
-    def work(progress: Progress) -> None:
-        messages = _receive(client, url)
-        if not messages:
-            return
-        documents = [d for m in messages for d in _documents(m["Body"], m.get("MessageAttributes"))]
-        collection.insert_many(documents, ordered=False)
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
-        client.delete_message_batch(QueueUrl=url, Entries=entries)
-        progress.add(len(documents))
+def _batch_worker(
+    documents_of: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+) -> Worker:
+    """receive 10, one unordered insert_many of their documents, one DeleteMessageBatch."""
 
-    return work
+    def worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
+        def work(progress: Progress) -> None:
+            messages = _receive(client, url)
+            if not messages:
+                return
+            documents = documents_of(messages)
+            collection.insert_many(documents, ordered=False)
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ]
+            client.delete_message_batch(QueueUrl=url, Entries=entries)
+            progress.add(len(documents))
+
+        return work
+
+    return worker
+
+
+# Our decoder, any format: the reference article's consumer with our wire format.
+_batched_worker = _batch_worker(
+    lambda messages: [
+        d for m in messages for d in _documents(m["Body"], m.get("MessageAttributes"))
+    ]
+)
 
 
 def naive_batched(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) -> dict[str, Any]:
@@ -173,22 +188,12 @@ def naive_batched(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) 
 # -------------------------------------------------------------- json minimal
 
 
-def _json_minimal_worker(client: Any, url: str, collection: Any) -> Callable[[Progress], None]:
-    def work(progress: Progress) -> None:
-        messages = _receive(client, url)
-        if not messages:
-            return
-        documents = [
-            json_util.loads(line)["d"] for m in messages for line in m["Body"].split("\n") if line
-        ]
-        collection.insert_many(documents, ordered=False)
-        entries = [
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
-        ]
-        client.delete_message_batch(QueueUrl=url, Entries=entries)
-        progress.add(len(documents))
-
-    return work
+# The least a consumer of packed format 1 can do: split lines, json_util.loads each.
+_json_minimal_worker = _batch_worker(
+    lambda messages: [
+        json_util.loads(line)["d"] for m in messages for line in m["Body"].split("\n") if line
+    ]
+)
 
 
 def json_minimal(documents: Sequence[dict[str, Any]], budget: float = TIMEOUT) -> dict[str, Any]:

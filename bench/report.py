@@ -108,6 +108,7 @@ def _costs(result: Mapping[str, Any]) -> list[str]:
 def _other(result: Mapping[str, Any]) -> list[str]:
     latency = result.get("send_latency_us") or {}
     detail = result.get("overhead_detail") or {}
+    traced = (result.get("producer_detail") or {}).get("send_cpu_us_traced") or {}
     rows = [
         ("pipeline CPU per record, format 2 (in-memory queue and sink)",
          f"{_number(detail.get('format2_us_per_record'))} µs, "
@@ -124,6 +125,8 @@ def _other(result: Mapping[str, Any]) -> list[str]:
          f"{_number(detail.get('json_loads_us_per_record'))} µs"),
         ("  with the sink's kept documents left in the collector",
          _number(detail.get("us_per_record_sink_kept_in_gc")) + " µs"),
+        ("send() CPU on the caller's thread: untraced / in an OpenTelemetry span",
+         f"{_number(traced.get('untraced_us'))} / {_number(traced.get('traced_us'))} µs"),
         ("producer send() p50 / p99 / p99.9",
          " / ".join(_number(latency.get(k)) for k in ("p50", "p99", "p999")) + " µs"),
     ]  # fmt: skip

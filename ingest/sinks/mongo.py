@@ -47,7 +47,7 @@ from ingest.sinks.isolation import BulkRefused, isolate, stop_after_first_retry
 from ingest.sinks.modes import Document, insert_op, merge_op, ordered_op, replace_op
 from ingest.sinks.mongo_bulk import bulk as _bulk
 from ingest.sinks.mongo_bulk import in_order
-from ingest.sinks.mongo_errors import UNENCODABLE, server_reason
+from ingest.sinks.mongo_errors import UNENCODABLE, cause, server_reason
 from ingest.sinks.mongo_guards import mark_conflicts, write_guarded
 from ingest.sinks.versions import checked_version_field
 from producer.wire import Record, bson_problem
@@ -134,7 +134,7 @@ class MongoSink:
             try:
                 info = self._db.client.admin.command("buildInfo")
             except PyMongoError as exc:
-                raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}") from exc
+                raise self._unavailable(exc) from exc
             self._ferretdb = "ferretdbVersion" in info
         return self._ferretdb
 
@@ -149,8 +149,14 @@ class MongoSink:
         try:
             self._db.client.admin.command("ping")
         except PyMongoError as exc:
-            cause = str(exc).split(",", 1)[0].split(" (configured timeouts", 1)[0][:200]
-            raise SinkUnavailable(f"{self.where} does not answer: {cause}") from exc
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: PyMongoError) -> SinkUnavailable:
+        """One line for the operator: where, and why (not pymongo's whole topology)."""
+        if isinstance(exc, OperationFailure):
+            reason = server_reason(exc.code, exc.details or {}, str(exc))
+            return SinkUnavailable(f"{self.where}: {reason}")
+        return SinkUnavailable(f"{self.where} does not answer: {cause(exc)}")
 
     def _answers(self) -> bool:
         """The evidence for a bulk that failed as a whole: does the server still answer?"""
@@ -249,7 +255,7 @@ class MongoSink:
                 if not name.startswith(INTERNAL_PREFIX)
             }
         except PyMongoError as exc:
-            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise self._unavailable(exc) from exc
 
     def prepare(self, collections: Sequence[str]) -> list[str]:
         try:
@@ -258,7 +264,7 @@ class MongoSink:
                 if name not in existing:
                     self._db.create_collection(name)
         except PyMongoError as exc:
-            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise self._unavailable(exc) from exc
         return sorted(set(collections) | existing)
 
     def check_write(self) -> None:
@@ -272,9 +278,7 @@ class MongoSink:
                 f"{self.where} refused a test write: {server_reason(exc.code, exc.details or {}, str(exc))}"
             ) from exc
         except PyMongoError as exc:
-            raise SinkUnavailable(
-                f"{self.where} does not answer: {str(exc).split(',', 1)[0][:200]}"
-            ) from exc
+            raise self._unavailable(exc) from exc
 
     def replica_board(self) -> MongoReplicaBoard:
         return MongoReplicaBoard(self._db[REPLICAS_COLLECTION])
@@ -292,7 +296,7 @@ class MongoSink:
                     f"{self.where} refused to expire {name} by {retention.field}: {reason}{hint}"
                 ) from exc
             except PyMongoError as exc:
-                raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+                raise self._unavailable(exc) from exc
 
     def _ferretdb_says(self) -> bool:
         with contextlib.suppress(SinkUnavailable):
@@ -303,7 +307,7 @@ class MongoSink:
         try:
             indexes = list(self._db[collection].list_indexes())
         except PyMongoError as exc:
-            raise SinkUnavailable(f"MongoDB: {type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise self._unavailable(exc) from exc
         for index in indexes:
             keys = list(index["key"])
             if "expireAfterSeconds" in index and len(keys) == 1:

@@ -109,3 +109,9 @@ def apply_write_errors(
 
 def _short(exc: PyMongoError) -> str:
     return str(exc).splitlines()[0][:200]
+
+
+def cause(exc: PyMongoError) -> str:
+    """pymongo's text up to its first clause: the host and why, without the configured
+    timeouts and the topology description that follow."""
+    return str(exc).split(",", 1)[0].split(" (configured timeouts", 1)[0][:200]

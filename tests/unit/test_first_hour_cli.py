@@ -127,6 +127,11 @@ def test_status_exits_1_and_its_json_carries_both_errors(home: Path) -> None:
     (queue_error, store_error) = report["errors"]
     assert f"no answer from http://127.0.0.1:{port}" in queue_error
     assert f"127.0.0.1:{port}" in store_error and "refused" in store_error
+    # One clause, as `ingest check` says it: not pymongo's timeouts and topology.
+    assert store_error == (
+        f"MongoDB at 127.0.0.1:{port} does not answer: 127.0.0.1:{port}: "
+        "[Errno 111] Connection refused"
+    )
 
 
 def test_status_against_servers_that_never_answer(home: Path, silent: SilentServer) -> None:

@@ -104,7 +104,8 @@ class DocumentStore(DocumentSink, Protocol):
         ...
 
     def prepare(self, collections: Sequence[str]) -> list[str]:
-        """Creates the named collections; returns every collection there is. Idempotent."""
+        """Creates the named collections; returns every collection there is but the
+        pipeline's own (INTERNAL_PREFIX). Idempotent."""
         ...
 
     def check_write(self) -> None:

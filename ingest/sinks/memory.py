@@ -172,7 +172,7 @@ class MemorySink:
         with self._lock:
             for name in collections:
                 self.collections.setdefault(name, {})
-            return sorted(self.collections)
+            return sorted(n for n in self.collections if not n.startswith(INTERNAL_PREFIX))
 
     def check_write(self) -> None:
         self.ping()

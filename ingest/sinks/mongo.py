@@ -265,7 +265,8 @@ class MongoSink:
                     self._db.create_collection(name)
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
-        return sorted(set(collections) | existing)
+        # The pipeline's own (`ingest check`'s probe, the replica board) are not the user's.
+        return sorted(n for n in set(collections) | existing if not n.startswith(INTERNAL_PREFIX))
 
     def check_write(self) -> None:
         """Writes and removes one document: does this user have write permission here?"""

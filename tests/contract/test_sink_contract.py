@@ -224,6 +224,8 @@ def test_operator_views_of_the_store(make_sink: SinkFactory) -> None:
     store.write([record("events", n=n) for n in range(3)] + [record("audit", n=1)])
     assert "fresh" in store.prepare(["fresh", "events"])
     store.check_write()
+    # `ingest init` lists what prepare returns: the pipeline's own collections are not in it.
+    assert not [name for name in store.prepare(["fresh"]) if name.startswith("_ingest_")]
     counts = store.collection_counts()
     assert counts["events"] == 3 and counts["audit"] == 1 and counts["fresh"] == 0
     assert not [name for name in counts if name.startswith("_ingest_")]

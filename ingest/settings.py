@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from ingest.errors import ConfigError
 from ingest.sinks.base import ConflictPolicy, WriteMode
@@ -96,8 +97,15 @@ def _mongo_uri(value: str) -> str | None:
     return None
 
 
+def _is_queue_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme == "memory":  # ingest.queues.memory's, for code that builds a Service
+        return True
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and bool(parts.path.strip("/"))
+
+
 def _queue_urls(value: tuple[str, ...]) -> str | None:
-    bad = [url for url in value if "://" not in url]
+    bad = [url for url in value if not _is_queue_url(url)]
     return (
         f"{bad[0]!r} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
         if bad

@@ -213,6 +213,8 @@ MISTAKES = [
         (["backfill", "{input}", "--collection", "ops", "--checkpoint-every", "-5"], {},
          "Invalid value for '--checkpoint-every': -5 is not in the range x>=1"),
         (["dlq", "show", "--limit", "-1"], {}, "Invalid value for '--limit': -1 is not in the range x>=1"),
+        (["check", "--queue-url", "ftp://host/000000000000/q"], {},
+         "--queue-url=ftp://host/000000000000/q: 'ftp://host/000000000000/q' is not a queue URL"),
 ]
 # fmt: on
 
@@ -232,6 +234,7 @@ MISTAKES = [
         "wait-seconds",
         "checkpoint-every",
         "dlq-limit",
+        "queue-url-scheme",
     ],
 )
 def test_a_mistaken_value_is_refused_before_anything_is_contacted(

@@ -21,7 +21,10 @@ DEFAULT_GROUP: Final = "default"
 MAX_RAW_BODY_BYTES: Final = 4 * 1024 * 1024
 _INITIAL_RATIO: Final = 0.4  # compressed base64 bytes per raw byte, before any evidence
 _SAFETY: Final = 0.9  # aim a little under the limit so few compressed messages need a split
-_TAIL_SHARE: Final = 0.25  # a chunk smaller than this share of the budget is a tail
+# A chunk under this share of the budget joins the one before: with _SAFETY's 10% of
+# room, the two still fit one message when the ratio estimate holds.
+_TAIL_SHARE: Final = 0.1
+_LEARN_SHARE: Final = 0.25  # messages at least this full teach the packer its ratio
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +127,7 @@ class Packer:
     def _encode(self, raw: str | bytes, chunk: list[Item], encoding: str) -> Message:
         body = self._body(raw, encoding)
         version = wire.BSON_RECORDS if isinstance(raw, bytes) else wire.JSON_LINES
-        if encoding != wire.IDENTITY and len(raw) >= self.raw_budget() * _TAIL_SHARE:
+        if encoding != wire.IDENTITY and len(raw) >= self.raw_budget() * _LEARN_SHARE:
             # Learnt from full-size messages only: a few records compress far worse than
             # a budget's worth, and would keep the estimate (and every message) too small.
             self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(raw)))

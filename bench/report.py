@@ -87,6 +87,8 @@ def _formats(result: Mapping[str, Any]) -> list[str]:
         ("producer CPU per record (send() + sender thread, µs)",
          _number(producer.get("format1")), _number(producer.get("format2"))),
         ("send() p99, paced at 5,000/s (µs)", p99("paced_format1"), p99("paced")),
+        ("  baseline: bson.encode alone, paced the same (µs)", "",
+         p99("paced_bson_encode_alone")),
         ("`ingest run` records/s", _number(rps.get("ours_format1")), _number(rps.get("ours"))),
         ("billable requests per record (zstd)",
          _number(costs.get("packed_zstd"), 4), _number(costs.get("format2_zstd"), 4)),

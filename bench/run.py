@@ -105,10 +105,16 @@ def _producer(
     detail = bench_producer.run(sizes.quick)
     costs = detail["billable_requests_per_record"]
     paced = detail["send_latency_us"]["paced"]
+    baseline = detail["send_latency_us"]["paced_bson_encode_alone"]
     cpu = detail["cpu_us_per_record"]
     return {
         "requests_per_record": {mode: costs[mode]["total"] for mode in costs},
-        "send_latency_us": {"p50": paced["p50"], "p99": paced["p99"], "p999": paced["p99_9"]},
+        "send_latency_us": {
+            "p50": paced["p50"],
+            "p99": paced["p99"],
+            "p999": paced["p99_9"],
+            "bson_encode_alone_p99": baseline["p99"],
+        },
         "producer_cpu_us_per_record": {name: cpu[name]["cpu_us_per_record"] for name in cpu},
         "producer_detail": detail,
     }
@@ -187,6 +193,10 @@ def judge(result: dict[str, Any]) -> None:
         "ours_single/peer": _ratio(rps.get("ours_single"), rps.get("peer")),
         "ours_single/sqs_ceiling": _ratio(
             rps.get("ours_single"), ceiling.get("sqs_messages_per_s")
+        ),
+        "send_p99/bson_encode_alone_p99": _ratio(
+            (result.get("send_latency_us") or {}).get("p99"),
+            (result.get("send_latency_us") or {}).get("bson_encode_alone_p99"),
         ),
     }
     r = result["ratios"]

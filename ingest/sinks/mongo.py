@@ -48,7 +48,7 @@ from ingest.sinks.modes import Document, insert_op, merge_op, ordered_op, replac
 from ingest.sinks.mongo_bulk import bulk as _bulk
 from ingest.sinks.mongo_bulk import in_order
 from ingest.sinks.mongo_errors import UNENCODABLE, cause, server_reason
-from ingest.sinks.mongo_guards import mark_conflicts, write_guarded
+from ingest.sinks.mongo_guards import CheckBudget, mark_conflicts, write_guarded
 from ingest.sinks.versions import checked_version_field
 from producer.wire import Record, bson_problem
 
@@ -69,11 +69,13 @@ def connect(
     quick: bool = False,
     version_field: str | None = None,
     check_conflicts: bool = False,
+    conflict_check_share: float | None = None,
 ) -> MongoSink:
     """The sink for `uri` (no network until its first use). `w` and `journal` make the
     write concern (None: the URI's or the server's default). `version_field`: replace
     and merge write only over a lower version; `check_conflicts`: insert-once tells a
-    duplicate with other content from a redelivery."""
+    duplicate with other content from a redelivery, within `conflict_check_share` of
+    the time when given (CheckBudget)."""
     timeout_ms = QUICK_TIMEOUT_MS if quick else 5000
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": timeout_ms,
@@ -94,6 +96,7 @@ def connect(
     return MongoSink(
         db, mode, write_concern=concern, where=f"MongoDB at {hosts(uri)}",
         version_field=version_field, check_conflicts=check_conflicts,
+        conflict_check_share=conflict_check_share,
     )  # fmt: skip
 
 
@@ -113,12 +116,16 @@ class MongoSink:
         where: str = "MongoDB",
         version_field: str | None = None,
         check_conflicts: bool = False,
+        conflict_check_share: float | None = None,
     ) -> None:
         self._db = database
         self.where = where  # "MongoDB at host:port", for messages
         self.mode = mode
         self.version_field = checked_version_field(mode, version_field)
         self._check_conflicts = check_conflicts and mode is WriteMode.INSERT_ONCE
+        self._check_budget = (
+            CheckBudget(conflict_check_share) if conflict_check_share is not None else None
+        )
         self._write_concern = write_concern
         self._collections: dict[str, Collection[Document]] = {}
         self._ferretdb: bool | None = None
@@ -207,7 +214,7 @@ class MongoSink:
             else:
                 outcomes = self._unordered(collection, records)
             if self._check_conflicts:
-                mark_conflicts(collection, records, outcomes)
+                mark_conflicts(collection, records, outcomes, self._check_budget)
             return outcomes
         except UNENCODABLE as exc:
             raise BulkRefused(bson_problem(exc, records[0].document)) from exc

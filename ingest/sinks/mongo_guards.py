@@ -18,7 +18,9 @@ are therefore sent one statement each."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bson.codec_options import CodecOptions
@@ -107,13 +109,74 @@ def _judge(
     return outcomes
 
 
+class CheckBudget:
+    """Keeps a check to a share of the time, over every writer: after a check that
+    took d seconds, the next starts no sooner than d * (1 / share - 1) later.
+
+    On MongoDB the conflict check's find by _id walks the index and takes
+    milliseconds, so every bulk is checked. FerretDB 1.24 scans the whole collection
+    for it (seconds once it holds ~100,000 documents): checking every bulk that holds
+    a retried record made `make demo` five times slower. Measured, not guessed: the
+    budget only follows how long the checks take."""
+
+    def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.share = share
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_at = 0.0
+        self.skipped = 0  # duplicates not compared since the last warning
+        self._warned_at: float | None = None
+
+    def allows(self, duplicates: int) -> bool:
+        with self._lock:
+            now = self._clock()
+            if now >= self._next_at:
+                return True
+            self.skipped += duplicates
+            if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_SECONDS:
+                self._warned_at = now
+                log.warning(
+                    "conflict check skipped for %d duplicates: comparing them takes over "
+                    "%.0f%% of the time on this server (its find by _id is not indexed, as on "
+                    "FerretDB); --on-conflict dead-letter checks every one, ignore none",
+                    self.skipped, self.share * 100,
+                )  # fmt: skip
+                self.skipped = 0
+            return False
+
+    def spent(self, seconds: float) -> None:
+        with self._lock:
+            self._next_at = max(self._next_at, self._clock() + seconds * (1 / self.share - 1))
+
+
+_WARN_EVERY_SECONDS = 60.0
+
+
 def mark_conflicts(
-    collection: Collection[Document], records: Sequence[Record], outcomes: list[Outcome]
+    collection: Collection[Document],
+    records: Sequence[Record],
+    outcomes: list[Outcome],
+    budget: CheckBudget | None = None,
 ) -> None:
-    """Insert-once: turns the duplicates whose stored content differs into conflicts."""
+    """Insert-once: turns the duplicates whose stored content differs into conflicts.
+    Within `budget` when given: over it, duplicates stay plain duplicates."""
     duplicates = [i for i, o in enumerate(outcomes) if o.kind is OutcomeKind.DUPLICATE]
-    if not duplicates:
+    if not duplicates or (budget is not None and not budget.allows(len(duplicates))):
         return
+    started = time.monotonic()
+    try:
+        _mark(collection, records, outcomes, duplicates)
+    finally:
+        if budget is not None:
+            budget.spent(time.monotonic() - started)
+
+
+def _mark(
+    collection: Collection[Document],
+    records: Sequence[Record],
+    outcomes: list[Outcome],
+    duplicates: list[int],
+) -> None:
     try:
         stored = _stored(
             collection.with_options(codec_options=_RAW), [records[i] for i in duplicates]

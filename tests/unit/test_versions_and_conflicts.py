@@ -189,3 +189,26 @@ def test_a_version_field_with_insert_once_is_one_line_and_exit_2() -> None:
     assert done.stderr == (
         "ingest: --version-field needs --write-mode replace or merge (insert-once never overwrites)\n"
     )
+
+
+def test_the_conflict_check_keeps_to_its_share_of_the_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ingest.sinks.mongo_guards import CheckBudget
+
+    now = [100.0]
+    budget = CheckBudget(0.1, clock=lambda: now[0])
+    assert budget.allows(5)  # the first check always runs
+    budget.spent(0.002)  # an indexed lookup: the next bulk may check at once
+    now[0] += 0.02
+    assert budget.allows(5)
+    budget.spent(6.0)  # a scan of the whole collection (FerretDB 1.24)
+    now[0] += 6.0
+    with caplog.at_level("WARNING"):
+        assert not budget.allows(40)  # 54 s must pass first: 6 s is 10% of 60 s
+        now[0] += 47.9
+        assert not budget.allows(40)
+    assert len(caplog.records) == 1  # rate-limited: one line a minute
+    assert "conflict check skipped for 40 duplicates" in caplog.records[0].getMessage()
+    now[0] += 0.2
+    assert budget.allows(40)

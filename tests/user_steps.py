@@ -3,13 +3,17 @@ checks what a user sees: the exit code, a few lines, no traceback, the time take
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 INGEST = str(Path(sys.executable).parent / "ingest")
 
@@ -69,3 +73,17 @@ def ingest(
     done = subprocess.run([INGEST, *args], env=dict(env), cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, input=stdin)  # fmt: skip
     return Outcome(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def probe(port: int, path: str, timeout: float = 5.0) -> tuple[int | None, dict[str, Any], float]:
+    """GET a health endpoint as a prober does: (status, JSON body, seconds taken);
+    status None when nothing answered."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except OSError:
+        return None, {}, time.monotonic() - started
+    return status, json.loads(body), time.monotonic() - started

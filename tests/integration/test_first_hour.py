@@ -13,8 +13,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +23,7 @@ from producer import wire
 from producer.journal import Journal
 from tests.conftest import drain_queue
 from tests.reliability.tcpproxy import TcpProxy
-from tests.user_steps import INGEST, clean_env, ingest
+from tests.user_steps import INGEST, clean_env, ingest, probe
 
 pytestmark = pytest.mark.integration
 
@@ -44,18 +42,6 @@ def _stack_env(home: Path, **extra: str) -> dict[str, str]:
     if missing:
         pytest.fail(f"{', '.join(missing)} not set: run the tests through `make test`")
     return clean_env(home, {**{name: os.environ[name] for name in names}, **extra})
-
-
-def _get(port: int, path: str) -> tuple[int | None, dict[str, Any], float]:
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    except OSError:
-        return None, {}, time.monotonic() - started
-    return status, json.loads(body), time.monotonic() - started
 
 
 def _wait_for(predicate: Any, seconds: float, what: str) -> None:
@@ -83,22 +69,24 @@ def test_run_with_the_database_unreachable_says_so_once_retries_and_resumes(
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            _wait_for(lambda: "mongodb" in _get(metrics_port, "/readyz")[1].get("checks", {}),
+            _wait_for(lambda: "mongodb" in probe(metrics_port, "/readyz", timeout=2)[1].get("checks", {}),
                       30, "/readyz answers past starting")  # fmt: skip
             # /readyz answers from kept state: at once, whatever MongoDB does.
-            answers = [_get(metrics_port, "/readyz") for _ in range(20)]
+            answers = [probe(metrics_port, "/readyz", timeout=2) for _ in range(20)]
             assert all(status == 503 for status, _, _ in answers)
             assert f"MongoDB at 127.0.0.1:{proxy.port}" in answers[0][1]["checks"]["mongodb"]
             timings = sorted(took for _, _, took in answers)
             assert timings[17] <= 0.05 and timings[-1] <= 0.5, timings
-            assert _get(metrics_port, "/healthz")[0] == 200  # paused on purpose: alive
+            assert probe(metrics_port, "/healthz", timeout=2)[0] == 200  # paused on purpose: alive
             # A record waits in SQS meanwhile; nothing is received, nothing dead-lettered.
             body = wire.encode_record("events", {"_id": "first-hour", "n": 1})
             sqs_client.send_message(QueueUrl=queue.url, MessageBody=body,
                                     MessageAttributes=wire.message_attributes(wire.IDENTITY, 1))  # fmt: skip
             time.sleep(8)  # several probe intervals of the backoff (1, 2, 4 s ...)
             proxy.passthrough()
-            _wait_for(lambda: _get(metrics_port, "/readyz")[0] == 200, 45, "ready again")
+            _wait_for(
+                lambda: probe(metrics_port, "/readyz", timeout=2)[0] == 200, 45, "ready again"
+            )
             _wait_for(lambda: mongo_db.events.count_documents({}) == 1, 30, "the record written")
         finally:
             consumer.send_signal(signal.SIGTERM)

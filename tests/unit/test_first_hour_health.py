@@ -4,12 +4,9 @@ at once from kept state while MongoDB is down. In-process, on the in-memory seam
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,6 +22,7 @@ from ingest.queues.base import Message
 from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
 from ingest.sinks.memory import MemorySink
+from tests.user_steps import probe
 
 
 class StuckQueue(MemoryQueue):
@@ -47,16 +45,6 @@ def _settings(url: str) -> Settings:
     # The bound is derived from these two: 3 * (0 + min(10, 1)) + 5 = 8 s.
     return Settings(queue_urls=(url,), wait_seconds=0, visibility_timeout=1, metrics_port=0,
                     pollers=1, max_pollers=0)  # fmt: skip
-
-
-def _get(port: int, path: str) -> tuple[int, dict[str, object], float]:
-    started = time.monotonic()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-    return status, json.loads(body), time.monotonic() - started
 
 
 @contextmanager
@@ -90,16 +78,16 @@ def test_healthz_fails_when_the_poll_loop_stops_and_not_while_paused() -> None:
     bound = stalled.settings.poll_stall_seconds
     with serving(stalled) as stalled_port, serving(paused) as paused_port:
         assert stuck.entered.wait(5)
-        status, body, _ = _get(stalled_port, "/healthz")
+        status, body, _ = probe(stalled_port, "/healthz")
         assert status == 200 and body == {"alive": True}
         time.sleep(bound + 1.5)
-        status, body, _ = _get(stalled_port, "/healthz")
+        status, body, _ = probe(stalled_port, "/healthz")
         assert status == 503 and body["alive"] is False
         assert "1 of 1 pollers have completed no receive for over 8s" in str(body["reason"])
         # Paused as long, on purpose: alive, not ready, and the reason is MongoDB.
-        status, body, _ = _get(paused_port, "/healthz")
+        status, body, _ = probe(paused_port, "/healthz")
         assert status == 200 and body == {"alive": True}
-        status, body, _ = _get(paused_port, "/readyz")
+        status, body, _ = probe(paused_port, "/readyz")
         assert status == 503 and body["ready"] is False
         assert body["checks"] == {"mongodb": "memory sink is unavailable", "sqs": "ok"}
         stuck.release.set()
@@ -122,7 +110,7 @@ def test_readyz_answers_from_kept_state_while_the_database_hangs() -> None:
         time.sleep(1.5)  # the probe job is now stuck in ping()
         timings = []
         for _ in range(20):
-            status, body, took = _get(port, "/readyz")
+            status, body, took = probe(port, "/readyz")
             assert status == 503 and "timed out" in str(body["checks"])
             timings.append(took)
         assert sorted(timings)[len(timings) // 2] < 0.05, timings

@@ -61,8 +61,9 @@ class Encoder:
             raw = wire.encode_document(document)
             record: str | bytes = raw
             size = len(raw) + wire.framing_bytes(collection, trace)
-            if -(-size // 3) * 4 > self._limit(partition_key):  # base64: 4 bytes for 3
-                self._check_bson_size(collection, raw, trace, partition_key)
+            limit = self._limit(partition_key)
+            if -(-size // 3) * 4 > limit:  # does not fit uncompressed (base64: 4 bytes for 3)
+                self._check_compressed_fits(collection, raw, trace, limit)
         else:
             record = self._json_line(collection, document, trace)
             size = len(record) if record.isascii() else len(record.encode("utf-8"))
@@ -90,14 +91,10 @@ class Encoder:
             return self._room - wire.PARTITION_OVERHEAD  # the key travels as an attribute
         return self._room
 
-    def _check_bson_size(
-        self, collection: str, document: bytes, trace: str | None, partition_key: str | None
+    def _check_compressed_fits(
+        self, collection: str, document: bytes, trace: str | None, limit: int
     ) -> None:
-        """A message of this one record, in base64, and compressed if need be, must fit."""
-        limit = self._limit(partition_key)
-        framed = len(document) + wire.framing_bytes(collection, trace)
-        if -(-framed // 3) * 4 <= limit:
-            return  # fits even uncompressed (base64: 4 bytes for 3)
+        """A record too large for a message uncompressed must fit one compressed."""
         if self._encoding != wire.IDENTITY:
             body = wire.bson_body(
                 wire.pack_bson([(collection, document, trace)]), self._encoding, self._level

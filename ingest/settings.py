@@ -19,10 +19,10 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from ingest.errors import ConfigError
 from ingest.sinks.base import ConflictPolicy, WriteMode
+from producer import wire
 
 PREFIX: Final = "INGEST_"
 
@@ -97,20 +97,10 @@ def _mongo_uri(value: str) -> str | None:
     return None
 
 
-def _is_queue_url(url: str) -> bool:
-    parts = urlsplit(url)
-    if parts.scheme == "memory":  # ingest.queues.memory's, for code that builds a Service
-        return True
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and bool(parts.path.strip("/"))
-
-
 def _queue_urls(value: tuple[str, ...]) -> str | None:
-    bad = [url for url in value if not _is_queue_url(url)]
-    return (
-        f"{bad[0]!r} is not a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)"
-        if bad
-        else None
-    )
+    # memory://: ingest.queues.memory's, for code that builds a Service on it
+    bad = [u for u in value if not (wire.is_queue_url(u) or u.startswith("memory://"))]
+    return f"{bad[0]!r} is not a queue URL ({wire.QUEUE_URL_FORM})" if bad else None
 
 
 def _field_name(value: str, *, dotted: bool) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 from . import wire
 from .errors import ConfigError
@@ -85,9 +84,5 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def _check_queue_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.path.strip("/"):
-        raise ConfigError(
-            f"queue_url {url!r} is not a queue URL "
-            "(https://sqs.<region>.amazonaws.com/<account>/<queue name>)"
-        )
+    if not wire.is_queue_url(url):
+        raise ConfigError(f"queue_url {url!r} is not a queue URL ({wire.QUEUE_URL_FORM})")

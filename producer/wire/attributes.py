@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from .compression import IDENTITY
 
@@ -68,3 +69,14 @@ def attribute_value(attributes: Mapping[str, Any] | None, name: str) -> str | No
         found = value.get("StringValue")
         return found if isinstance(found, str) else None
     return str(value)
+
+
+#: How a queue URL looks, for the errors that refuse one.
+QUEUE_URL_FORM: Final = "https://sqs.<region>.amazonaws.com/<account>/<queue name>"
+
+
+def is_queue_url(url: str) -> bool:
+    """An SQS queue URL: http(s), a host and a path (the account and the queue's name).
+    Both sides refuse anything else at start, not at the first SQS call."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and bool(parts.path.strip("/"))

@@ -45,6 +45,6 @@ def store(settings: Settings, *, quick: bool = False) -> MongoSink:
         # Counting is a diagnostic: it may cost a tenth of the time at most. Who asked
         # for conflicts in the dead-letter queue gets every bulk checked.
         conflict_check_share=(
-            None if settings.on_conflict is ConflictPolicy.DEAD_LETTER else CONFLICT_CHECK_SHARE
+            CONFLICT_CHECK_SHARE if settings.on_conflict is ConflictPolicy.COUNT else None
         ),
     )  # fmt: skip

@@ -124,7 +124,7 @@ class CheckBudget:
         self._clock = clock
         self._lock = threading.Lock()
         self._next_at = 0.0
-        self.skipped = 0  # duplicates not compared since the last warning
+        self._skipped = 0  # duplicates not compared since the last warning
         self._warned_at: float | None = None
 
     def allows(self, duplicates: int) -> bool:
@@ -132,16 +132,16 @@ class CheckBudget:
             now = self._clock()
             if now >= self._next_at:
                 return True
-            self.skipped += duplicates
+            self._skipped += duplicates
             if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_SECONDS:
                 self._warned_at = now
                 log.warning(
                     "conflict check skipped for %d duplicates: comparing them takes over "
                     "%.0f%% of the time on this server (its find by _id is not indexed, as on "
                     "FerretDB); --on-conflict dead-letter checks every one, ignore none",
-                    self.skipped, self.share * 100,
+                    self._skipped, self.share * 100,
                 )  # fmt: skip
-                self.skipped = 0
+                self._skipped = 0
             return False
 
     def spent(self, seconds: float) -> None:

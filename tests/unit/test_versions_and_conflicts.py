@@ -212,3 +212,24 @@ def test_the_conflict_check_keeps_to_its_share_of_the_time(
     assert "conflict check skipped for 40 duplicates" in caplog.records[0].getMessage()
     now[0] += 0.2
     assert budget.allows(40)
+
+
+@pytest.mark.parametrize(
+    ("policy", "share"),
+    [
+        (ConflictPolicy.COUNT, 0.1),
+        (ConflictPolicy.DEAD_LETTER, None),
+        (ConflictPolicy.IGNORE, None),
+    ],
+)
+def test_only_counting_is_kept_to_a_share_of_the_time(
+    policy: ConflictPolicy, share: float | None
+) -> None:
+    # Who asked for conflicts in the dead-letter queue gets every bulk checked.
+    from ingest.cli.connect import store
+    from ingest.settings import Settings
+
+    sink = store(Settings(on_conflict=policy))  # no network until its first use
+    budget = sink._check_budget
+    assert (budget.share if budget is not None else None) == share
+    assert sink._check_conflicts is (policy is not ConflictPolicy.IGNORE)

@@ -38,6 +38,7 @@ import boto3
 import bson
 from botocore.config import Config
 
+from bench.infra import AcceptingSQS
 from bench.records import COLLECTION, generate
 from producer import Producer, wire
 
@@ -188,13 +189,6 @@ def _cpu(
 # ---------------------------------------------------------------- tracing
 
 
-class _Accepting:
-    """An SQS that takes every batch at once: only send() is measured here."""
-
-    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
-        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
-
-
 def _traced_cost(records: int, rounds: int = 5) -> dict[str, Any] | None:
     """Caller-thread CPU per send(), untraced and in a span, alternating; medians."""
     try:
@@ -205,7 +199,7 @@ def _traced_cost(records: int, rounds: int = 5) -> dict[str, Any] | None:
     tracer = TracerProvider().get_tracer("bench")
     samples: dict[bool, list[float]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as journal:
-        producer = Producer("http://sqs.invalid/000000000000/q", sqs_client=_Accepting(),
+        producer = Producer("http://sqs.invalid/000000000000/q", sqs_client=AcceptingSQS(),
                             journal_dir=journal)  # fmt: skip
         for round_ in range(rounds):
             for traced in (False, True):

@@ -218,3 +218,29 @@ def test_compressed_messages_are_filled_and_no_take_ends_in_a_message_of_a_few_r
     records = [int(e["MessageAttributes"][wire.RECORDS_ATTRIBUTE]["StringValue"]) for e in settled]
     assert min(records[:-1]) > max(records) / 4  # only the very last may be short
     assert len(fake.records()) == 20_000
+
+
+def test_a_packer_misled_about_compression_still_loses_nothing_and_overflows_nothing(
+    tmp_path: Path,
+) -> None:
+    # Adversarial for the tail merge and the learnt ratio: the packer learns on text that
+    # compresses tenfold, then gets records that do not compress at all, of every size.
+    fake = FakeSQS()
+    rng = random.Random(23)
+    sent: list[int] = []
+    with Producer(URL, sqs_client=fake, journal_dir=tmp_path, wire_format="2",
+                  compression="zstd", max_message_bytes=8192, linger_seconds=10) as producer:  # fmt: skip
+        for n in range(3000):
+            if n < 1000 or n % 7 == 0:
+                document: dict[str, object] = {
+                    "n": n,
+                    "text": "same words again " * rng.randrange(1, 40),
+                }
+            else:
+                document = {"n": n, "noise": rng.randbytes(rng.randrange(10, 5000)).hex()}
+            producer.send("events", document)
+            sent.append(n)
+        assert producer.flush(30)
+    entries = [entry for _, batch in fake.calls for entry in batch]
+    assert max(entry_size(e) for e in entries) <= 8192
+    assert [r.document["n"] for r in fake.records()] == sent

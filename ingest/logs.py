@@ -93,3 +93,45 @@ class Throttled:
             held, self._held, self._last = self._held, 0, now
         more = f" ({held} more like it in the last {self._interval:.0f}s)" if held else ""
         self._logger.warning("%s%s", message, more)
+
+
+class Tracebacks:
+    """At most one traceback per distinct failure (where, the exception's type, the line
+    that raised it) every `interval` seconds; the next one says how many were held back.
+    An error nobody foresaw must be seen, not fill the disk when it repeats."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[tuple[str, str, str], float] = {}
+        self._held: dict[tuple[str, str, str], int] = {}
+
+    def report(self, where: str, exc: BaseException, what: str) -> None:
+        key = (where, type(exc).__name__, _raised_at(exc))
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return
+            if len(self._last) > 1000:  # bounded: a flood of distinct failures
+                self._last.clear()
+                self._held.clear()
+            self._last[key] = now
+            held = self._held.pop(key, 0)
+        more = f" ({held} more like it in the last {self._interval:.0f}s)" if held else ""
+        self._logger.error("%s%s", what, more, exc_info=exc)
+
+
+def _raised_at(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"

@@ -74,9 +74,18 @@ class Metrics:
         )
         self.messages_requeued = Counter(
             "ingest_messages_requeued",
-            "Messages sent again as new ones at their last receive (not their fault)",
+            "Messages sent again as new ones (records to try again, with their attempts;"
+            " or at their last receive, not their fault)",
             registry=r,
         )
+        self.internal_errors = Counter(
+            "ingest_internal_errors",
+            "Unexpected exceptions, contained to the message or record that raised them",
+            ["stage"],
+            registry=r,
+        )
+        for stage in ("decode", "write", "acknowledge", "receive"):
+            self.internal_errors.labels(stage)
         self.visibility_extended = Counter(
             "ingest_visibility_extended", "Visibility extensions by the heartbeat", registry=r
         )

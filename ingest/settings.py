@@ -165,6 +165,9 @@ class Settings:
     shutdown_seconds: float = field(default=30.0, metadata=_meta(0, 3600))
     retry_base_seconds: float = field(default=2.0, metadata=_meta(0, 43200))
     retry_max_seconds: float = field(default=300.0, metadata=_meta(0, 43200))
+    # Failed attempts before a record is dead-lettered with its last failure (0: the
+    # queue's maxReceiveCount). Outages and shutdowns are not attempts.
+    max_attempts: int = field(default=0, metadata=_meta(0, 1000))
     max_decoded_bytes: int = field(default=32 * 1024 * 1024, metadata=_meta(1024, 1 << 31))
     metrics_host: str = field(default="127.0.0.1", metadata=_meta(check=_host))
     metrics_port: int = field(default=9108, metadata=_meta(0, 65535))  # 0: no HTTP server

@@ -31,6 +31,11 @@ log = logging.getLogger("ingest")
     "--on-conflict",
     help="Insert-once, a duplicate with other content: ignore, count or dead-letter",
 )
+@click.option(
+    "--max-attempts",
+    type=int,
+    help="Failed attempts before a record is dead-lettered; 0: the queue's maxReceiveCount",
+)
 @click.option("--write-concern", help="w: majority, 1, 0 ... [INGEST_WRITE_CONCERN]")
 @click.option("--metrics-port", type=int, help="Port for /metrics, /healthz, /readyz; 0 disables")
 @click.option("--metrics-host", help="Address to bind the HTTP server [INGEST_METRICS_HOST]")

@@ -1,5 +1,8 @@
-"""Acknowledge stage: ackers take settlements from the outbox, dead-letter what is bad,
-delete what is durable, and hand back the rest (later each time it fails)."""
+"""Acknowledge stage: ackers take settlements from the outbox and carry them out against
+the queues: dead letters and resends first, then the deletes they allow, then the
+visibility changes. What to do with each message is decided in settle.py; here only
+what SQS did is followed: a message whose dead letters or resends were not all taken
+is not deleted, and comes back later."""
 
 from __future__ import annotations
 
@@ -13,13 +16,15 @@ from typing import TypeVar
 
 from ingest.errors import QueueUnavailable
 from ingest.flow.retry import RetryPolicy
+from ingest.logs import Tracebacks
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Outbox
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.messages import Settlement
-from ingest.queues.base import DeadLetter, Message, MessageQueue
+from ingest.queues.base import DeadLetter, Message, MessageQueue, Resend
 
 log = logging.getLogger(__name__)
+_tracebacks = Tracebacks(log)
 T = TypeVar("T")
 _LINE_PREFIX = re.compile(r"^line \d+: ")
 _NUMBERS = re.compile(r"\d+")
@@ -41,43 +46,33 @@ class Acknowledger:
         self._retry = retry_policy
 
     def apply(self, settlement: Settlement) -> None:
-        undelivered = self._dead_letter(settlement.dead_letters)
-        deletable = settlement.delete + [
-            m for m in settlement.delete_after_dead_letter if m.message_id not in undelivered
-        ]
-        # A message whose dead letter could not be sent stays in the source queue, to be
-        # tried again: never deleted before its bad records are safe elsewhere.
-        retry = settlement.retry + [
-            m for m in settlement.delete_after_dead_letter if m.message_id in undelivered
-        ]
+        unsent = self._dead_letter(settlement.dead_letters) | self._resend(settlement.resends)
+        after = settlement.delete_after_sends
+        deletable = settlement.delete + [m for m in after if m.message_id not in unsent]
+        # Never deleted before what was sent in its place is safe: it comes back instead.
+        stuck = [(m, self._retry.delay(m.receive_count)) for m in after if m.message_id in unsent]
         self._delete(deletable)
         self._inflight.remove(deletable)
-        # At its last receive, a message that comes back would be moved by SQS without a
-        # reason, good records and all: send it again as a new message instead.
-        retry, release = self._requeue_last(retry), self._requeue_last(settlement.release)
+        retry, release = settlement.retry + stuck, settlement.release
         # Let go before they turn visible: a poller that receives them again at once
         # must not take them for a redelivery of messages still held, and drop them.
-        self._inflight.remove(retry + release)
-        self._change_visibility([(m, self._retry.delay(m.receive_count)) for m in retry])
+        self._inflight.remove([m for m, _ in retry] + release)
+        self._change_visibility(retry)
         self._change_visibility([(m, 0) for m in release])
         self._metrics.messages_released.inc(len(release))
         self._metrics.in_flight.set(len(self._inflight))
 
-    def _requeue_last(self, messages: list[Message]) -> list[Message]:
-        """Requeues the messages at their last receive; returns the others (and any
-        that could not be requeued: they come back, and SQS may move them)."""
-        last = [m for m in messages if m.last_receive]
-        if not last:
-            return messages
-        left = [m for m in messages if not m.last_receive]
-        for url, group in _by_queue(last, lambda m: m.queue_url).items():
-            failed = self._queues[url].requeue(group)
-            self._inflight.remove([m for m in group if m not in failed])
-            self._metrics.messages_requeued.inc(len(group) - len(failed))
-            if failed:
-                log.warning("could not requeue %d messages at their last receive", len(failed))
-            left += failed
-        return left
+    def report(self, exc: Exception) -> None:
+        self._metrics.internal_errors.labels("acknowledge").inc()
+        _tracebacks.report(
+            "acknowledge", exc, "acknowledge stage failed; its messages reappear after visibility"
+        )
+
+    def let_go(self, settlement: Settlement) -> None:
+        """After a failure to apply it: the messages are no longer held (so the heartbeat
+        stops extending them) and come back when their visibility runs out."""
+        self._inflight.remove(settlement.messages())
+        self._metrics.in_flight.set(len(self._inflight))
 
     def _dead_letter(self, letters: Sequence[DeadLetter]) -> set[str]:
         """Sends dead letters; returns the ids of source messages not fully dead-lettered."""
@@ -96,6 +91,20 @@ class Acknowledger:
                         "dead-lettered from message %s: %s", letter.source.message_id, letter.reason
                     )
         return undelivered
+
+    def _resend(self, resends: Sequence[Resend]) -> set[str]:
+        """Sends what goes back in place of a message; returns the ids of the sources
+        whose resends were not all taken."""
+        unsent: set[str] = set()
+        for url, group in _by_queue(resends, lambda resend: resend.source.queue_url).items():
+            try:
+                failed = self._queues[url].resend(group)
+            except QueueUnavailable as exc:
+                log.warning("resending %d messages failed: %s", len(group), exc)
+                failed = list(group)
+            unsent.update(resend.source.message_id for resend in failed)
+            self._metrics.messages_requeued.inc(len(group) - len(failed))
+        return unsent
 
     def _delete(self, messages: Sequence[Message]) -> None:
         for url, group in _by_queue(messages, lambda m: m.queue_url).items():
@@ -144,8 +153,9 @@ class AckStage:
         while (settlement := self._outbox.get()) is not None:
             try:
                 self.acknowledger.apply(settlement)
-            except Exception:
-                log.exception("acknowledge stage failed; messages will reappear after visibility")
+            except Exception as exc:  # nothing is lost: what was not deleted comes back
+                self.acknowledger.let_go(settlement)
+                self.acknowledger.report(exc)
 
 
 def _by_queue(items: Sequence[T], url_of: Callable[[T], str]) -> dict[str, list[T]]:

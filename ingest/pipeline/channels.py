@@ -8,9 +8,10 @@ from __future__ import annotations
 import queue
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ingest.pipeline.messages import Settlement
+from ingest.pipeline.settle import Settler
 from ingest.queues.base import Message
 from producer import wire
 
@@ -82,16 +83,17 @@ def partition_key(message: Message) -> str:
 class Outbox:
     """Settlements for the acknowledge stage; None tells one acker to stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, settler: Settler | None = None) -> None:
         self._queue: queue.Queue[Settlement | None] = queue.Queue()
+        self._settler = settler or Settler()
 
     def put(self, settlement: Settlement) -> None:
         self._queue.put(settlement)
 
-    def release(self, messages: list[Message]) -> None:
-        """Make messages visible again at once (shutting down, or MongoDB down)."""
+    def release(self, messages: Sequence[Message]) -> None:
+        """Hand messages back, not their fault (shutting down, or MongoDB down)."""
         if messages:
-            self._queue.put(Settlement(release=messages))
+            self._queue.put(self._settler.released(messages))
 
     def close(self, ackers: int) -> None:
         for _ in range(ackers):

@@ -3,8 +3,6 @@ A function, called by the write stage on its own thread."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from ingest.pipeline.messages import DecodedMessage
 from ingest.queues.base import Message
 from producer import wire
@@ -32,9 +30,3 @@ def decode(
         decoded.error = decoded.bad_records[0].reason
         decoded.bad_records.clear()
     return decoded
-
-
-def decode_all(
-    messages: Sequence[Message], max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES
-) -> list[DecodedMessage]:
-    return [decode(message, max_decoded_bytes) for message in messages]

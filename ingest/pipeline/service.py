@@ -26,9 +26,9 @@ from ingest.pipeline.heartbeat import VisibilityHeartbeat
 from ingest.pipeline.idle import IdleWatch
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.jobs import Jobs, report_depth
-from ingest.pipeline.messages import Settlement
 from ingest.pipeline.receive import ReceiveOptions, ReceiveStage, Wiring
 from ingest.pipeline.route import build_router
+from ingest.pipeline.settle import SettleOptions, Settler
 from ingest.pipeline.write import BatchWriter, WriteStage
 from ingest.queues.base import MessageQueue
 from ingest.settings import Settings
@@ -57,13 +57,15 @@ class Service:
         self.inflight = InFlight()
         self.gate = gate if gate is not None else build_gate(s, self.metrics)
         inbox = Inbox(s.inbox_size, s.writers if s.partitioned else 1)
-        self._inbox, self._outbox = inbox, Outbox()
+        retry_policy = RetryPolicy(s.retry_base_seconds, s.retry_max_seconds)
+        settler = Settler(SettleOptions(s.on_conflict, s.max_attempts, retry_policy))
+        self._inbox, self._outbox = inbox, Outbox(settler)
         per_message = RecordsPerMessage()
         router = build_router(s.allow_collections, s.allow_prefixes, s.hooks)
         writer = BatchWriter(
             sink, self.metrics, self.breaker, self.gate,
             max_decoded_bytes=s.max_decoded_bytes, router=router, per_message=per_message,
-            on_conflict=s.on_conflict,
+            settler=settler,
         )  # fmt: skip
         # Every replica checks in (its write rate, for `ingest status`); under a ceiling
         # it also takes its share there.
@@ -85,7 +87,6 @@ class Service:
         scaling = ScalingPolicy(s.min_pollers or 1, s.max_pollers) if s.max_pollers else None
         self.receive = ReceiveStage(self.queues, wiring, s.pollers, scaling)
         self.write = WriteStage(inbox, self._outbox, writer, s.writers)
-        retry_policy = RetryPolicy(s.retry_base_seconds, s.retry_max_seconds)
         self._acknowledger = Acknowledger(self.queues, self.inflight, self.metrics, retry_policy)
         self.ack = AckStage(self._outbox, self._acknowledger, s.ackers)
         self.heartbeat = VisibilityHeartbeat(
@@ -177,7 +178,7 @@ class Service:
         leftover = self.inflight.all()
         if leftover:
             log.warning("handing back %d messages still held at the deadline", len(leftover))
-            self._acknowledger.apply(Settlement(release=leftover))
+            self._acknowledger.apply(self.write.writer.settler.released(leftover))
         self._jobs.stop()
         if self.shared_ceiling is not None:
             self.shared_ceiling.leave()  # the others take up our share at their next heartbeat

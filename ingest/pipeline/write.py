@@ -1,12 +1,13 @@
-"""Write stage: writers take a batch from the inbox, decode it, write its records in one
-bulk, and put the settlement of each message in the outbox.
+"""Write stage: writers take a batch from the inbox, decode it, write its records in
+bulks, and hand each batch's settlement (settle.py decides it) to the outbox.
 
-A message is deleted only when every record in it is durable or dead-lettered; if any
-of its records must be retried, the whole message comes back later (the records
-already written collapse as duplicates then), except at its last receive, where the
-records still failing are dead-lettered with the last failure. Stale records (a higher
-version is stored) and duplicates are settled; a conflicting duplicate is too, unless
---on-conflict dead-letter sends it to the dead-letter queue."""
+Whatever fails here is contained to the smallest unit that raised it: an unexpected
+exception while writing a bulk is bisected down to the record, one while decoding or
+routing stays with its message, and one that escapes a whole batch is bisected by
+message. Each becomes a failed attempt of that record or message, with a reason for
+its sender, under the same attempt bound as any other failure; the log shows one
+traceback per distinct failure a minute. Only SinkUnavailable (MongoDB does not
+answer) hands messages back without counting an attempt."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from bson import ObjectId, json_util
@@ -25,19 +25,22 @@ from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
-from ingest.logs import Throttled
+from ingest.logs import Throttled, Tracebacks
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
-from ingest.pipeline.decode import decode_all
+from ingest.pipeline.decode import decode
 from ingest.pipeline.messages import DecodedMessage, Settlement
 from ingest.pipeline.route import Router
-from ingest.queues.base import DeadLetter, Message
-from ingest.sinks.base import WRITTEN, ConflictPolicy, DocumentSink, Outcome, OutcomeKind
+from ingest.pipeline.settle import Settler
+from ingest.queues.base import Message
+from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind, retry
+from ingest.sinks.isolation import bisect
 from ingest.tracing import BulkTracing
 from producer import wire
 
 log = logging.getLogger(__name__)
 _conflict_log = Throttled(log, interval=10.0)
+_tracebacks = Tracebacks(log)
 
 # End-to-end samples from an _id time further ahead than this are clock skew (an
 # ObjectId counts whole seconds, so a fresh one is at most a second behind, never ahead).
@@ -45,11 +48,6 @@ FUTURE_TOLERANCE_SECONDS: Final = 1.0
 # ...or older than SQS keeps a message (14 days): an _id not stamped when it was sent
 # (a backfill's derived ids, an application's own), not a record that waited that long.
 MAX_PLAUSIBLE_LAG_SECONDS: Final = 14 * 86400.0
-
-
-@dataclass(frozen=True, slots=True)
-class WriteOptions:
-    max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES
 
 
 class BatchWriter:
@@ -66,7 +64,7 @@ class BatchWriter:
         clock: Callable[[], float] = time.time,
         router: Router | None = None,
         per_message: RecordsPerMessage | None = None,
-        on_conflict: ConflictPolicy = ConflictPolicy.COUNT,
+        settler: Settler | None = None,
     ) -> None:
         self._sink = sink
         self._metrics = metrics
@@ -77,7 +75,7 @@ class BatchWriter:
         self._router = router or Router()
         self._per_message = per_message or RecordsPerMessage()
         self._tracing = BulkTracing()
-        self._on_conflict = on_conflict
+        self.settler = settler or Settler()
         self.recent_write_seconds = 0.0  # moving average of bulk write latency, for scaling
         self._handled_lock = threading.Lock()
         self._handled = 0  # records handed to the sink, ever: the replica board's write rate
@@ -85,11 +83,8 @@ class BatchWriter:
     def process(self, messages: Sequence[Message]) -> Settlement:
         if self._breaker.is_open:
             # Don't spend the write on a store known to be down: hand the messages back.
-            return Settlement(release=list(messages))
-        decoded = decode_all(messages, self._max_decoded_bytes)
-        if not self._router.is_open:
-            for item in decoded:
-                _route(item, self._router)
+            return self.settler.released(messages)
+        decoded = [self._decode(message) for message in messages]
         records = [record for item in decoded for record in item.records]
         self._metrics.records_received.inc(len(records))
         waits: list[float] = []  # the messages' seconds in SQS, for the bulks' spans
@@ -105,8 +100,44 @@ class BatchWriter:
         except SinkUnavailable as exc:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
-            return Settlement(release=list(messages))
-        return _settle(decoded, outcomes, self._on_conflict)
+            return self.settler.released(messages)
+        return self.settler.settle(decoded, outcomes)
+
+    def contained(self, messages: Sequence[Message]) -> Settlement:
+        """process(), and when it raises, the same on each half of the batch, down to the
+        message: its neighbours are settled, and it counts one failed attempt."""
+        try:
+            return self.process(messages)
+        except Exception as exc:
+            if len(messages) == 1:
+                return self._failed(messages[0], exc)
+        half = len(messages) // 2
+        settlement = self.contained(messages[:half])
+        settlement.extend(self.contained(messages[half:]))
+        return settlement
+
+    def _failed(self, message: Message, exc: Exception) -> Settlement:
+        self._internal_error("write", exc, f"write stage failed on message {message.message_id}")
+        reason = internal_error_reason("could not handle this message", "write stage", exc)
+        return self.settler.failed(message, reason)
+
+    def _decode(self, message: Message) -> DecodedMessage:
+        """Decoded and routed; an unexpected error stays with this message."""
+        step = "decode"
+        try:
+            item = decode(message, self._max_decoded_bytes)
+            step = "route"
+            if not self._router.is_open:
+                _route(item, self._router)
+            return item
+        except Exception as exc:
+            self._internal_error(step, exc, f"{step} step failed on message {message.message_id}")
+            reason = internal_error_reason(f"could not {step} this message", f"{step} step", exc)
+            return DecodedMessage(message, failure=reason)
+
+    def _internal_error(self, stage: str, exc: Exception, what: str) -> None:
+        self._metrics.internal_errors.labels(stage).inc()
+        _tracebacks.report(stage, exc, what)
 
     @property
     def records_handled(self) -> int:
@@ -142,6 +173,22 @@ class BatchWriter:
     def _write_bulk(
         self, records: list[wire.Record], waits: list[float], *, ordered: bool = False
     ) -> list[Outcome]:
+        """One bulk; an unexpected exception is bisected down to the records that raise it."""
+        return bisect(
+            records,
+            lambda part: self._write_part(list(part), waits, ordered=ordered),
+            self._failed_alone,
+            (Exception,),
+            ordered=ordered,
+        )
+
+    def _failed_alone(self, records: Sequence[wire.Record], exc: Exception) -> Outcome:
+        self._internal_error("write", exc, f"writing a record to {records[0].collection} failed")
+        return retry(internal_error_reason("could not write this record", "write stage", exc))
+
+    def _write_part(
+        self, records: list[wire.Record], waits: list[float], *, ordered: bool
+    ) -> list[Outcome]:
         if not records:
             return []
         self._gate.acquire(len(records))
@@ -153,6 +200,8 @@ class BatchWriter:
         except SinkUnavailable:
             self._gate.observe(len(records), time.perf_counter() - started, overloaded=True)
             raise
+        if len(outcomes) != len(records):  # a sink that broke its contract: nobody's record
+            raise RuntimeError(f"the sink answered {len(outcomes)} outcomes for {len(records)}")
         elapsed = time.perf_counter() - started
         self.recent_write_seconds += 0.2 * (elapsed - self.recent_write_seconds)
         with self._handled_lock:
@@ -185,7 +234,7 @@ class BatchWriter:
                 _conflict_log.warning(
                     f"conflicting duplicate in {record.collection}: _id"
                     f" {_id_text(_record_id(record))} is stored with other content"
-                    f" (--on-conflict {self._on_conflict.value})"
+                    f" (--on-conflict {self.settler.on_conflict.value})"
                 )
 
     def _end_to_end(self, first: wire.Record) -> None:
@@ -229,62 +278,9 @@ def _route(item: DecodedMessage, router: Router) -> None:
     item.records = kept
 
 
-def _settle(
-    decoded: list[DecodedMessage], outcomes: list[Outcome], on_conflict: ConflictPolicy
-) -> Settlement:
-    settlement = Settlement()
-    position = 0
-    dead_kinds = {OutcomeKind.REJECTED}
-    if on_conflict is ConflictPolicy.DEAD_LETTER:
-        dead_kinds.add(OutcomeKind.CONFLICT)
-    for item in decoded:
-        mine = outcomes[position : position + len(item.records)]
-        position += len(item.records)
-        _settle_message(item, mine, settlement, dead_kinds)
-    return settlement
-
-
-def _settle_message(
-    item: DecodedMessage,
-    outcomes: list[Outcome],
-    settlement: Settlement,
-    dead_kinds: set[OutcomeKind],
-) -> None:
-    message = item.message
-    if item.error is not None:
-        letter = DeadLetter(message, message.body, item.error, message.attributes)
-        settlement.dead_letters.append(letter)
-        settlement.delete_after_dead_letter.append(message)
-        return
-    if any(not o.settled for o in outcomes) and not message.last_receive:
-        settlement.retry.append(message)
-        return
-    letters = [_bad_letter(message, bad) for bad in item.bad_records]
-    letters += [_letter(message, refusal.record, refusal.reason) for refusal in item.refused]
-    for record, outcome in zip(item.records, outcomes, strict=True):
-        if outcome.kind in dead_kinds:
-            letters.append(_letter(message, record, outcome.reason))
-        elif not outcome.settled:  # the last receive: SQS would move it without a reason
-            reason = f"still failing after {message.receive_count} receives: {outcome.reason}"
-            letters.append(_letter(message, record, reason))
-    if letters:
-        settlement.dead_letters.extend(letters)
-        settlement.delete_after_dead_letter.append(message)
-    else:
-        settlement.delete.append(message)
-
-
-def _letter(message: Message, record: wire.Record | wire.BadRecord, reason: str) -> DeadLetter:
-    """One record as a message of its own: a redrive sends it back as it came."""
-    body, attributes = wire.record_message(record)
-    return DeadLetter(message, body, reason, attributes)
-
-
-def _bad_letter(message: Message, bad: wire.BadRecord) -> DeadLetter:
-    where = f"line {bad.number}" if isinstance(bad.source, str) else f"record {bad.number}"
-    if bad.rest_unreadable:  # what follows cannot be found: the message goes whole
-        return DeadLetter(message, message.body, f"{where}: {bad.reason}", message.attributes)
-    return _letter(message, bad, f"{where}: {bad.reason}")
+def internal_error_reason(what: str, where: str, exc: Exception) -> str:
+    """For the record's sender: what could not be done, and that it was ours, not theirs."""
+    return f"the consumer {what}: internal error in the {where} ({type(exc).__name__})"
 
 
 class WriteStage:
@@ -336,10 +332,7 @@ class WriteStage:
             with self._lock:
                 self._busy += 1
             try:
-                self._outbox.put(self.writer.process(messages))
-            except Exception:  # a bug must not kill the writer or lose the messages
-                log.exception("write stage failed; handing %d messages back", len(messages))
-                self._outbox.release(messages)
+                self._outbox.put(self.writer.contained(messages))
             finally:
                 with self._lock:
                     self._busy -= 1

@@ -16,10 +16,17 @@ from producer import wire
 T = TypeVar("T")
 
 REASON_ATTRIBUTE: Final = "ingest-dead-letter-reason"
+#: Failed attempts so far, carried by a message the consumer sends again in place of one
+#: that failed (ingest/pipeline/settle.py): SQS's receive count starts again at 0 there.
+ATTEMPTS_ATTRIBUTE: Final = "ingest-attempts"
 SOURCE_QUEUE_ATTRIBUTE: Final = "ingest-source-queue"
 SOURCE_MESSAGE_ATTRIBUTE: Final = "ingest-source-message-id"
 #: What the consumer adds when it dead-letters a message (a redrive takes them off).
-DEAD_LETTER_ATTRIBUTES: Final = (REASON_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE)
+DEAD_LETTER_ATTRIBUTES: Final = (
+    REASON_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE, ATTEMPTS_ATTRIBUTE,
+)  # fmt: skip
+#: SQS's limit on DelaySeconds.
+MAX_DELAY_SECONDS: Final = 900
 NO_REASON: Final = "(no reason attribute: SQS moved it after maxReceiveCount receives)"
 MAX_REASON_CHARS: Final = 1000
 SQS_BATCH_LIMIT: Final = 10
@@ -54,6 +61,16 @@ class Message:
         return wire.attribute_value(self.attributes, name)
 
     @property
+    def attempts(self) -> int:
+        """Failed attempts carried from the messages this one replaces (0: none)."""
+        raw = self.attribute(ATTEMPTS_ATTRIBUTE)
+        return int(raw) if raw is not None and raw.isdigit() and len(raw) < 6 else 0
+
+    @property
+    def fifo(self) -> bool:
+        return self.queue_url.endswith(".fifo")
+
+    @property
     def reason(self) -> str:
         """Why it was dead-lettered (for messages read from a dead-letter queue)."""
         return self.attribute(REASON_ATTRIBUTE) or NO_REASON
@@ -70,6 +87,18 @@ class DeadLetter:
 
 
 @dataclass(frozen=True, slots=True)
+class Resend:
+    """A message sent again in place of `source`: its whole body, or only the records of it
+    that must be tried again, with the attempts so far. The source is deleted afterwards
+    (by the acknowledge stage), once everything sent in its place was taken."""
+
+    source: Message
+    body: str
+    attributes: Mapping[str, Any]
+    delay_seconds: int = 0  # standard queues only (at most 900); FIFO keeps its order instead
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     """A message to send. FIFO queues need the group and deduplication ids."""
 
@@ -77,6 +106,7 @@ class Outgoing:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     group_id: str | None = None
     dedup_id: str | None = None
+    delay_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +153,9 @@ class MessageQueue(Protocol):
         """Sends each letter to the dead-letter queue with its reason attached."""
         ...
 
-    def requeue(self, messages: Sequence[Message]) -> list[Message]:
-        """Sends each message again as a new one (receive count 0), then deletes the
-        original: for a message at its last receive that is not at fault."""
+    def resend(self, resends: Sequence[Resend]) -> list[Resend]:
+        """Sends each as a new message (receive count 0); returns those SQS did not take.
+        Deletes nothing: the sources are deleted by the caller."""
         ...
 
     def depth(self) -> QueueDepth: ...
@@ -189,6 +219,17 @@ def sendable_attributes(attributes: Mapping[str, Any], drop: Sequence[str] = ())
         for name, value in attributes.items()
         if isinstance(value, Mapping) and name not in drop
     }
+
+
+def resend_attributes(
+    attributes: Mapping[str, Any], attempts: int, carried: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """`attributes` as SendMessage takes them, with the attempts so far; `carried`: the
+    source's attributes to keep beside them (its partition key, for a record resent alone)."""
+    kept = sendable_attributes(carried or {}, drop=(*attributes, ATTEMPTS_ATTRIBUTE))
+    kept.update(sendable_attributes(attributes, drop=(ATTEMPTS_ATTRIBUTE,)))
+    kept[ATTEMPTS_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(attempts)}
+    return kept
 
 
 def chunks(items: Sequence[T], size: int = SQS_BATCH_LIMIT) -> Iterator[Sequence[T]]:

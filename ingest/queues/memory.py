@@ -14,11 +14,13 @@ from typing import Any
 
 from ingest.errors import QueueRefused
 from ingest.queues.base import (
+    MAX_DELAY_SECONDS,
     DeadLetter,
     Message,
     MoveTask,
     Outgoing,
     QueueDepth,
+    Resend,
     dead_letter_attributes,
     sendable_attributes,
 )
@@ -51,17 +53,27 @@ class MemoryQueue:
         return self.dead_letter_queue.url if self.dead_letter_queue is not None else None
 
     def send(
-        self, body: str, attributes: Mapping[str, Any] | None = None, group_id: str | None = None
+        self,
+        body: str,
+        attributes: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
+        *,
+        delay_seconds: int = 0,
     ) -> str:
         with self._cond:
             message_id = f"m-{next(self._ids)}"
-            self._messages[message_id] = _Stored(message_id, body, dict(attributes or {}), group_id)
+            stored = _Stored(message_id, body, dict(attributes or {}), group_id)
+            stored.visible_at = time.monotonic() + delay_seconds if delay_seconds else 0.0
+            self._messages[message_id] = stored
             self._cond.notify_all()
             return message_id
 
     def send_batch(self, messages: Sequence[Outgoing]) -> list[Outgoing]:
         for message in messages:
-            self.send(message.body, message.attributes, message.group_id)
+            self.send(
+                message.body, message.attributes, message.group_id,
+                delay_seconds=message.delay_seconds,
+            )  # fmt: skip
         return []
 
     def receive(
@@ -149,13 +161,12 @@ class MemoryQueue:
             self.dead_letter_queue.send(letter.body, attributes, letter.source.group_id)
         return []
 
-    def requeue(self, messages: Sequence[Message]) -> list[Message]:
-        with self._cond:
-            current = [m for m in messages if self._current(m) is not None]
-        for message in current:
-            self.send(message.body, sendable_attributes(message.attributes), message.group_id)
-        self.delete(current)
-        return [m for m in messages if m not in current]
+    def resend(self, resends: Sequence[Resend]) -> list[Resend]:
+        fifo = self.url.endswith(".fifo")
+        for resend in resends:
+            delay = 0 if fifo else min(MAX_DELAY_SECONDS, resend.delay_seconds)
+            self.send(resend.body, resend.attributes, resend.source.group_id, delay_seconds=delay)
+        return []
 
     def depth(self) -> QueueDepth:
         with self._cond:

@@ -26,15 +26,16 @@ from botocore.exceptions import (
 
 from ingest.errors import ConfigError, QueueRefused, QueueUnavailable
 from ingest.queues.base import (
+    MAX_DELAY_SECONDS,
     DeadLetter,
     Message,
     MoveTask,
     Outgoing,
     QueueDepth,
+    Resend,
     chunks,
     dead_letter_attributes,
     send_groups,
-    sendable_attributes,
 )
 
 if TYPE_CHECKING:
@@ -224,13 +225,11 @@ class SqsQueue:
         fifo = self.dead_letter_url.endswith(".fifo")
         return self._send_each(self.dead_letter_url, letters, [_letter(x, fifo) for x in letters])
 
-    def requeue(self, messages: Sequence[Message]) -> list[Message]:
+    def resend(self, resends: Sequence[Resend]) -> list[Resend]:
         fifo = self.url.endswith(".fifo")
-        unsent = self._send_each(self.url, messages, [_again(m, fifo) for m in messages])
-        with contextlib.suppress(QueueUnavailable):
-            # An undeleted original comes back; its records collapse as duplicates.
-            self.delete([m for m in messages if m not in unsent])
-        return unsent
+        return self._send_each(
+            self.url, resends, [_again(r, n, fifo) for n, r in enumerate(resends)]
+        )
 
     def _send_each(self, url: str, items: Sequence[T], outgoing: list[Outgoing]) -> list[T]:
         """Sends outgoing[i] for items[i]; returns the items whose message SQS did not take."""
@@ -380,6 +379,8 @@ def _entry(entry_id: str, message: Outgoing) -> SendMessageBatchRequestEntryType
         entry["MessageGroupId"] = message.group_id
     if message.dedup_id is not None:
         entry["MessageDeduplicationId"] = message.dedup_id
+    if message.delay_seconds:
+        entry["DelaySeconds"] = message.delay_seconds
     return entry
 
 
@@ -391,12 +392,15 @@ def _letter(letter: DeadLetter, fifo: bool) -> Outgoing:
     return Outgoing(letter.body, dead_letter_attributes(letter), group, dedup)
 
 
-def _again(message: Message, fifo: bool) -> Outgoing:
-    group = dedup = None
-    if fifo:
-        group = message.group_id or "requeued"
-        dedup = f"{message.message_id}-{message.receive_count}"[-128:]
-    return Outgoing(message.body, sendable_attributes(message.attributes), group, dedup)
+def _again(resend: Resend, position: int, fifo: bool) -> Outgoing:
+    source = resend.source
+    if not fifo:
+        delay = max(0, min(MAX_DELAY_SECONDS, resend.delay_seconds))
+        return Outgoing(resend.body, resend.attributes, delay_seconds=delay)
+    # FIFO: the source's group keeps its order; each part of one resend is its own message.
+    group = source.group_id or "requeued"
+    dedup = f"{source.message_id}-{source.receive_count}-{source.attempts}-{position}"[-128:]
+    return Outgoing(resend.body, resend.attributes, group, dedup)
 
 
 def _depth(sqs: SQSClient, url: str) -> QueueDepth:

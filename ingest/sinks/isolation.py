@@ -37,6 +37,34 @@ class BulkRefused(Exception):
         self.connection_lost = connection_lost
 
 
+def bisect(
+    items: Sequence[T],
+    write: Callable[[Sequence[T]], list[Outcome]],
+    alone: Callable[[Sequence[T], Exception], Outcome],
+    catch: tuple[type[Exception], ...],
+    *,
+    ordered: bool = False,
+) -> list[Outcome]:
+    """`write(items)`, and when it raises one of `catch`, the same on each half, down to
+    single items, whose outcome `alone` gives. An outage (SinkUnavailable) is never split:
+    it is nobody's fault and goes up as it is. Ordered: after an item that must be
+    retried, the rest are not written (they come back as retries)."""
+    if not items:
+        return []
+    try:
+        return write(items)
+    except SinkUnavailable:
+        raise
+    except catch as exc:
+        if len(items) == 1:
+            return [alone(items, exc)]
+    half = len(items) // 2
+    first = bisect(items[:half], write, alone, catch, ordered=ordered)
+    if ordered and any(not outcome.settled for outcome in first):
+        return first + [AFTER_FAILURE] * (len(items) - half)
+    return first + bisect(items[half:], write, alone, catch, ordered=ordered)
+
+
 def isolate(
     records: Sequence[T],
     write: Callable[[Sequence[T]], list[Outcome]],
@@ -44,32 +72,28 @@ def isolate(
     *,
     ordered: bool = False,
 ) -> list[Outcome]:
-    """`write(records)`, and when it raises BulkRefused, the same on each half.
+    """`write(records)`, bisected while the store refuses a bulk as a whole.
 
     Raises SinkUnavailable when the store hung up and no longer answers (an outage:
-    nothing is rejected). Ordered: after a record that must be retried, the rest are
-    not written (they come back as retries), so a group is applied in order."""
-    if not records:
-        return []
-    try:
-        return write(records)
-    except BulkRefused as refusal:
-        if refusal.connection_lost and not answers():
-            raise SinkUnavailable(f"MongoDB stopped answering: {refusal.reason}") from refusal
-        if len(records) == 1:
-            return [_alone(records, write, answers, refusal)]
-    half = len(records) // 2
-    first = isolate(records[:half], write, answers, ordered=ordered)
-    if ordered and any(not outcome.settled for outcome in first):
-        return first + [AFTER_FAILURE] * (len(records) - half)
-    return first + isolate(records[half:], write, answers, ordered=ordered)
+    nothing is rejected)."""
+
+    def checked(part: Sequence[T]) -> list[Outcome]:
+        try:
+            return write(part)
+        except BulkRefused as refusal:
+            if refusal.connection_lost and not answers():
+                raise SinkUnavailable(f"MongoDB stopped answering: {refusal.reason}") from refusal
+            raise
+
+    def single(record: Sequence[T], exc: Exception) -> Outcome:
+        assert isinstance(exc, BulkRefused)
+        return _alone(record, checked, exc)
+
+    return bisect(records, checked, single, (BulkRefused,), ordered=ordered)
 
 
 def _alone(
-    record: Sequence[T],
-    write: Callable[[Sequence[T]], list[Outcome]],
-    answers: Callable[[], bool],
-    refusal: BulkRefused,
+    record: Sequence[T], write: Callable[[Sequence[T]], list[Outcome]], refusal: BulkRefused
 ) -> Outcome:
     """One record the store refused. A hang-up is tried once more: a connection that
     broke by chance must not cost a good record its place."""
@@ -78,8 +102,6 @@ def _alone(
     try:
         return write(record)[0]
     except BulkRefused as again:
-        if again.connection_lost and not answers():
-            raise SinkUnavailable(f"MongoDB stopped answering: {again.reason}") from again
         return rejected(again.reason)
 
 

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from ingest.queues.base import REASON_ATTRIBUTE, DeadLetter, MessageQueue, Outgoing, QueueService
+from ingest.queues.base import (
+    REASON_ATTRIBUTE,
+    DeadLetter,
+    MessageQueue,
+    Outgoing,
+    QueueService,
+    Resend,
+    resend_attributes,
+)
 from ingest.queues.memory import MemoryService
 from ingest.queues.sqs import SqsService
 from producer import wire
@@ -127,18 +135,31 @@ def test_depth_counts_visible_and_in_flight(queues: Pair) -> None:
     assert depth.in_flight >= 1
 
 
-def test_requeue_sends_a_fresh_copy_and_deletes_the_original(queues: Pair) -> None:
+def test_resend_sends_a_fresh_copy_with_its_attempts_and_deletes_nothing(queues: Pair) -> None:
     queue, dead = queues
     attributes = wire.message_attributes(wire.IDENTITY, 1)
     queue.send("again", attributes)
     first = receive_all(queue, 1)
-    assert queue.requeue(first) == []
+    resend = Resend(first[0], "again", resend_attributes(attributes, 3))
+    assert queue.resend([resend]) == []
+    assert queue.delete(first) == []  # the caller deletes the source once it is resent
     again = receive_all(queue, 1)
     assert [m.body for m in again] == ["again"] and again[0].receive_count == 1
-    assert again[0].message_id != first[0].message_id
+    assert again[0].message_id != first[0].message_id and again[0].attempts == 3
     assert wire.attribute_value(again[0].attributes, wire.FORMAT_ATTRIBUTE) == "1"
     assert queue.delete(again) == []
     assert queue.receive(10, 0, 30) == [] and dead.receive(10, 0, 30) == []
+
+
+def test_a_resend_with_a_delay_is_not_received_before_it(queues: Pair) -> None:
+    queue, _ = queues
+    queue.send("later")
+    (first,) = receive_all(queue, 1)
+    assert queue.resend([Resend(first, "later", resend_attributes({}, 1), delay_seconds=2)]) == []
+    assert queue.delete([first]) == []
+    assert queue.receive(10, 0, 30) == []  # not yet visible
+    (again,) = receive_all(queue, 1)
+    assert again.body == "later" and again.attempts == 1
 
 
 def test_a_created_queue_is_found_again_with_its_redrive_policy(service: QueueService) -> None:

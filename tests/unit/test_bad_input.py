@@ -89,5 +89,5 @@ def test_write_stage_settles_the_whole_corpus_in_one_batch() -> None:
     ]
     assert all(letter.reason for letter in settlement.dead_letters)
     assert not settlement.retry and not settlement.release
-    handled = settlement.delete + settlement.delete_after_dead_letter
+    handled = settlement.delete + settlement.delete_after_sends
     assert len(handled) == len(CASES) + 6

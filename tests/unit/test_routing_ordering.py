@@ -28,7 +28,8 @@ def line(collection: str, **fields: Any) -> str:
 
 
 def message(*lines: str, mid: str = "m", group: str | None = None) -> Message:
-    return Message("memory://q", mid, f"r-{mid}", "\n".join(lines), group_id=group)
+    url = "memory://q.fifo" if group is not None else "memory://q"
+    return Message(url, mid, f"r-{mid}", "\n".join(lines), group_id=group)
 
 
 def stamp(document: dict[str, Any]) -> dict[str, Any]:
@@ -96,10 +97,10 @@ def test_fifo_group_after_a_failure_is_not_applied_and_comes_back_in_order() -> 
     batch = [message(line("e", _id=oid, v=v), mid=f"m{v}", group="g") for v in (1, 2, 3)]
     batch.append(message(line("e", v=9), mid="other", group="h"))
     settlement = stage.process(batch)
-    assert [m.message_id for m in settlement.retry] == ["m2", "m3"]
+    assert [m.message_id for m, _ in settlement.retry] == ["m2", "m3"]
     assert calls[:3] == [1, 2, 9]  # 3 was never applied before 2
     assert {m.message_id for m in settlement.delete} == {"m1", "other"}
-    again = stage.process(settlement.retry)
+    again = stage.process([m for m, _ in settlement.retry])
     assert [m.message_id for m in again.delete] == ["m2", "m3"]
     (stored,) = (d for d in sink.collections["e"].values() if d["_id"] == oid)
     assert stored["v"] == 3

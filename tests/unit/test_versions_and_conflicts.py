@@ -19,6 +19,7 @@ from ingest.flow.breaker import SinkBreaker
 from ingest.logs import Throttled
 from ingest.metrics import Metrics
 from ingest.pipeline.service import Service
+from ingest.pipeline.settle import SettleOptions, Settler
 from ingest.pipeline.write import BatchWriter
 from ingest.queues.base import Message
 from ingest.queues.memory import MemoryQueue
@@ -102,7 +103,8 @@ def test_ten_shuffled_versions_with_redeliveries_end_at_the_highest() -> None:
 def _conflicting(policy: ConflictPolicy) -> tuple[Metrics, Any, ObjectId]:
     sink = MemorySink(check_conflicts=policy is not ConflictPolicy.IGNORE)
     metrics = Metrics()
-    writer = BatchWriter(sink, metrics, SinkBreaker(), on_conflict=policy)
+    settler = Settler(SettleOptions(on_conflict=policy))
+    writer = BatchWriter(sink, metrics, SinkBreaker(), settler=settler)
     oid = ObjectId()
     first = line(_id=oid, n=1)
     writer.process([message(first)])
@@ -126,7 +128,7 @@ def test_with_dead_letter_a_conflicting_duplicate_goes_to_the_dead_letter_queue(
     (letter,) = settlement.dead_letters
     assert letter.reason.startswith("conflicting duplicate: collection events already holds")
     assert letter.reason.count("sha256:") == 2 and '"n":2' in letter.body
-    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["m2"]
+    assert [m.message_id for m in settlement.delete_after_sends] == ["m2"]
     assert value(metrics, "ingest_records_conflicting_total", collection="events") == 1
 
 

@@ -7,7 +7,7 @@ from bson import ObjectId
 from ingest.flow.breaker import SinkBreaker
 from ingest.metrics import Metrics
 from ingest.pipeline.write import BatchWriter
-from ingest.queues.base import Message
+from ingest.queues.base import ATTEMPTS_ATTRIBUTE, Message
 from ingest.sinks.memory import MemorySink
 from producer import wire
 
@@ -36,7 +36,7 @@ def test_an_unreadable_message_is_dead_lettered_whole_and_others_written() -> No
     settlement = stage(sink).process([message("not json", mid="bad"), message(line(1))])
     assert [letter.body for letter in settlement.dead_letters] == ["not json"]
     assert "not valid JSON" in settlement.dead_letters[0].reason
-    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["bad"]
+    assert [m.message_id for m in settlement.delete_after_sends] == ["bad"]
     assert [m.message_id for m in settlement.delete] == ["m1"] and sink.count() == 1
 
 
@@ -48,7 +48,7 @@ def test_a_bad_line_in_a_packed_message_is_dead_lettered_alone() -> None:
     (letter,) = settlement.dead_letters
     assert letter.body == bad and letter.reason.startswith("line 2: ")
     assert wire.attribute_value(letter.attributes, wire.ENCODING_ATTRIBUTE) == wire.IDENTITY
-    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["m1"]
+    assert [m.message_id for m in settlement.delete_after_sends] == ["m1"]
 
 
 def test_records_the_sink_rejects_are_dead_lettered_with_its_reason() -> None:
@@ -58,7 +58,7 @@ def test_records_the_sink_rejects_are_dead_lettered_with_its_reason() -> None:
     assert sink.count() == 1
 
 
-def test_a_retryable_record_sends_its_whole_message_back_and_nothing_is_dead_lettered() -> None:
+def test_a_retryable_record_goes_back_alone_with_its_attempt_and_its_message_is_deleted() -> None:
     class Flaky(MemorySink):
         def _write_one(self, record: wire.Record):  # type: ignore[no-untyped-def]
             from ingest.sinks.base import retry
@@ -70,9 +70,13 @@ def test_a_retryable_record_sends_its_whole_message_back_and_nothing_is_dead_let
     settlement = stage(Flaky()).process(
         [message(line(1), line(2), "oops"), message(line(3), mid="m2")]
     )
-    assert [m.message_id for m in settlement.retry] == ["m1"]
-    assert [m.message_id for m in settlement.delete] == ["m2"]
-    assert not settlement.dead_letters  # the bad line waits until its message settles
+    (resend,) = settlement.resends
+    assert resend.source.message_id == "m1" and '"n":2' in resend.body
+    assert wire.attribute_value(resend.attributes, ATTEMPTS_ATTRIBUTE) == "1"
+    # Deleted once the retried record and the bad line are sent on: nothing waits for them.
+    assert [m.message_id for m in settlement.delete_after_sends] == ["m1"]
+    assert [letter.body for letter in settlement.dead_letters] == ["oops"]
+    assert [m.message_id for m in settlement.delete] == ["m2"] and not settlement.retry
 
 
 def test_a_sink_outage_releases_everything_and_opens_the_breaker() -> None:
@@ -107,7 +111,7 @@ def test_a_record_that_fails_its_whole_bulk_is_found_and_the_rest_are_written() 
     assert sink.count() == 301  # 300 packed beside the poison, and the other message
     (letter,) = settlement.dead_letters
     assert '"n":-1' in letter.body and letter.reason == "refused by the database: NUL in a string"
-    assert [m.message_id for m in settlement.delete_after_dead_letter] == ["m1"]
+    assert [m.message_id for m in settlement.delete_after_sends] == ["m1"]
     assert [m.message_id for m in settlement.delete] == ["m2"] and not settlement.release
     assert sink.write_calls <= 2 * 9 + 1  # bisection: about 2·log2(n) bulks, not n
 

@@ -17,12 +17,14 @@ from ingest.errors import QueueUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.pacer import Pacer
 from ingest.flow.scaling import ScalingPolicy
+from ingest.logs import Tracebacks
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.inflight import InFlight
 from ingest.queues.base import Message, MessageQueue
 
 log = logging.getLogger(__name__)
+_tracebacks = Tracebacks(log)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +84,26 @@ class Poller:
                 try:
                     self.poll_once(wanted)
                     backoff = 0.5
-                except QueueUnavailable as exc:
-                    self.last_error = str(exc)
-                    w.metrics.receive_errors.inc()
-                    log.warning("receive failed, retrying in %.1fs: %s", backoff, exc)
+                except Exception as exc:  # the poller lives on: nothing is held yet
+                    self._failed(exc, backoff)
                     self.last_beat = time.monotonic() + backoff  # a deliberate pause
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
             w.metrics.pollers_running.dec()
+
+    def _failed(self, exc: Exception, backoff: float) -> None:
+        """A receive that failed: SQS's trouble is a warning; anything else is a bug,
+        shown once a minute. Messages it may have received turn visible again."""
+        w = self._wiring
+        w.metrics.receive_errors.inc()
+        if isinstance(exc, QueueUnavailable):
+            self.last_error = str(exc)
+            log.warning("receive failed, retrying in %.1fs: %s", backoff, exc)
+            return
+        self.last_error = f"internal error in the receive stage ({type(exc).__name__})"
+        w.metrics.internal_errors.labels("receive").inc()
+        _tracebacks.report("receive", exc, f"receive failed, retrying in {backoff:.1f}s")
 
     def _beat(self) -> None:
         self.last_beat = time.monotonic()
@@ -110,7 +123,11 @@ class Poller:
         fresh, repeats = w.inflight.admit(messages)
         w.metrics.duplicate_deliveries.inc(repeats)
         if fresh:
-            self._hand_on(fresh)
+            try:
+                self._hand_on(fresh)
+            except Exception:  # held, but placed nowhere: hand them back, then report
+                w.outbox.release(fresh)
+                raise
         return len(fresh)
 
     def _observe_wait(self, messages: Sequence[Message]) -> None:

@@ -33,7 +33,7 @@ from ingest.queues.base import (
     resend_attributes,
     sendable_attributes,
 )
-from ingest.sinks.base import ConflictPolicy, Outcome, OutcomeKind
+from ingest.sinks.base import ConflictPolicy, Outcome, OutcomeKind, rejected
 from producer import wire
 
 #: Attempts when neither the settings nor the queue's redrive policy give a bound.
@@ -97,23 +97,44 @@ class Settler:
             settlement.delete_after_sends.append(message)
             return
         letters = self._bad_letters(item)
-        failing = [(r, o) for r, o in zip(item.records, outcomes, strict=True) if not o.settled]
-        letters += [
-            _letter(message, record, outcome.reason)
-            for record, outcome in zip(item.records, outcomes, strict=True)
-            if outcome.kind in self._dead_kinds
-        ]
+        pairs = list(zip(item.records, outcomes, strict=True))
+        letters += [_letter(message, r, o.reason) for r, o in pairs if o.kind in self._dead_kinds]
+        failing = [(r, o) for r, o in pairs if o.kind is OutcomeKind.RETRY]
+        blocked = any(o.kind is OutcomeKind.BLOCKED for _, o in pairs)
         if item.failure is None and not failing:
-            self._finish(message, letters, settlement)
+            if blocked:  # an earlier record of its group must go first: not its fault
+                self._wait_turn(message, settlement)
+            else:
+                self._finish(message, letters, settlement)
             return
         attempt = self._attempt(message)
         if attempt >= self._limit(message):
+            if blocked:  # its records after the exhausted one: this comes back whole
+                self._wait_turn(message, settlement)
+                return
             letters += self._exhausted(item, failing, attempt)
             self._finish(message, letters, settlement)
         elif message.fifo:
             self._retry_in_order(message, attempt, settlement)
         else:
             self._resend_failing(item, failing, attempt, letters, settlement)
+
+    def last_attempt(self, message: Message) -> bool:
+        """Is this receive the message's last allowed attempt?"""
+        return self._attempt(message) >= self._limit(message)
+
+    def given_up(self, message: Message, outcome: Outcome) -> Outcome:
+        """A record still failing at its message's last attempt: refused, with the failure.
+        (Ordered writes use it to go on with the rest of the group.)"""
+        return rejected(f"still failing after {self._attempt(message)} attempts: {outcome.reason}")
+
+    def _wait_turn(self, message: Message, settlement: Settlement) -> None:
+        """Back as it is, no attempt counted; its bad records are dead-lettered when it
+        is finally settled (they are found again on every delivery)."""
+        if message.last_receive:
+            self._resend_whole(message, message.attempts, settlement, delay=0)
+        else:
+            settlement.retry.append((message, 0))
 
     def _attempt(self, message: Message) -> int:
         """This receive's attempt, counting from 1. FIFO messages are retried in place,
@@ -131,10 +152,7 @@ class Settler:
         if item.failure is not None:
             reason = f"still failing after {attempt} attempts: {item.failure}"
             return [DeadLetter(message, message.body, reason, message.attributes)]
-        return [
-            _letter(message, record, f"still failing after {attempt} attempts: {outcome.reason}")
-            for record, outcome in failing
-        ]
+        return [_letter(message, r, self.given_up(message, o).reason) for r, o in failing]
 
     def _retry_in_order(self, message: Message, attempt: int, settlement: Settlement) -> None:
         """FIFO: the whole message again later, its bad records dead-lettered only when it is

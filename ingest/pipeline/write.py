@@ -155,20 +155,38 @@ class BatchWriter:
     def _write_groups(self, decoded: list[DecodedMessage], waits: list[float]) -> list[Outcome]:
         """FIFO: each MessageGroupId's records strictly in order, one group after another."""
         groups: dict[str, list[int]] = {}
-        position = 0
+        owners: list[Message] = []
         for item in decoded:
             key = item.message.group_id or ""
-            groups.setdefault(key, []).extend(range(position, position + len(item.records)))
-            position += len(item.records)
+            groups.setdefault(key, []).extend(range(len(owners), len(owners) + len(item.records)))
+            owners += [item.message] * len(item.records)
         records = [record for item in decoded for record in item.records]
         outcomes: list[Outcome] = [WRITTEN] * len(records)
         for indexes in groups.values():
-            group = [records[i] for i in indexes]
-            for index, outcome in zip(
-                indexes, self._write_bulk(group, waits, ordered=True), strict=True
-            ):
-                outcomes[index] = outcome
+            self._write_group(records, indexes, owners, outcomes, waits)
         return outcomes
+
+    def _write_group(
+        self,
+        records: list[wire.Record],
+        indexes: list[int],
+        owners: list[Message],
+        outcomes: list[Outcome],
+        waits: list[float],
+    ) -> None:
+        """In order; a record still failing at its last attempt is given up (dead-lettered)
+        and the rest of the group goes on, so the group is never stuck behind it."""
+        remaining = indexes
+        while remaining:
+            found = self._write_bulk([records[i] for i in remaining], waits, ordered=True)
+            for index, outcome in zip(remaining, found, strict=True):
+                outcomes[index] = outcome
+            failed = next((n for n, o in enumerate(found) if o.kind is OutcomeKind.RETRY), None)
+            if failed is None or not self.settler.last_attempt(owners[remaining[failed]]):
+                return
+            owner = owners[remaining[failed]]
+            outcomes[remaining[failed]] = self.settler.given_up(owner, found[failed])
+            remaining = remaining[failed + 1 :]
 
     def _write_bulk(
         self, records: list[wire.Record], waits: list[float], *, ordered: bool = False

@@ -35,7 +35,8 @@ class OutcomeKind(enum.Enum):
     WRITTEN = "written"
     DUPLICATE = "duplicate"  # an earlier write of the same _id won; nothing to do
     REJECTED = "rejected"  # permanent: dead-letter this record with the reason
-    RETRY = "retry"  # transient: write it again later
+    RETRY = "retry"  # failed, may pass later: an attempt, tried again within the bound
+    BLOCKED = "blocked"  # ordered: not tried, an earlier record of its group must go first
     STALE = "stale"  # version-guarded: a higher version of this _id is stored; not written
     CONFLICT = "conflict"  # insert-once: a different document with this _id is stored
 
@@ -48,7 +49,7 @@ class Outcome:
     @property
     def settled(self) -> bool:
         """True when the record needs no further write."""
-        return self.kind is not OutcomeKind.RETRY
+        return self.kind not in (OutcomeKind.RETRY, OutcomeKind.BLOCKED)
 
 
 WRITTEN = Outcome(OutcomeKind.WRITTEN)
@@ -62,6 +63,12 @@ def rejected(reason: str) -> Outcome:
 
 def retry(reason: str) -> Outcome:
     return Outcome(OutcomeKind.RETRY, reason)
+
+
+#: Ordered writes: what follows a record that must be tried again is not applied before it.
+AFTER_FAILURE = Outcome(
+    OutcomeKind.BLOCKED, "not applied: an earlier record of its group must be written first"
+)
 
 
 def conflict(reason: str) -> Outcome:

@@ -20,11 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from ingest.errors import SinkUnavailable
-from ingest.sinks.base import Outcome, rejected, retry
+from ingest.sinks.base import AFTER_FAILURE, Outcome, rejected
 
 T = TypeVar("T")
-
-AFTER_FAILURE = retry("not applied: an earlier record of its group must be retried first")
 
 
 class BulkRefused(Exception):

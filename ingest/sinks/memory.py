@@ -15,6 +15,7 @@ from bson.raw_bson import RawBSONDocument
 
 from ingest.errors import SinkUnavailable
 from ingest.sinks.base import (
+    AFTER_FAILURE,
     DUPLICATE,
     INTERNAL_PREFIX,
     WRITTEN,
@@ -24,7 +25,7 @@ from ingest.sinks.base import (
     rejected,
 )
 from ingest.sinks.documents import duplicate_or_conflict, id_key
-from ingest.sinks.isolation import AFTER_FAILURE, BulkRefused, isolate
+from ingest.sinks.isolation import BulkRefused, isolate
 from ingest.sinks.mongo_errors import UNENCODABLE
 from ingest.sinks.versions import against_stored, checked_version_field, read_version
 from producer.wire import Record, bson_problem, record_id

@@ -1,29 +1,36 @@
 """The sink seam on MongoDB: unordered bulk writes keyed on _id. The only place in the
 consumer that speaks pymongo's write API.
 
-insert-once: unordered inserts; a duplicate-key error on _id means an earlier delivery
-already wrote the record. On FerretDB an insert costs a fifth of an upsert, and on
-MongoDB it is no slower, so this keeps upsert semantics at insert speed.
-replace: inserts first, then only the duplicate-key conflicts as replace-upserts.
+insert-once: unordered inserts; a duplicate-key error whose _id is stored means an
+earlier delivery already wrote the record (mongo_clashes.py: otherwise it clashed on
+another unique index, and is refused). On FerretDB an insert costs a fifth of an
+upsert, and on MongoDB it is no slower, so this keeps upsert semantics at insert speed.
+replace: inserts first, then only the records whose _id is stored as replace-upserts.
 merge: $set upserts of the record's fields.
 With a version field, replace and merge write only over a lower stored version, and
 insert-once can tell a conflicting duplicate from a redelivery (mongo_guards.py).
 
-A bulk refused as a whole while the server still answers is bisected (isolation.py)."""
+A bulk refused as a whole while the server still answers is bisected (isolation.py).
+Only a server that does not answer a real query in time is an outage: `ping` reads a
+document by _id (FerretDB answers the `ping` command even when its PostgreSQL pool is
+exhausted and every query hangs)."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     AutoReconnect,
     ConfigurationError,
+    InvalidName,
     InvalidURI,
     OperationFailure,
     PyMongoError,
@@ -31,6 +38,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from ingest.errors import ConfigError, SinkRefused, SinkUnavailable
+from ingest.sinks import modes
 from ingest.sinks.base import (
     DUPLICATE,
     INTERNAL_PREFIX,
@@ -41,12 +49,13 @@ from ingest.sinks.base import (
     Retention,
     WriteMode,
     group_by_collection,
+    rejected,
     retry,
 )
 from ingest.sinks.isolation import BulkRefused, isolate, stop_after_first_retry
-from ingest.sinks.modes import Document, insert_op, merge_op, ordered_op, replace_op
-from ingest.sinks.mongo_bulk import bulk as _bulk
-from ingest.sinks.mongo_bulk import in_order
+from ingest.sinks.modes import Document
+from ingest.sinks.mongo_bulk import Target, bulk, failed_updates_readable, in_order
+from ingest.sinks.mongo_clashes import UniqueIndexes
 from ingest.sinks.mongo_errors import UNENCODABLE, cause, server_reason
 from ingest.sinks.mongo_guards import CheckBudget, mark_conflicts, write_guarded
 from ingest.sinks.versions import checked_version_field
@@ -56,6 +65,10 @@ from producer.wire import Record, bson_problem
 # answer is an error in seconds.
 QUICK_TIMEOUT_MS = 4000
 CHECK_COLLECTION = INTERNAL_PREFIX + "check"  # where `ingest check` tries a write
+#: How long a probe's query may take before the server counts as not answering.
+PROBE_SECONDS = 5.0
+#: A duplicate-key error on an upsert's own _id: another writer upserted it meanwhile.
+CONCURRENT = retry("a concurrent write of this _id got in the way")
 
 
 def connect(
@@ -128,7 +141,10 @@ class MongoSink:
         )
         self._write_concern = write_concern
         self._collections: dict[str, Collection[Document]] = {}
+        self._indexes = UniqueIndexes()
         self._ferretdb: bool | None = None
+        self._guarded_in_bulk: bool | None = None
+        self._lock = threading.Lock()
 
     @property
     def database(self) -> str:
@@ -145,6 +161,19 @@ class MongoSink:
             self._ferretdb = "ferretdbVersion" in info
         return self._ferretdb
 
+    @property
+    def guarded_in_bulk(self) -> bool:
+        """Can refused guarded upserts go in one bulk here? Asked of the server once."""
+        with self._lock:
+            if self._guarded_in_bulk is None:
+                self._guarded_in_bulk = failed_updates_readable(self._db[CHECK_COLLECTION])
+            return self._guarded_in_bulk
+
+    @guarded_in_bulk.setter
+    def guarded_in_bulk(self, value: bool) -> None:
+        """For tests that run either way on one server."""
+        self._guarded_in_bulk = value
+
     def _collection(self, name: str) -> Collection[Document]:
         found = self._collections.get(name)
         if found is None:
@@ -153,8 +182,10 @@ class MongoSink:
         return found
 
     def ping(self) -> None:
+        """A real query, within PROBE_SECONDS: does the server answer?"""
         try:
-            self._db.client.admin.command("ping")
+            with pymongo.timeout(PROBE_SECONDS):
+                self._db[CHECK_COLLECTION].find_one({"_id": "probe"})
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 
@@ -184,17 +215,20 @@ class MongoSink:
     def _write(self, records: Sequence[Record], *, ordered: bool) -> list[Outcome]:
         outcomes: list[Outcome] = [WRITTEN] * len(records)
         for name, indexes in group_by_collection(records).items():
-            collection = self._collection(name)
-
-            def bulk(
-                part: Sequence[Record], into: Collection[Document] = collection
-            ) -> list[Outcome]:
-                return self._write_bulk(into, part, ordered=ordered)
-
             group = [records[i] for i in indexes]
-            for index, outcome in zip(
-                indexes, isolate(group, bulk, self._answers, ordered=ordered), strict=True
-            ):
+            try:
+                collection = self._collection(name)
+            except InvalidName as exc:  # the driver refuses the name: these records' fault
+                found = [rejected(f"collection name {name[:60]!r} is refused: {exc}")] * len(group)
+            else:
+
+                def bulk(
+                    part: Sequence[Record], into: Collection[Document] = collection
+                ) -> list[Outcome]:
+                    return self._write_bulk(into, part, ordered=ordered)
+
+                found = isolate(group, bulk, self._answers, ordered=ordered)
+            for index, outcome in zip(indexes, found, strict=True):
                 outcomes[index] = outcome
         return stop_after_first_retry(outcomes) if ordered else outcomes
 
@@ -204,22 +238,37 @@ class MongoSink:
         """One bulk in the configured mode. Raises BulkRefused when the store (or the
         driver, for a document that cannot become BSON) fails it as a whole."""
         try:
-            if self.version_field is not None:
-                return write_guarded(
-                    collection, records, self.mode, self.version_field,
-                    ferretdb=self.is_ferretdb, ordered=ordered,
-                )  # fmt: skip
-            if ordered:
-                outcomes = self._ordered(collection, records)
-            else:
-                outcomes = self._unordered(collection, records)
-            if self._check_conflicts:
-                mark_conflicts(collection, records, outcomes, self._check_budget)
-            return outcomes
+            return self._write_mode(collection, records, ordered=ordered)
         except UNENCODABLE as exc:
             raise BulkRefused(bson_problem(exc, records[0].document)) from exc
         except AutoReconnect as exc:
             raise BulkRefused(self._hang_up_reason(), connection_lost=True) from exc
+        except PyMongoError as exc:  # nothing we know: is it the server, or this bulk?
+            if not self._answers():
+                raise SinkUnavailable(f"{self.where} does not answer: {cause(exc)}") from exc
+            raise  # it answers: the write stage contains this to the record that raises it
+
+    def _write_mode(
+        self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
+    ) -> list[Outcome]:
+        if self.version_field is not None:
+            return write_guarded(
+                collection, records, self.mode, self.version_field,
+                ordered=ordered, indexes=self._indexes, in_bulk=self.guarded_in_bulk,
+            )  # fmt: skip
+        if ordered:
+            statements = [modes.in_order(self.mode, record) for record in records]
+            outcomes = in_order(self._target(collection, self.mode), statements)
+        else:
+            outcomes = self._unordered(collection, records)
+        if self._check_conflicts:
+            mark_conflicts(collection, records, outcomes, self._check_budget)
+        return outcomes
+
+    def _target(self, collection: Collection[Document], mode: WriteMode) -> Target:
+        """Inserts: a stored _id is a redelivery; upserts: a concurrent write of it."""
+        same_id = DUPLICATE if mode is WriteMode.INSERT_ONCE else CONCURRENT
+        return Target(collection, same_id, self._indexes)
 
     def _hang_up_reason(self) -> str:
         reason = "the database closed the connection each time this record was written"
@@ -228,27 +277,21 @@ class MongoSink:
                 reason += " (FerretDB does so for values it cannot store, e.g. Decimal128 or NaN)"
         return reason
 
-    def _ordered(
-        self, collection: Collection[Document], records: Sequence[Record]
-    ) -> list[Outcome]:
-        """Ordered bulks; a permanent error skips only its record, a transient one stops."""
-        return in_order(collection, [ordered_op(self.mode, record) for record in records])
-
     def _unordered(
         self, collection: Collection[Document], records: Sequence[Record]
     ) -> list[Outcome]:
         if self.mode is WriteMode.MERGE:
-            ops: list[Any] = [merge_op(r) for r in records]
-            return _bulk(collection, ops, on_duplicate=retry("duplicate key on upsert"))
-        outcomes = _bulk(collection, [insert_op(r) for r in records], on_duplicate=DUPLICATE)
+            return bulk(self._target(collection, self.mode), [modes.merge(r) for r in records])
+        inserts = self._target(collection, WriteMode.INSERT_ONCE)
+        outcomes = bulk(inserts, [modes.insert(r) for r in records])
         if self.mode is WriteMode.REPLACE:
-            conflicts = [i for i, o in enumerate(outcomes) if o.kind is OutcomeKind.DUPLICATE]
-            if conflicts:
-                replaced = _bulk(
-                    collection, [replace_op(records[i]) for i in conflicts], ordered=True
-                )
-                for index, outcome in zip(conflicts, replaced, strict=True):
-                    outcomes[index] = outcome
+            stored = [i for i, o in enumerate(outcomes) if o.kind is OutcomeKind.DUPLICATE]
+            # In order: two records of one _id in a batch end as the later one.
+            replaced = in_order(
+                self._target(collection, self.mode), [modes.replace(records[i]) for i in stored]
+            )
+            for index, outcome in zip(stored, replaced, strict=True):
+                outcomes[index] = outcome
         return outcomes
 
     # ------------------------------------------------------------ operator tools

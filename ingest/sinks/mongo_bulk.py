@@ -1,55 +1,75 @@
-"""Bulk writes and their per-record outcomes: one unordered bulk, ordered bulks that
-resume after a settled failure, and single statements for what FerretDB cannot take
-in a bulk (see mongo_guards.py)."""
+"""Statements to the server and their per-record outcomes: one bulk, ordered bulks that
+resume after a settled failure, and statements of their own.
+
+A bulk's reply is read by pymongo; when the reply lacks a field pymongo needs (FerretDB
+1.24 leaves `nModified` out of a reply to a failed update, and stops an unordered update
+at its first failure), nothing in it can be trusted: every statement is sent again on
+its own, and its own answer says what happened. Statements are idempotent by _id, so
+sending one twice only finds it written already."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from ingest.sinks.base import DUPLICATE, WRITTEN, Outcome, OutcomeKind, rejected, retry
-from ingest.sinks.isolation import AFTER_FAILURE
-from ingest.sinks.modes import Document, GuardedWrite
+from ingest.errors import SinkUnavailable
+from ingest.sinks.base import AFTER_FAILURE, WRITTEN, Outcome, OutcomeKind, rejected, retry
+from ingest.sinks.modes import Document, Statement
+from ingest.sinks.mongo_clashes import UniqueIndexes, explain, outcome_of
 from ingest.sinks.mongo_errors import (
     DUPLICATE_KEY_CODES,
-    ENVIRONMENT_CODES,
-    TRANSIENT_CODES,
     UNENCODABLE,
-    apply_write_errors,
-    classify_failure,
+    about_the_server,
+    fail_bulk,
     server_reason,
 )
 
+#: A reply pymongo could not read: it raised this while merging it.
+UNREADABLE_REPLY = (KeyError, TypeError)
+PROBE_ID_PREFIX: Final = "ingest-bulk-probe-"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where statements go, and what a duplicate-key error on the same _id means there."""
+
+    collection: Collection[Document]
+    same_id: Outcome  # e.g. DUPLICATE for inserts (a redelivery)
+    indexes: UniqueIndexes = field(default_factory=UniqueIndexes)
+
 
 def bulk(
-    collection: Collection[Document],
-    ops: list[Any],
-    *,
-    on_duplicate: Outcome = DUPLICATE,
-    ordered: bool = False,
+    target: Target, statements: Sequence[Statement], *, ordered: bool = False
 ) -> list[Outcome]:
-    """One bulk write; per-op outcomes (see mongo_errors for a bulk failed as a whole)."""
-    outcomes: list[Outcome] = [WRITTEN] * len(ops)
+    """One bulk write; per-statement outcomes (see mongo_errors for a bulk failed as a whole)."""
+    if not statements:
+        return []  # pymongo refuses an empty bulk
+    ops = [statement.op() for statement in statements]
     try:
-        collection.bulk_write(ops, ordered=ordered)
+        target.collection.bulk_write(ops, ordered=ordered)
     except BulkWriteError as exc:
-        apply_write_errors(exc.details, outcomes, on_duplicate, ordered=ordered)
+        return _outcomes(target, statements, exc.details, ordered=ordered)
     except UNENCODABLE:
         raise
+    except UNREADABLE_REPLY:
+        return one_at_a_time(target, statements, ordered=ordered)
     except PyMongoError as exc:
-        return classify_failure(exc, len(ops))
-    return outcomes
+        fail_bulk(exc)
+    return [WRITTEN] * len(ops)
 
 
-def in_order(collection: Collection[Document], ops: Sequence[Any]) -> list[Outcome]:
-    """Ordered bulks; a permanent error skips only its op, a transient one stops."""
+def in_order(target: Target, statements: Sequence[Statement]) -> list[Outcome]:
+    """Ordered bulks; a settled failure skips only its statement, one to retry stops."""
     results: list[Outcome] = []
-    remaining = list(ops)
+    remaining = list(statements)
     while remaining:
-        outcomes = bulk(collection, remaining, ordered=True)
+        outcomes = bulk(target, remaining, ordered=True)
         failed = next(
             (i for i, o in enumerate(outcomes) if o.kind is not OutcomeKind.WRITTEN), None
         )
@@ -63,30 +83,89 @@ def in_order(collection: Collection[Document], ops: Sequence[Any]) -> list[Outco
 
 
 def one_at_a_time(
-    collection: Collection[Document], writes: Sequence[GuardedWrite], *, ordered: bool
+    target: Target, statements: Sequence[Statement], *, ordered: bool = False
 ) -> list[Outcome]:
-    """Each write as a statement of its own, in order; ordered: stop at a retry."""
+    """Each statement on its own, in order; ordered: stop at one to retry."""
     outcomes: list[Outcome] = []
-    for done, write in enumerate(writes):
+    for done, statement in enumerate(statements):
         try:
-            write.apply(collection)
+            statement.apply(target.collection)
             outcome = WRITTEN
         except OperationFailure as exc:  # this statement's own answer
-            outcome = statement_outcome(exc)
+            outcome = _statement_outcome(target, statement, exc)
         except UNENCODABLE:
             raise
         except PyMongoError as exc:
-            return outcomes + classify_failure(exc, len(writes) - done)
+            fail_bulk(exc)
         outcomes.append(outcome)
         if ordered and not outcome.settled:
-            return outcomes + [AFTER_FAILURE] * (len(writes) - done - 1)
+            return outcomes + [AFTER_FAILURE] * (len(statements) - done - 1)
     return outcomes
 
 
-def statement_outcome(exc: OperationFailure) -> Outcome:
+def failed_updates_readable(collection: Collection[Document]) -> bool:
+    """Evidence, from the server itself, that an unordered bulk of upserts in which one
+    statement fails is answered per statement and goes on past the failure (MongoDB), or
+    not (FerretDB 1.24: its reply cannot be read, and what followed was not applied).
+    Writes and removes two documents in `collection` (the pipeline's own)."""
+    stored, other = PROBE_ID_PREFIX + uuid.uuid4().hex, PROBE_ID_PREFIX + uuid.uuid4().hex
+    collection.insert_one({"_id": stored, "v": 1})
+    refused = UpdateOne({"_id": stored, "v": {"$lt": 0}}, {"$set": {"v": 0}}, upsert=True)
+    applied = UpdateOne({"_id": other}, {"$set": {"v": 1}}, upsert=True)
+    try:
+        collection.bulk_write([refused, applied], ordered=False)
+        return False  # the refused statement was not reported
+    except BulkWriteError as exc:
+        indexes = [e.get("index") for e in exc.details.get("writeErrors", [])]
+        return indexes == [0] and collection.find_one({"_id": other}) is not None
+    except UNREADABLE_REPLY:
+        return False
+    finally:
+        collection.delete_many({"_id": {"$in": [stored, other]}})
+
+
+def _statement_outcome(target: Target, statement: Statement, exc: OperationFailure) -> Outcome:
+    details = exc.details or {}
     if exc.code in DUPLICATE_KEY_CODES:
-        return DUPLICATE
-    reason = server_reason(exc.code, exc.details or {}, str(exc))
-    if exc.code in TRANSIENT_CODES or exc.code in ENVIRONMENT_CODES:
-        return retry(reason)
-    return rejected(reason)
+        return _duplicate_key(target, statement, details)
+    if about_the_server(exc.code, exc.has_error_label("RetryableWriteError")):
+        raise SinkUnavailable(f"MongoDB: {server_reason(exc.code, details, str(exc))}") from exc
+    return rejected(server_reason(exc.code, details, str(exc)))
+
+
+def _duplicate_key(target: Target, statement: Statement, error: Mapping[str, Any]) -> Outcome:
+    return outcome_of(explain(target.collection, statement, error, target.indexes), target.same_id)
+
+
+def _outcomes(
+    target: Target, statements: Sequence[Statement], details: Mapping[str, Any], *, ordered: bool
+) -> list[Outcome]:
+    """Per-statement outcomes of a BulkWriteError's reply."""
+    errors = details.get("writeErrors") or []
+    if not all(isinstance(e, Mapping) and isinstance(e.get("index"), int) for e in errors):
+        return one_at_a_time(target, statements, ordered=ordered)  # cannot tell whose
+    if details.get("writeConcernErrors"):
+        # Written on the primary, not acknowledged as asked: the cluster's trouble, not the
+        # records'. Written again later, they collapse as duplicates.
+        raise SinkUnavailable(f"MongoDB: write concern not satisfied: {_first(details)}")
+    outcomes: list[Outcome] = [WRITTEN] * len(statements)
+    failed_at = len(statements)
+    for error in errors:
+        index, code = int(error["index"]), int(error.get("code") or 0)
+        failed_at = min(failed_at, index)
+        if code in DUPLICATE_KEY_CODES:
+            outcomes[index] = _duplicate_key(target, statements[index], error)
+        elif about_the_server(code, False):
+            outcomes[index] = retry(server_reason(code, error, ""))
+        else:
+            outcomes[index] = rejected(server_reason(code, error, ""))
+    if ordered:  # an ordered bulk stops at its first error: what follows was never tried
+        for index in range(failed_at + 1, len(outcomes)):
+            outcomes[index] = AFTER_FAILURE
+    return outcomes
+
+
+def _first(details: Mapping[str, Any]) -> str:
+    errors = details.get("writeConcernErrors") or [{}]
+    first = errors[0] if isinstance(errors[0], Mapping) else {}
+    return str(first.get("errmsg") or first.get("codeName") or "no detail")[:200]

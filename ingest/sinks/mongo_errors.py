@@ -1,38 +1,44 @@
 """What MongoDB's answers mean for the records of a bulk, and reasons in its own words.
 
 Classified by what the server did, not by the exception's type: it answered per
-operation (outcomes), answered with one error for the whole command (the bulk is
-refused, unless the error names the server's own state or our access: then every
-record is retried), hung up (to be checked: does it still answer?), was too slow
-(retries), or could not be reached at all (SinkUnavailable)."""
+operation (outcomes, mongo_bulk.py), answered with one error for the whole command (the
+bulk is refused and bisected, unless the error names the server's own state or our
+access: an outage), hung up (to be checked: does it still answer a query?), or did not
+answer in time or at all: an outage (SinkUnavailable), never the records' fault. What
+the driver refuses before sending (a name, a document it cannot encode) is about the
+records; any other client-side error is a bug, raised as it is for the write stage to
+contain to the record that causes it."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from bson.errors import InvalidBSON, InvalidDocument
 from pymongo.errors import (
     AutoReconnect,
+    ConnectionFailure,
     DocumentTooLarge,
+    ExecutionTimeout,
     NetworkTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
+    WTimeoutError,
 )
 
 from ingest.errors import SinkUnavailable
-from ingest.sinks.base import Outcome, OutcomeKind, rejected, retry
 from ingest.sinks.isolation import BulkRefused
 
 DUPLICATE_KEY_CODES: Final = frozenset({11000, 11001})
-# Per-document and whole-command errors that say "try again", not "this record is bad".
+# Errors that say "the server cannot now", not "this record is bad": for a whole command
+# an outage; for one record among others that were written, an attempt to try again.
 TRANSIENT_CODES: Final = frozenset(
     {6, 7, 24, 46, 50, 64, 89, 91, 112, 189, 202, 262, 462, 9001, 10107, 11600, 11602, 13435,
      13436, 16500}
 )  # fmt: skip
-# Whole-command errors about access or resources rather than the records: retry them all.
+# Errors about access or resources rather than the records: an outage.
 # (Unauthorized, AuthenticationFailed, OutOfDiskSpace.)
 ENVIRONMENT_CODES: Final = frozenset({13, 18, 14031})
 # What the driver (or our own reading of a record) raises before sending when one
@@ -45,30 +51,27 @@ UNENCODABLE: Final = (
 _GO_FRAMES: Final = re.compile(r"^(?:\[[^\]]*\.go:\d+[^\]]*\]\s*)+(?:ERROR:\s*)?")
 
 
-def classify_failure(exc: PyMongoError, ops: int) -> list[Outcome]:
-    """The outcomes of a bulk of `ops` operations that raised `exc` as a whole, or
-    the exception that says what to do with it (BulkRefused, SinkUnavailable)."""
+def fail_bulk(exc: PyMongoError) -> NoReturn:
+    """What a bulk that raised `exc` as a whole means, as the exception that says what to
+    do (BulkRefused: bisect it; SinkUnavailable: an outage; AutoReconnect:
+    the caller checks the server still answers); anything else is raised as it is."""
     if isinstance(exc, OperationFailure):
         reason = server_reason(exc.code, exc.details or {}, str(exc))
-        if _about_the_server(exc):
-            return [retry(reason)] * ops
+        if about_the_server(exc.code, exc.has_error_label("RetryableWriteError")):
+            raise SinkUnavailable(f"MongoDB: {reason}") from exc
         raise BulkRefused(reason) from exc
-    if isinstance(exc, NetworkTimeout):  # slow is not refused
-        return [retry(f"the database did not answer in time: {_short(exc)}")] * ops
-    if isinstance(exc, ServerSelectionTimeoutError):
+    if isinstance(exc, NetworkTimeout | ExecutionTimeout | WTimeoutError):  # slow is not refused
+        raise SinkUnavailable(f"MongoDB did not answer in time: {_short(exc)}") from exc
+    if isinstance(exc, AutoReconnect) and not isinstance(exc, ServerSelectionTimeoutError):
+        raise exc  # hung up mid-bulk: the caller checks whether it still answers
+    if isinstance(exc, ConnectionFailure):
         raise SinkUnavailable(f"MongoDB unreachable: {_short(exc)}") from exc
-    if isinstance(exc, AutoReconnect):  # hung up mid-bulk: the caller checks it still answers
-        raise exc
-    raise SinkUnavailable(f"MongoDB unavailable: {type(exc).__name__}: {_short(exc)}") from exc
+    raise exc  # a client-side error (a bug): contained by the write stage
 
 
-def _about_the_server(exc: OperationFailure) -> bool:
-    """Whole-command errors that name the server's state or our permissions, not a record."""
-    return (
-        exc.code in TRANSIENT_CODES
-        or exc.code in ENVIRONMENT_CODES
-        or exc.has_error_label("RetryableWriteError")
-    )
+def about_the_server(code: int | None, retryable: bool) -> bool:
+    """Errors that name the server's state or our permissions, not a record."""
+    return code in TRANSIENT_CODES or code in ENVIRONMENT_CODES or retryable
 
 
 def server_reason(code: int | None, details: Mapping[str, Any], fallback: str) -> str:
@@ -78,33 +81,6 @@ def server_reason(code: int | None, details: Mapping[str, Any], fallback: str) -
     name = details.get("codeName")
     label = f"error {code} {name}" if name else f"error {code}"
     return f"refused by the database ({label}): {message}"
-
-
-def apply_write_errors(
-    details: Mapping[str, Any], outcomes: list[Outcome], on_duplicate: Outcome, *, ordered: bool
-) -> None:
-    """Per-operation errors of a BulkWriteError, as outcomes."""
-    failed_at = len(outcomes)
-    for error in details.get("writeErrors", []):
-        index, code = int(error["index"]), int(error.get("code", 0))
-        failed_at = min(failed_at, index)
-        reason = server_reason(code, error, "")
-        if code in DUPLICATE_KEY_CODES:
-            outcomes[index] = on_duplicate
-        elif code in TRANSIENT_CODES:
-            outcomes[index] = retry(reason)
-        else:
-            outcomes[index] = rejected(reason)
-    if ordered:
-        # An ordered bulk stops at its first error: what follows was never tried.
-        for index in range(failed_at + 1, len(outcomes)):
-            outcomes[index] = retry("not attempted after an earlier error in an ordered write")
-    if details.get("writeConcernErrors"):
-        # Written on the primary but not acknowledged as asked: write again later;
-        # the next attempt collapses into a duplicate.
-        for index, outcome in enumerate(outcomes):
-            if outcome.kind is OutcomeKind.WRITTEN:
-                outcomes[index] = retry("write concern not satisfied")
 
 
 def _short(exc: PyMongoError) -> str:

@@ -5,15 +5,17 @@ documents only for records the server refused, so the normal path pays nothing.
 Version-guarded, unordered: inserts first (a new _id always wins, and on FerretDB an
 insert costs a fifth of an upsert), then for the _ids already stored an upsert whose
 filter is {_id, FIELD: {$lt: version}} (or no FIELD at all). A duplicate-key error
-means the stored document did not match; one find with $in then says why: a version
-that is not lower (STALE, or DUPLICATE when equal), one of another kind (REJECTED),
-or a concurrent write of the same _id (RETRY).
+means the stored document did not match (mongo_clashes.py tells it from a clash on
+another unique index); a read of it then says why: a version that is not lower (STALE,
+or DUPLICATE when equal), one of another kind (REJECTED), or a concurrent write of the
+same _id (RETRY).
 
-FerretDB 1.24 differs in two ways, both kept under test
-(tests/integration/test_ferretdb_differences.py): its reply to an update that failed
-leaves out `nModified`, which pymongo's bulk_write cannot read (KeyError), and an
-unordered update stops at its first failed statement. On FerretDB the guarded upserts
-are therefore sent one statement each."""
+Guarded upserts are refused routinely (every stale record), so they go in one bulk only
+where the server answers a bulk with a refused statement per statement and goes on past
+it: MongoDB does, FerretDB 1.24 does not (it leaves `nModified` out of the reply and
+stops an unordered update at its first failure; tests/integration/test_ferretdb_differences.py).
+The sink finds out once, from the server's own answer (mongo_bulk.failed_updates_readable),
+and otherwise sends them one statement each."""
 
 from __future__ import annotations
 
@@ -28,10 +30,19 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from ingest.sinks.base import WRITTEN, Outcome, OutcomeKind, WriteMode, rejected, retry
+from ingest.sinks.base import (
+    DUPLICATE,
+    WRITTEN,
+    Outcome,
+    OutcomeKind,
+    WriteMode,
+    rejected,
+    retry,
+)
 from ingest.sinks.documents import duplicate_or_conflict, id_key
-from ingest.sinks.modes import Document, guarded_write, insert_op
-from ingest.sinks.mongo_bulk import bulk, in_order, one_at_a_time
+from ingest.sinks.modes import Document, Statement, guarded, insert
+from ingest.sinks.mongo_bulk import Target, bulk, in_order, one_at_a_time
+from ingest.sinks.mongo_clashes import UniqueIndexes
 from ingest.sinks.versions import Version, against_stored, read_version
 from producer.wire import Record, record_id
 
@@ -45,8 +56,9 @@ def write_guarded(
     mode: WriteMode,
     field: str,
     *,
-    ferretdb: bool,
     ordered: bool,
+    indexes: UniqueIndexes,
+    in_bulk: bool,
 ) -> list[Outcome]:
     outcomes: list[Outcome] = [WRITTEN] * len(records)
     versions: dict[int, Version] = {}
@@ -57,24 +69,30 @@ def write_guarded(
         else:
             versions[index] = version
     todo = list(versions)
+    refused = Target(collection, DUPLICATE, indexes)  # same _id: judged below
     if not ordered:
-        _fill(outcomes, todo, bulk(collection, [insert_op(records[i]) for i in todo]))
+        _fill(outcomes, todo, bulk(refused, [insert(records[i]) for i in todo]))
         todo = _refused(outcomes, todo)
-    writes = [guarded_write(mode, records[i], field) for i in todo]
-    if ferretdb:
-        attempted = one_at_a_time(collection, writes, ordered=ordered)
-    elif ordered:
-        attempted = in_order(collection, [write.op() for write in writes])
-    else:
-        attempted = bulk(collection, [write.op() for write in writes])
+    statements = [guarded(mode, records[i], field) for i in todo]
+    attempted = _upsert(refused, statements, ordered=ordered, in_bulk=in_bulk)
     _fill(outcomes, todo, attempted)
-    refused = _refused(outcomes, todo)
-    if refused:
-        judged = _judge(
-            collection, [records[i] for i in refused], [versions[i] for i in refused], field
+    judged = _refused(outcomes, todo)
+    if judged:
+        found = _judge(
+            collection, [records[i] for i in judged], [versions[i] for i in judged], field
         )
-        _fill(outcomes, refused, judged)
+        _fill(outcomes, judged, found)
     return outcomes
+
+
+def _upsert(
+    target: Target, statements: list[Statement], *, ordered: bool, in_bulk: bool
+) -> list[Outcome]:
+    """A refused guarded upsert must be read as refused, and what follows it applied:
+    in bulk where the server's replies show both, else one statement each."""
+    if not in_bulk:
+        return one_at_a_time(target, statements, ordered=ordered)
+    return in_order(target, statements) if ordered else bulk(target, statements)
 
 
 def _refused(outcomes: list[Outcome], indexes: list[int]) -> list[int]:
@@ -113,11 +131,11 @@ class CheckBudget:
     """Keeps a check to a share of the time, over every writer: after a check that
     took d seconds, the next starts no sooner than d * (1 / share - 1) later.
 
-    On MongoDB the conflict check's find by _id walks the index and takes
-    milliseconds, so every bulk is checked. FerretDB 1.24 scans the whole collection
-    for it (seconds once it holds ~100,000 documents): checking every bulk that holds
-    a retried record made `make demo` five times slower. Measured, not guessed: the
-    budget only follows how long the checks take."""
+    The conflict check reads each duplicate by _id, which takes about a millisecond on
+    both servers. It used one find with $in, which FerretDB 1.24 answers by scanning
+    the collection (seconds once it holds ~100,000 documents): checking every bulk that
+    held a retried record made `make demo` five times slower. Measured, not guessed:
+    the budget only follows how long the checks take."""
 
     def __init__(self, share: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.share = share
@@ -196,9 +214,14 @@ def _stored(
     records: Sequence[Record],
     projection: Mapping[str, Any] | None = None,
 ) -> dict[Any, Mapping[str, Any]]:
-    """The stored documents of these records' _ids, by id_key: one find with $in."""
-    ids = [record_id(record) for record in records]
-    return {id_key(doc["_id"]): doc for doc in collection.find({"_id": {"$in": ids}}, projection)}
+    """The stored documents of these records' _ids, by id_key: a find by _id each, which
+    both servers answer from their index (FerretDB 1.24 scans the collection for $in)."""
+    stored: dict[Any, Mapping[str, Any]] = {}
+    for record in records:
+        found = collection.find_one({"_id": record_id(record)}, projection)
+        if found is not None:
+            stored[id_key(found["_id"])] = found
+    return stored
 
 
 def _short(exc: PyMongoError) -> str:

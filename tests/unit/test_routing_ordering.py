@@ -113,7 +113,7 @@ def test_memory_sink_ordered_write_stops_at_first_retry() -> None:
 
     records = [wire.decode_line(line("e", n=n)) for n in range(3)]
     kinds = [o.kind for o in Flaky().write_ordered(records)]
-    assert kinds == [OutcomeKind.WRITTEN, OutcomeKind.RETRY, OutcomeKind.RETRY]
+    assert kinds == [OutcomeKind.WRITTEN, OutcomeKind.RETRY, OutcomeKind.BLOCKED]
 
 
 def test_partitioned_inbox_keeps_a_key_on_one_lane_in_order() -> None:

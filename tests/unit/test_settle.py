@@ -227,3 +227,18 @@ def test_an_attempt_count_that_is_not_a_small_number_counts_as_none(raw: str) ->
         {ATTEMPTS_ATTRIBUTE: {"DataType": "Number", "StringValue": raw}},
     )
     assert message.attempts == 0
+
+
+def test_fifo_a_record_failing_to_the_end_lets_the_rest_of_its_group_through() -> None:
+    queue, dead = queues(fifo=True)
+    poison, after = ObjectId(), ObjectId()
+    queue.send(records({"_id": poison, "flaky": 1}), group_id="g")
+    queue.send(records({"_id": after}), group_id="g")
+    sink = FailsWhen(lambda r: retry("busy") if r.document.get("flaky") else None)
+    writer = BatchWriter(sink, Metrics(), SinkBreaker(), settler=settler())
+    run_until_empty(queue, writer)
+    # The record behind the poison one waited its turn, was never dead-lettered, and
+    # was written once the poison one was given up at its last attempt.
+    assert sink.attempts == {poison: MAX_RECEIVES, after: 1}
+    assert sink.find("e", after) is not None
+    assert reasons(dead) == [f"still failing after {MAX_RECEIVES} attempts: busy"]

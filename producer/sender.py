@@ -110,6 +110,12 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="sqs-producer", daemon=True)
         self._thread.start()
 
+    @property
+    def thread_id(self) -> int | None:
+        """The running sender thread's ident (forks wait for its imports)."""
+        thread = self._thread
+        return thread.ident if thread is not None and thread.is_alive() else None
+
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread to finish; True if it did."""
         if self._thread is None:

@@ -103,6 +103,7 @@ class Sender:
         self._journal_pending = True  # a crashed process may have left segments
         self._delivered: bool | None = None  # did the last batch reach a queue?
         self._next_probe = 0.0
+        self._next_scan = 0.0  # for segments other processes left (see _adopt_orphans)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -158,7 +159,11 @@ class Sender:
             if not self._journal_pending or self._delivered is False:
                 return False
             return self._replay_guarded(at_close=True)
-        if self._journal_pending and not buffer.closing:
+        if buffer.closing:
+            return True
+        if not self._journal_pending:
+            self._adopt_orphans()
+        if self._journal_pending:
             self._replay_guarded(at_close=False)
         return True
 
@@ -173,10 +178,28 @@ class Sender:
                 self._replay = None
             return False
 
-    def _wake_for_journal(self) -> float | None:
+    def _wake_for_journal(self) -> float:
         if not self._journal_pending:
-            return None
+            return self._next_scan
         return time.monotonic() if self._replay is not None else self._next_probe
+
+    def _adopt_orphans(self) -> None:
+        """Take on a segment nobody holds. A live writer keeps its segment locked, so this
+        finds only those of processes that exited: a sibling worker killed during an
+        outage, or one that could not send, leaves its records to the survivors."""
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + self._config.journal_scan_seconds
+        try:
+            reader = self._journal.claim()
+        except OSError as exc:  # the directory cannot be read: try at the next scan
+            log.warning("cannot look for journal segments in %s: %s", self._journal.directory, exc)
+            return
+        if reader is not None:
+            log.info("journal segment %s left by another process: replaying it", reader.path.name)
+            self._replay, self._journal_pending = reader, True
+            self._next_probe = now + self._config.probe_seconds
 
     # ---------------------------------------------------------------- live path
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_producer_sqs import ROOT, received_records
+from producer import Producer
+from tests.integration.test_producer_sqs import ROOT, received_records, unused_port
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +106,71 @@ def test_fork_sweep_every_worker_forked_after_the_first_send_delivers(
     expected = [f"f{k}-child-{n}" for k in range(FORKS) for n in range(CHILD_RECORDS)]
     expected += [f"f{k}-parent" for k in range(FORKS)]
     assert sorted(received) == sorted(expected)  # every record, once
+
+
+# A sibling worker during an outage it does not live to see the end of: its SQS is
+# unreachable, so its records go to the shared journal; then it is killed.
+DOOMED_SIBLING = textwrap.dedent(
+    """
+    import sys, time
+    import boto3
+    from botocore.config import Config
+    from producer import Producer
+
+    url, journal_dir, port, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    client = boto3.client("sqs", endpoint_url=f"http://127.0.0.1:{port}",
+                          config=Config(retries={"total_max_attempts": 1}))
+    producer = Producer(url, sqs_client=client, journal_dir=journal_dir, probe_seconds=3600)
+    for n in range(count):
+        producer.send("events", {"_id": f"sibling-{n}"})
+    assert producer.flush(30)
+    assert producer.stats().journaled == count, producer.stats()
+    print("journaled", flush=True)
+    time.sleep(60)  # killed here
+    """
+)
+
+
+def test_a_surviving_worker_replays_the_journal_a_dead_sibling_left(
+    sqs_client: Any, make_queue: Callable[..., Any], tmp_path: Path
+) -> None:
+    queue = make_queue()
+    journal = tmp_path / "journal"
+    survivor = Producer(
+        queue.url, sqs_client=sqs_client, journal_dir=journal,
+        probe_seconds=0.05, journal_scan_seconds=0.05,
+    )  # fmt: skip
+    try:
+        survivor.send("events", {"_id": "survivor-0"})
+        assert survivor.flush(30)
+        # It has looked at the journal, found nothing, and stopped probing it.
+        assert wait_until(lambda: not survivor._sender._journal_pending)
+        _journal_and_die(queue.url, journal, 400)
+        assert wait_until(lambda: survivor.stats().replayed == 400, timeout=60)
+    finally:
+        survivor.close()
+    assert not list(journal.glob("*.seg"))
+    received = sorted(str(r.document["_id"]) for r in received_records(sqs_client, queue.url))
+    assert received == sorted(["survivor-0", *(f"sibling-{n}" for n in range(400))])
+
+
+def _journal_and_die(url: str, journal: Path, count: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [url, str(journal), str(unused_port()), str(count)]
+    sibling = subprocess.Popen(
+        [sys.executable, "-c", DOOMED_SIBLING, *args], stdout=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        assert sibling.stdout is not None
+        assert sibling.stdout.readline().strip() == "journaled"
+        assert list(journal.glob("*.seg"))
+    finally:
+        sibling.send_signal(signal.SIGKILL)
+        sibling.wait(10)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()

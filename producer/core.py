@@ -19,7 +19,7 @@ from .breaker import Breaker, Router
 from .config import Config
 from .encode import Encoder
 from .errors import BufferFull, ConfigError, ProducerClosed
-from .journal import Journal, default_journal_dir
+from .journal import Journal, JournalWriteError, default_journal_dir
 from .lifecycle import Closing
 from .metrics import Counters, Stats
 from .packing import Packer
@@ -171,7 +171,7 @@ class Producer(Closing):
         else:
             try:
                 self._journal.append([item])
-            except OSError as exc:
+            except JournalWriteError as exc:
                 raise BufferFull(f"buffer full ({limit} bytes) and journal failed: {exc}") from exc
             self._counters.add("journaled", 1)
             self._buffer.count_bypass(1)
@@ -208,6 +208,7 @@ class Producer(Closing):
             left = self._buffer.abandon()
             log.warning("close timed out; journaling %d unsent records", len(left))
             self._sender.spill(left)
+            self._sender.report_losses()
         self._journal.close()
         _live.discard(self)
         if self._journal.pending():

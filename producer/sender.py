@@ -14,18 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from .batcher import Buffer, Item, as_json
 from .breaker import Router
 from .config import Config
-from .journal import Journal, SegmentReader
+from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters
 from .packing import Message, Packer, batches
 
 log = logging.getLogger("producer.sender")
 
 ErrorCallback = Callable[[list[str], str], None]
+
+LOSS_REPORT_SECONDS = 10.0  # at most one log line this often for records the journal refused
 
 _THROTTLING = frozenset(
     {
@@ -78,6 +81,38 @@ class _RetryLater(Exception):
         self.whole_call = whole_call
 
 
+class _JournalLosses:
+    """Records the journal could not take, told in one log line at a time: a full disk
+    fails every flush, and a line (let alone a traceback) each time would flood the log."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._lost = self._kept = 0
+        self._error = ""
+        self._next_report = 0.0
+
+    def add(self, kept: int, lost: int, error: str) -> None:
+        with self._lock:
+            self._lost, self._kept, self._error = self._lost + lost, self._kept + kept, error
+            if time.monotonic() < self._next_report:
+                return
+        self.report()
+
+    def report(self) -> None:
+        """Log what is not told yet, if anything."""
+        with self._lock:
+            lost, kept, error = self._lost, self._kept, self._error
+            self._lost = self._kept = 0
+            self._next_report = time.monotonic() + LOSS_REPORT_SECONDS
+        if lost:
+            log.error(
+                "journal %s refused records (%s): %d lost, counted as failed and passed to "
+                "on_error; %d written before it refused, counted as journaled",
+                self._directory, error, lost, kept,
+            )  # fmt: skip
+
+
 class Sender:
     def __init__(
         self,
@@ -104,6 +139,7 @@ class Sender:
         self._delivered: bool | None = None  # did the last batch reach a queue?
         self._next_probe = 0.0
         self._next_scan = 0.0  # for segments other processes left (see _adopt_orphans)
+        self._losses = _JournalLosses(journal.directory)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -144,6 +180,7 @@ class Sender:
                 self._replay.release()
                 self._replay = None
             self._journal.seal()
+            self._losses.report()
 
     def _step(self) -> bool:
         buffer = self._buffer
@@ -171,12 +208,16 @@ class Sender:
         """One replay step; False when it made no progress or failed."""
         try:
             return self._replay_step(at_close=at_close)
-        except Exception:  # e.g. an unreadable segment: keep the live path going
+        except OSError as exc:  # the journal's disk: expected, and told in one line
+            log.error(
+                "journal replay failed (%s); retrying in %ss", exc, self._config.probe_seconds
+            )
+        except Exception:  # e.g. a bug: keep the live path going
             log.exception("journal replay failed; retrying in %ss", self._config.probe_seconds)
-            if self._replay is not None:
-                self._replay.release()
-                self._replay = None
-            return False
+        if self._replay is not None:
+            self._replay.release()
+            self._replay = None
+        return False
 
     def _wake_for_journal(self) -> float:
         if not self._journal_pending:
@@ -308,8 +349,11 @@ class Sender:
         self._counters.add("failed", len(items))
         try:
             self._journal.reject(items, reason, url)
-        except OSError:
-            log.exception("could not write rejected records to %s", self._journal.directory)
+        except OSError as exc:
+            log.error("could not keep rejected records in %s: %s", self._journal.directory, exc)
+        self._tell(items, reason)
+
+    def _tell(self, items: Sequence[Item], reason: str) -> None:
         if self._on_error is not None:
             try:
                 self._on_error([as_json(item) for item in items], reason)
@@ -317,21 +361,26 @@ class Sender:
                 log.exception("on_error callback raised")
 
     def spill(self, items: Sequence[Item]) -> None:
+        """Journal records no queue took. What the journal cannot hold (a full disk) is
+        lost: counted as failed, passed to on_error, and told in one log line."""
         try:
             self._journal.append(items)
-        except OSError as exc:
-            log.exception("journal write failed: %d records lost", len(items))
-            self._counters.add("failed", len(items))
-            if self._on_error is not None:
-                try:
-                    self._on_error([as_json(i) for i in items], f"journal write failed: {exc}")
-                except Exception:
-                    log.exception("on_error callback raised")
+            written = len(items)
+        except JournalWriteError as exc:
+            written = exc.written
+            lost = items[written:]
+            self._counters.add("failed", len(lost))
+            self._tell(lost, f"journal write failed: {exc}")
+            self._losses.add(written, len(lost), str(exc))
+        self._counters.add("journaled", written)
+        if not written:
             return
-        self._counters.add("journaled", len(items))
         if not self._journal_pending:
             self._next_probe = time.monotonic() + self._config.probe_seconds
         self._journal_pending = True
+
+    def report_losses(self) -> None:
+        self._losses.report()
 
     # ---------------------------------------------------------------- replay
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import wire
 from .batcher import Buffer, Item, as_json
 from .breaker import Router
 from .config import Config
@@ -29,42 +30,6 @@ log = logging.getLogger("producer.sender")
 ErrorCallback = Callable[[list[str], str], None]
 
 LOSS_REPORT_SECONDS = 10.0  # at most one log line this often for records the journal refused
-
-_THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-    }
-)
-
-
-# Whole-call errors that blame the request itself: resending cannot help.
-_REQUEST_FAULTS = frozenset(
-    {
-        "InvalidParameterValue",
-        "InvalidMessageContents",
-        "MissingParameter",
-        "BatchRequestTooLong",
-        "TooManyEntriesInBatchRequest",
-        "BatchEntryIdsNotDistinct",
-        "InvalidBatchEntryId",
-        "EmptyBatchRequest",
-        "InvalidAttributeName",
-        "InvalidAttributeValue",
-    }
-)
 
 
 class _QueueDown(Exception):
@@ -453,11 +418,11 @@ def _classify(exc: Exception) -> Exception:
     if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
         return _RetryLater(exc)
     if isinstance(exc, boto.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _THROTTLING or status >= 500:
+        code, status = wire.sqs_error_of(exc.response)
+        kind = wire.classify_sqs_error(code, status)
+        if kind is wire.SqsErrorKind.TRANSIENT:
             return _RetryLater(exc)
-        if code.removeprefix("AWS.SimpleQueueService.") in _REQUEST_FAULTS:
+        if kind is wire.SqsErrorKind.REQUEST_FAULT:
             return _Rejected(f"{code}: {exc}")
         log.error("SQS refused the whole call: %s", exc)
     return _QueueDown(repr(exc))

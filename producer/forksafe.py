@@ -16,6 +16,7 @@ while holding it)."""
 from __future__ import annotations
 
 import _imp
+import contextlib
 import logging
 import sys
 import threading
@@ -66,7 +67,8 @@ def release_after_fork() -> None:
     (In the child, CPython hands the forking thread the lock levels it held.)"""
     if getattr(_holding, "held", False):
         _holding.held = False
-        _imp.release_lock()
+        with contextlib.suppress(RuntimeError):  # not held after all: nothing to give back
+            _imp.release_lock()
 
 
 def before_fork(thread_ids: Collection[int], timeout: float) -> None:

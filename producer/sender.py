@@ -60,22 +60,22 @@ class _JournalLosses:
     def add(self, kept: int, lost: int, error: str) -> None:
         with self._lock:
             self._lost, self._kept, self._error = self._lost + lost, self._kept + kept, error
-            if time.monotonic() < self._next_report:
-                return
-        self.report()
+        self.report(when_due=True)
 
-    def report(self) -> None:
-        """Log what is not told yet, if anything."""
+    def report(self, *, when_due: bool = False) -> None:
+        """Log what is not told yet, if anything (when_due: unless a line went out
+        less than LOSS_REPORT_SECONDS ago)."""
         with self._lock:
+            if not self._lost or (when_due and time.monotonic() < self._next_report):
+                return
             lost, kept, error = self._lost, self._kept, self._error
             self._lost = self._kept = 0
             self._next_report = time.monotonic() + LOSS_REPORT_SECONDS
-        if lost:
-            log.error(
-                "journal %s refused records (%s): %d lost, counted as failed and passed to "
-                "on_error; %d written before it refused, counted as journaled",
-                self._directory, error, lost, kept,
-            )  # fmt: skip
+        log.error(
+            "journal %s refused records (%s): %d lost, counted as failed and passed to "
+            "on_error; %d written before it refused, counted as journaled",
+            self._directory, error, lost, kept,
+        )  # fmt: skip
 
 
 class Sender:
@@ -161,6 +161,7 @@ class Sender:
             if not self._journal_pending or self._delivered is False:
                 return False
             return self._replay_guarded(at_close=True)
+        self._losses.report(when_due=True)  # losses held back by the one-line-per-10-s rule
         if buffer.closing:
             return True
         if not self._journal_pending:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from producer import Producer, wire
+from producer import Producer, forksafe, wire
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -163,3 +163,27 @@ def test_a_fork_waits_for_the_sender_threads_import_to_finish(
     producer.close()
     assert os.waitstatus_to_exitcode(status) == 0, "the child got a half-imported module"
     assert not _imp.lock_held()  # the fork gave the import lock back
+
+
+def test_the_wait_for_imports_is_bounded_and_leaves_the_import_lock_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = f"slow_module_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(SLOW_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    GATE.entered.clear()
+    GATE.release.clear()
+    importer = threading.Thread(target=importlib.import_module, args=(module,))
+    importer.start()
+    try:
+        assert GATE.entered.wait(10)
+        assert importer.ident is not None and forksafe.importing([importer.ident])
+        assert not forksafe.hold_imports_still([importer.ident], timeout=0)
+        assert not _imp.lock_held()  # gave up without keeping the lock
+    finally:
+        GATE.release.set()
+        importer.join(10)
+    assert forksafe.hold_imports_still([importer.ident], timeout=0)
+    assert _imp.lock_held()
+    forksafe.release_after_fork()
+    assert not _imp.lock_held()

@@ -34,6 +34,9 @@ class Config:
     breaker_threshold: int = 3
     breaker_reset_seconds: float = 10.0
     probe_seconds: float = 1.0  # how often to try replaying the journal while it has records
+    # How often a producer with nothing journaled looks for segments that another process
+    # (a sibling worker that died or exited during an outage) left behind unreplayed.
+    journal_scan_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.queue_urls or not all(isinstance(u, str) and u for u in self.queue_urls):
@@ -62,6 +65,8 @@ class Config:
         _check_choice("journal_fsync", self.journal_fsync, FSYNC_POLICIES)
         if self.linger_seconds < 0 or self.block_timeout < 0 or self.exit_flush_timeout < 0:
             raise ConfigError("linger_seconds, block_timeout and exit_flush_timeout must be >= 0")
+        if self.probe_seconds <= 0 or self.journal_scan_seconds <= 0:
+            raise ConfigError("probe_seconds and journal_scan_seconds must be > 0")
         if self.max_attempts < 1 or self.breaker_threshold < 1:
             raise ConfigError("max_attempts and breaker_threshold must be >= 1")
         if self.max_buffered_bytes < self.max_message_bytes:

@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import forksafe
 from .batcher import Buffer, Item
 from .breaker import Breaker, Router
 from .config import Config
 from .encode import Encoder
 from .errors import BufferFull, ConfigError, ProducerClosed
-from .journal import Journal, default_journal_dir
+from .journal import Journal, JournalWriteError, default_journal_dir
 from .lifecycle import Closing
 from .metrics import Counters, Stats
 from .packing import Packer
@@ -170,7 +171,7 @@ class Producer(Closing):
         else:
             try:
                 self._journal.append([item])
-            except OSError as exc:
+            except JournalWriteError as exc:
                 raise BufferFull(f"buffer full ({limit} bytes) and journal failed: {exc}") from exc
             self._counters.add("journaled", 1)
             self._buffer.count_bypass(1)
@@ -207,6 +208,7 @@ class Producer(Closing):
             left = self._buffer.abandon()
             log.warning("close timed out; journaling %d unsent records", len(left))
             self._sender.spill(left)
+            self._sender.report_losses()
         self._journal.close()
         _live.discard(self)
         if self._journal.pending():
@@ -257,12 +259,27 @@ def _close_all_at_exit() -> None:
                 log.exception("flush at exit failed")
 
 
+# A fork waits at most this long for the sender threads to finish their imports: only
+# a thread stuck on an import that the forking thread itself holds takes that long.
+FORK_WAIT_SECONDS = 5.0
+
+
+def _hold_imports_before_fork() -> None:
+    senders = [p._sender.thread_id for p in list(_live) if p._pid == os.getpid()]
+    forksafe.before_fork([ident for ident in senders if ident is not None], FORK_WAIT_SECONDS)
+
+
 def _reset_all_in_child() -> None:
+    forksafe.release_after_fork()
     for producer in list(_live):
         producer._after_fork()
 
 
 atexit.register(_close_all_at_exit)
-os.register_at_fork(after_in_child=_reset_all_in_child)
+os.register_at_fork(
+    before=_hold_imports_before_fork,
+    after_in_parent=forksafe.release_after_fork,
+    after_in_child=_reset_all_in_child,
+)
 
 __all__ = ["Producer"]

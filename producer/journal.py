@@ -13,6 +13,10 @@ since the last progress mark (the consumer de-duplicates by _id).
 Durability (``fsync``): "always" fsyncs after each append (a batch of records),
 so a journaled record survives a power cut; "never" leaves that to the OS page
 cache, which survives a process crash but not a machine crash.
+
+A write that fails part way (the disk is full) keeps the whole lines that made it,
+cuts off the torn one, and says how many records it kept (JournalWriteError.written):
+those are journaled and will be replayed; only the rest are lost.
 """
 
 from __future__ import annotations
@@ -79,6 +83,16 @@ def decode_entry(text: str) -> Item:
     return Item(document, collection, size, key, id_key, trace)
 
 
+class JournalWriteError(Exception):
+    """An append failed part way: the first `written` records are whole lines in the
+    journal (they will be replayed); the others are not in it."""
+
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+        self.written = written
+
+
 class Journal:
     def __init__(
         self,
@@ -102,24 +116,56 @@ class Journal:
     # ---------------------------------------------------------------- writing
 
     def append(self, items: Sequence[Item]) -> None:
-        """Write records to the current segment. Raises OSError (disk full...)."""
+        """Write records to the current segment. Raises JournalWriteError (disk full...),
+        which tells how many of the first records it kept."""
         if not items:
             return
-        data = "".join(encode_entry(item) for item in items).encode("utf-8")
+        lines = [encode_entry(item).encode("utf-8") for item in items]
+        data = b"".join(lines)
         with self._lock:
             if self._fd is None:
-                self._open_segment()
+                try:
+                    self._open_segment()
+                except OSError as exc:
+                    raise JournalWriteError(exc, 0) from exc
             assert self._fd is not None
-            try:
-                _write_all(self._fd, data)
-                if self.fsync:
-                    os.fsync(self._fd)
-            except OSError:
-                self._close_segment()  # later appends must not follow a torn line
-                raise
-            self._size += len(data)
+            done, error = _write_some(self._fd, data)
+            if error is not None:
+                kept, kept_bytes = _whole_lines(lines, done)
+                self._keep(kept_bytes)
+                raise JournalWriteError(error, kept) from error
+            self._size += done
+            if self.fsync:
+                self._sync(len(items))
             if self._size >= self.segment_bytes:
                 self._close_segment()
+
+    def _keep(self, kept_bytes: int) -> None:
+        """After a failed write: keep the whole lines, cut off a torn one."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size + kept_bytes)
+        except OSError:
+            # The torn line stays; a replayer skips it. Later appends go elsewhere.
+            self._close_segment()
+            return
+        self._size += kept_bytes
+        if self.fsync and kept_bytes:
+            self._sync(None)
+
+    def _sync(self, records: int | None) -> None:
+        """fsync the segment. Its lines are in the file whatever fsync says, and a
+        replayer reads them from there, so they stay journaled; only their
+        survival of a power cut is in doubt."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            what = f"{records} records" if records is not None else "records"
+            log.warning(
+                "fsync of journal %s failed (%s): %s are in it but may not survive a power cut",
+                self._path, exc.strerror or exc, what,
+            )  # fmt: skip
 
     def seal(self) -> None:
         """Close the segment being written so that it can be replayed."""
@@ -131,11 +177,17 @@ class Journal:
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
         temporary = self.directory / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # before the name is visible to replayers
         path = self.directory / name
-        os.rename(temporary, path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # before the name is visible to replayers
+            os.rename(temporary, path)
+        except OSError:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
         if self.fsync:
-            _fsync_dir(self.directory)
+            with contextlib.suppress(OSError):  # the entry is there; fsync only makes it last
+                _fsync_dir(self.directory)
         self._fd, self._path, self._size = fd, path, 0
 
     def _close_segment(self) -> None:
@@ -216,6 +268,7 @@ class SegmentReader:
         self._file = os.fdopen(fd, "rb")
         self._file.seek(offset)
         self.offset = offset
+        self._unmarked = False  # a progress mark could not be written
 
     def read_chunk(self, max_bytes: int) -> tuple[list[Item], list[str], int]:
         """Up to max_bytes of records from the current position: (records,
@@ -240,11 +293,23 @@ class SegmentReader:
         return items, bad, position
 
     def commit(self, offset: int) -> None:
-        """Everything before offset is sent; a later replay starts there."""
+        """Everything before offset is sent; a later replay starts there. If the mark
+        cannot be written (a full disk), replay goes on without it: only a crash
+        before the segment is finished would then send those records again."""
         self.offset = offset
         temporary = self.path.with_name(f".{self.path.name}.pos.tmp")
-        temporary.write_text(str(offset))
-        os.replace(temporary, _pos_path(self.path))
+        try:
+            temporary.write_text(str(offset))
+            os.replace(temporary, _pos_path(self.path))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            if not self._unmarked:
+                log.warning(
+                    "cannot mark replay progress in %s (%s): replaying it without marks",
+                    self.path.name, exc.strerror or exc,
+                )  # fmt: skip
+            self._unmarked = True
 
     def finish(self) -> None:
         """Every record is sent: delete the segment, then let go of the lock."""
@@ -289,9 +354,32 @@ def _is_segment(name: str) -> bool:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    error = _write_some(fd, data)[1]
+    if error is not None:
+        raise error
+
+
+def _write_some(fd: int, data: bytes) -> tuple[int, OSError | None]:
+    """Write data; return the bytes written, and the error that stopped it if any."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    done = 0
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+        except OSError as exc:
+            return done, exc
+    return done, None
+
+
+def _whole_lines(lines: Sequence[bytes], written: int) -> tuple[int, int]:
+    """Of lines written back to back, how many fit whole in the first `written`
+    bytes, and their size."""
+    count = size = 0
+    for line in lines:
+        if size + len(line) > written:
+            break
+        count, size = count + 1, size + len(line)
+    return count, size
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from . import wire
 from .batcher import Buffer, Item, as_json
 from .breaker import Router
 from .config import Config
-from .journal import Journal, SegmentReader
+from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters
 from .packing import Message, Packer, batches
 
@@ -27,41 +29,7 @@ log = logging.getLogger("producer.sender")
 
 ErrorCallback = Callable[[list[str], str], None]
 
-_THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "SlowDown",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-    }
-)
-
-
-# Whole-call errors that blame the request itself: resending cannot help.
-_REQUEST_FAULTS = frozenset(
-    {
-        "InvalidParameterValue",
-        "InvalidMessageContents",
-        "MissingParameter",
-        "BatchRequestTooLong",
-        "TooManyEntriesInBatchRequest",
-        "BatchEntryIdsNotDistinct",
-        "InvalidBatchEntryId",
-        "EmptyBatchRequest",
-        "InvalidAttributeName",
-        "InvalidAttributeValue",
-    }
-)
+LOSS_REPORT_SECONDS = 10.0  # at most one log line this often for records the journal refused
 
 
 class _QueueDown(Exception):
@@ -76,6 +44,38 @@ class _RetryLater(Exception):
     def __init__(self, whole_call: Exception | None = None) -> None:
         super().__init__(str(whole_call) if whole_call else "entries failed")
         self.whole_call = whole_call
+
+
+class _JournalLosses:
+    """Records the journal could not take, told in one log line at a time: a full disk
+    fails every flush, and a line (let alone a traceback) each time would flood the log."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._lost = self._kept = 0
+        self._error = ""
+        self._next_report = 0.0
+
+    def add(self, kept: int, lost: int, error: str) -> None:
+        with self._lock:
+            self._lost, self._kept, self._error = self._lost + lost, self._kept + kept, error
+        self.report(when_due=True)
+
+    def report(self, *, when_due: bool = False) -> None:
+        """Log what is not told yet, if anything (when_due: unless a line went out
+        less than LOSS_REPORT_SECONDS ago)."""
+        with self._lock:
+            if not self._lost or (when_due and time.monotonic() < self._next_report):
+                return
+            lost, kept, error = self._lost, self._kept, self._error
+            self._lost = self._kept = 0
+            self._next_report = time.monotonic() + LOSS_REPORT_SECONDS
+        log.error(
+            "journal %s refused records (%s): %d lost, counted as failed and passed to "
+            "on_error; %d written before it refused, counted as journaled",
+            self._directory, error, lost, kept,
+        )  # fmt: skip
 
 
 class Sender:
@@ -103,12 +103,20 @@ class Sender:
         self._journal_pending = True  # a crashed process may have left segments
         self._delivered: bool | None = None  # did the last batch reach a queue?
         self._next_probe = 0.0
+        self._next_scan = 0.0  # for segments other processes left (see _adopt_orphans)
+        self._losses = _JournalLosses(journal.directory)
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="sqs-producer", daemon=True)
         self._thread.start()
+
+    @property
+    def thread_id(self) -> int | None:
+        """The running sender thread's ident (forks wait for its imports)."""
+        thread = self._thread
+        return thread.ident if thread is not None and thread.is_alive() else None
 
     def join(self, timeout: float | None) -> bool:
         """Wait for the thread to finish; True if it did."""
@@ -137,6 +145,7 @@ class Sender:
                 self._replay.release()
                 self._replay = None
             self._journal.seal()
+            self._losses.report()
 
     def _step(self) -> bool:
         buffer = self._buffer
@@ -152,7 +161,12 @@ class Sender:
             if not self._journal_pending or self._delivered is False:
                 return False
             return self._replay_guarded(at_close=True)
-        if self._journal_pending and not buffer.closing:
+        self._losses.report(when_due=True)  # losses held back by the one-line-per-10-s rule
+        if buffer.closing:
+            return True
+        if not self._journal_pending:
+            self._adopt_orphans()
+        if self._journal_pending:
             self._replay_guarded(at_close=False)
         return True
 
@@ -160,17 +174,39 @@ class Sender:
         """One replay step; False when it made no progress or failed."""
         try:
             return self._replay_step(at_close=at_close)
-        except Exception:  # e.g. an unreadable segment: keep the live path going
+        except OSError as exc:  # the journal's disk: expected, and told in one line
+            log.error(
+                "journal replay failed (%s); retrying in %ss", exc, self._config.probe_seconds
+            )
+        except Exception:  # e.g. a bug: keep the live path going
             log.exception("journal replay failed; retrying in %ss", self._config.probe_seconds)
-            if self._replay is not None:
-                self._replay.release()
-                self._replay = None
-            return False
+        if self._replay is not None:
+            self._replay.release()
+            self._replay = None
+        return False
 
-    def _wake_for_journal(self) -> float | None:
+    def _wake_for_journal(self) -> float:
         if not self._journal_pending:
-            return None
+            return self._next_scan
         return time.monotonic() if self._replay is not None else self._next_probe
+
+    def _adopt_orphans(self) -> None:
+        """Take on a segment nobody holds. A live writer keeps its segment locked, so this
+        finds only those of processes that exited: a sibling worker killed during an
+        outage, or one that could not send, leaves its records to the survivors."""
+        now = time.monotonic()
+        if now < self._next_scan:
+            return
+        self._next_scan = now + self._config.journal_scan_seconds
+        try:
+            reader = self._journal.claim()
+        except OSError as exc:  # the directory cannot be read: try at the next scan
+            log.warning("cannot look for journal segments in %s: %s", self._journal.directory, exc)
+            return
+        if reader is not None:
+            log.info("journal segment %s left by another process: replaying it", reader.path.name)
+            self._replay, self._journal_pending = reader, True
+            self._next_probe = now + self._config.probe_seconds
 
     # ---------------------------------------------------------------- live path
 
@@ -279,8 +315,11 @@ class Sender:
         self._counters.add("failed", len(items))
         try:
             self._journal.reject(items, reason, url)
-        except OSError:
-            log.exception("could not write rejected records to %s", self._journal.directory)
+        except OSError as exc:
+            log.error("could not keep rejected records in %s: %s", self._journal.directory, exc)
+        self._tell(items, reason)
+
+    def _tell(self, items: Sequence[Item], reason: str) -> None:
         if self._on_error is not None:
             try:
                 self._on_error([as_json(item) for item in items], reason)
@@ -288,21 +327,26 @@ class Sender:
                 log.exception("on_error callback raised")
 
     def spill(self, items: Sequence[Item]) -> None:
+        """Journal records no queue took. What the journal cannot hold (a full disk) is
+        lost: counted as failed, passed to on_error, and told in one log line."""
         try:
             self._journal.append(items)
-        except OSError as exc:
-            log.exception("journal write failed: %d records lost", len(items))
-            self._counters.add("failed", len(items))
-            if self._on_error is not None:
-                try:
-                    self._on_error([as_json(i) for i in items], f"journal write failed: {exc}")
-                except Exception:
-                    log.exception("on_error callback raised")
+            written = len(items)
+        except JournalWriteError as exc:
+            written = exc.written
+            lost = items[written:]
+            self._counters.add("failed", len(lost))
+            self._tell(lost, f"journal write failed: {exc}")
+            self._losses.add(written, len(lost), str(exc))
+        self._counters.add("journaled", written)
+        if not written:
             return
-        self._counters.add("journaled", len(items))
         if not self._journal_pending:
             self._next_probe = time.monotonic() + self._config.probe_seconds
         self._journal_pending = True
+
+    def report_losses(self) -> None:
+        self._losses.report()
 
     # ---------------------------------------------------------------- replay
 
@@ -375,11 +419,11 @@ def _classify(exc: Exception) -> Exception:
     if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
         return _RetryLater(exc)
     if isinstance(exc, boto.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _THROTTLING or status >= 500:
+        code, status = wire.sqs_error_of(exc.response)
+        kind = wire.classify_sqs_error(code, status)
+        if kind is wire.SqsErrorKind.TRANSIENT:
             return _RetryLater(exc)
-        if code.removeprefix("AWS.SimpleQueueService.") in _REQUEST_FAULTS:
+        if kind is wire.SqsErrorKind.REQUEST_FAULT:
             return _Rejected(f"{code}: {exc}")
         log.error("SQS refused the whole call: %s", exc)
     return _QueueDown(repr(exc))

@@ -37,6 +37,7 @@ from ingest.queues.base import (
     dead_letter_attributes,
     send_groups,
 )
+from producer.wire import SqsErrorKind, classify_sqs_error
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -57,11 +58,6 @@ _DEPTH_ATTRIBUTES: Final = (
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
-# Whole-call errors that are SQS's own trouble, not a refusal of the request.
-_SQS_TROUBLE: Final = frozenset(
-    {"Throttling", "ThrottlingException", "RequestThrottled", "ServiceUnavailable",
-     "InternalError", "InternalFailure", "KmsThrottled"}
-)  # fmt: skip
 
 
 def client(
@@ -122,7 +118,7 @@ def calling(sqs: SQSClient, operation: str, url: str) -> Iterator[None]:
         code = str(error.get("Code", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         text = f"{where}: {code}: {error.get('Message', '')}".rstrip(": ")
-        if status >= 500 or code.removeprefix("AWS.SimpleQueueService.") in _SQS_TROUBLE:
+        if classify_sqs_error(code, status) is SqsErrorKind.TRANSIENT:  # producer.wire's rule
             raise QueueUnavailable(text) from exc
         raise QueueRefused(text) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:

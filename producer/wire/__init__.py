@@ -50,6 +50,7 @@ from .messages import (
     record_message,
 )
 from .records import BadRecord, Record
+from .sqs_errors import SqsErrorKind, classify_sqs_error, sqs_error_of
 
 __all__ = [
     "BSON_RECORDS",
@@ -75,6 +76,7 @@ __all__ = [
     "ProducerError",
     "Record",
     "RecordTooLarge",
+    "SqsErrorKind",
     "WireError",
     "attribute_value",
     "attributes_size",
@@ -83,6 +85,7 @@ __all__ = [
     "bson_problem",
     "check_collection_name",
     "check_document",
+    "classify_sqs_error",
     "compress_body",
     "decode_body",
     "decode_line",
@@ -102,6 +105,7 @@ __all__ = [
     "record_id",
     "record_message",
     "single_record_limit",
+    "sqs_error_of",
     "string_attribute",
     "with_id",
 ]

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import bson
@@ -108,3 +111,22 @@ def stalled(fake: FakeSQS, producer: P) -> Iterator[P]:
 def line_item(line: str, partition_key: str | None = None, id_key: str | None = None) -> Item:
     """A format-1 record as the buffer and the journal hold it."""
     return Item(line, "", len(line.encode("utf-8")), partition_key, id_key)
+
+
+class DiskFillsUp:
+    """os.write for files under `directory` takes `room` bytes in all, then fails with
+    ENOSPC, cutting the write that reaches the limit short as a full disk does."""
+
+    def __init__(self, directory: Path, room: int) -> None:
+        self.directory = str(directory)
+        self.room = room
+        self.real = os.write
+
+    def __call__(self, fd: int, data: Any) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").startswith(self.directory):
+            return self.real(fd, data)
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = self.real(fd, bytes(data[: self.room]))
+        self.room -= written
+        return written

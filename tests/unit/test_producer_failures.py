@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,8 +13,15 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from producer import BufferFull, Producer, wire
-from producer.journal import REJECTED_FILE, Journal
-from tests.unit._producer_fakes import FakeSQS, fail_entries, line_item, raise_error, stalled
+from producer.journal import REJECTED_FILE, Journal, decode_entry
+from tests.unit._producer_fakes import (
+    DiskFillsUp,
+    FakeSQS,
+    fail_entries,
+    line_item,
+    raise_error,
+    stalled,
+)
 
 URL = "http://sqs.local/000000000000/q"
 FAST = {"retry_initial_seconds": 0.001, "retry_max_seconds": 0.01, "probe_seconds": 0.05}
@@ -203,6 +211,37 @@ def test_overflow_journal_spills_and_replays(tmp_path: Path) -> None:
         assert producer.flush(5)
         assert wait_until(lambda: len(numbers(fake)) == 20)
     assert sorted(numbers(fake)) == list(range(20))
+
+
+def test_a_full_journal_loses_only_what_it_could_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lost: list[int] = []
+
+    def on_error(lines: list[str], reason: str) -> None:
+        lost.extend(json.loads(line)["d"]["n"] for line in lines)
+
+    monkeypatch.setattr(os, "write", DiskFillsUp(tmp_path, room=20_000))
+    down = FakeSQS(unreachable={URL})
+    with make(tmp_path, down, probe_seconds=60, wire_format=1, on_error=on_error) as producer:
+        for chunk in range(3):
+            send_many(producer, 100, start=chunk * 100)
+            assert producer.flush(5)
+    stats = producer.stats()
+    on_disk = [json.loads(r.record)["d"]["n"] for r in journaled(tmp_path)]
+    assert 0 < len(on_disk) < 300
+    assert stats.journaled == len(on_disk)
+    assert stats.failed == len(lost) == 300 - len(on_disk)
+    assert sorted(on_disk + lost) == list(range(300))
+    told = [r for r in caplog.records if "refused records" in r.getMessage()]
+    assert told and sum(int(r.args[2]) for r in told) == len(lost)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []  # no traceback
+
+
+def journaled(directory: Path) -> list[Any]:
+    data = b"".join(path.read_bytes() for path in Journal(directory).segments())
+    assert not data or data.endswith(b"\n")
+    return [decode_entry(text) for text in data.decode().splitlines()]
 
 
 def test_close_timeout_journals_what_is_unsent(tmp_path: Path) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import _imp
+import importlib
 import json
 import os
+import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from producer import Producer, wire
+import pytest
+
+from producer import Producer, forksafe, wire
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -84,3 +91,99 @@ def test_child_exit_flushes_its_records_via_atexit(tmp_path: Path) -> None:
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child"]
     producer.close()
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child", "parent"]
+
+
+class ImportGate:
+    """The module `slow_module` blocks its own import, on whichever thread imports it,
+    until `release` is set; `entered` tells that the import has begun."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+
+GATE = ImportGate()
+SLOW_MODULE = """
+from tests.unit.test_producer_fork import GATE
+GATE.entered.set()
+GATE.release.wait(30)
+complete = True
+"""
+
+
+class ImportingSQS:
+    """Imports a module on its first call, on the sender thread, as botocore does."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        importlib.import_module(self.module)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+def _waiting_in_fork_hook(thread_id: int) -> bool:
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code.co_name == "hold_imports_still":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _release_once_fork_waits(forking_thread: int) -> None:
+    deadline = time.monotonic() + 10
+    while not _waiting_in_fork_hook(forking_thread) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    GATE.release.set()  # also when the fork did not wait: the test then fails, but ends
+
+
+def test_a_fork_waits_for_the_sender_threads_import_to_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked in the middle of the sender's import, the child would own a half-initialised
+    module for its whole life. The fork waits until the import is complete."""
+    module = f"slow_module_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(SLOW_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    GATE.entered.clear()
+    GATE.release.clear()
+    producer = Producer(URL, sqs_client=ImportingSQS(module), journal_dir=tmp_path / "j")
+    producer.send("events", {"who": "parent"})
+    assert GATE.entered.wait(10)  # the sender thread is inside the import now
+    helper = threading.Thread(target=_release_once_fork_waits, args=(threading.get_ident(),))
+    helper.start()
+    pid = os.fork()
+    if pid == 0:
+        complete = getattr(sys.modules.get(module), "complete", False)
+        os._exit(0 if complete else 1)
+    helper.join()
+    _, status = os.waitpid(pid, 0)
+    assert producer.flush(10)
+    producer.close()
+    assert os.waitstatus_to_exitcode(status) == 0, "the child got a half-imported module"
+    assert not _imp.lock_held()  # the fork gave the import lock back
+
+
+def test_the_wait_for_imports_is_bounded_and_leaves_the_import_lock_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = f"slow_module_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(SLOW_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    GATE.entered.clear()
+    GATE.release.clear()
+    importer = threading.Thread(target=importlib.import_module, args=(module,))
+    importer.start()
+    try:
+        assert GATE.entered.wait(10)
+        assert importer.ident is not None and forksafe.importing([importer.ident])
+        assert not forksafe.hold_imports_still([importer.ident], timeout=0)
+        assert not _imp.lock_held()  # gave up without keeping the lock
+    finally:
+        GATE.release.set()
+        importer.join(10)
+    assert forksafe.hold_imports_still([importer.ident], timeout=0)
+    assert _imp.lock_held()
+    forksafe.release_after_fork()
+    assert not _imp.lock_held()

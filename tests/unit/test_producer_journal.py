@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -9,8 +10,14 @@ from pathlib import Path
 import pytest
 
 from producer import Producer
-from producer.journal import Journal, decode_entry, default_journal_dir, encode_entry
-from tests.unit._producer_fakes import FakeSQS, line_item
+from producer.journal import (
+    Journal,
+    JournalWriteError,
+    decode_entry,
+    default_journal_dir,
+    encode_entry,
+)
+from tests.unit._producer_fakes import DiskFillsUp, FakeSQS, line_item
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -103,3 +110,59 @@ def test_format_2_entries_keep_collection_trace_and_bytes() -> None:
     item, _ = Encoder("2", 65536).item("audit", {"_id": 7, "v": "ü"}, "user-7", "00-ab-cd-01")
     again = decode_entry(encode_entry(item))
     assert again == item and isinstance(again.record, bytes)
+
+
+def whole_lines(journal: Journal) -> list[str | bytes]:
+    data = b"".join(path.read_bytes() for path in journal.segments())
+    assert not data or data.endswith(b"\n"), "a torn line was left"
+    return [decode_entry(text).record for text in data.decode().splitlines()]
+
+
+def test_a_write_cut_short_keeps_the_whole_lines_and_says_how_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    journal.append([line_item(line(0))])
+    entry = len(encode_entry(line_item(line(1))))
+    full = DiskFillsUp(tmp_path, room=2 * entry + entry // 2)  # room for 2.5 more lines
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(JournalWriteError) as refused:
+        journal.append([line_item(line(n)) for n in range(1, 6)])
+    assert refused.value.written == 2 and refused.value.error.errno == errno.ENOSPC
+    assert whole_lines(journal) == [line(n) for n in range(3)]  # the torn third is cut off
+    with pytest.raises(JournalWriteError) as again:
+        journal.append([line_item(line(9))])
+    assert again.value.written == 0
+    full.room = 10**6  # space again: appends go on, after the whole lines
+    journal.append([line_item(line(3))])
+    journal.seal()
+    assert whole_lines(journal) == [line(n) for n in range(4)]
+
+
+def test_replay_goes_on_when_its_progress_cannot_be_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path)
+    for n in range(5):
+        journal.append([line_item(line(n))])
+    journal.seal()
+
+    def disk_full(path: Path, text: str) -> int:
+        path.touch()  # the file is created, its bytes find no room
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    reader = journal.claim()
+    assert reader is not None
+    replayed = []
+    while True:
+        items, _, offset = reader.read_chunk(1)
+        if not items:
+            break
+        replayed.extend(item.record for item in items)
+        reader.commit(offset)  # the mark cannot be written: replay carries on
+    reader.finish()
+    assert replayed == [line(n) for n in range(5)]
+    assert list(tmp_path.iterdir()) == []  # no segment, no mark, no temporary file
+    warnings = [r for r in caplog.records if "cannot mark replay progress" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None

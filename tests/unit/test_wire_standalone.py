@@ -11,11 +11,13 @@ _PROBE = """
 import atexit, json, sys
 before = atexit._ncallbacks()
 import producer.wire
-from producer.wire import decode_message, encode_record
+from producer.wire import classify_sqs_error, decode_message, encode_record
 decode_message(encode_record("c", {"_id": 1}))
+classify_sqs_error("ThrottlingException", 400)
 print(json.dumps({
     "modules": sorted(m for m in sys.modules if m.split(".")[0] == "producer"),
     "atexit": atexit._ncallbacks() - before,
+    "aws": sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore")),
 }))
 """
 
@@ -24,6 +26,7 @@ def test_importing_the_format_loads_no_other_producer_module_and_no_hooks() -> N
     out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
     found = json.loads(out.stdout)
     assert found["atexit"] == 0
+    assert found["aws"] == []  # the SQS error rule is plain code and status
     assert all(m == "producer" or m.startswith("producer.wire") for m in found["modules"]), found
     assert "producer.wire" in found["modules"]
 

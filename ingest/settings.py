@@ -111,6 +111,14 @@ def _field_name(value: str, *, dotted: bool) -> str | None:
     return None
 
 
+def _database(value: str) -> str | None:
+    try:
+        wire.check_database_name(value)
+    except wire.WireError as exc:
+        return str(exc)
+    return None
+
+
 def _version_field(value: str) -> str | None:
     return _field_name(value, dotted=False)
 
@@ -137,7 +145,7 @@ class Settings:
         metadata=_meta(check=_queue_urls, variable="INGEST_QUEUE_URL", flag="--queue-url"),
     )
     mongo_uri: str = field(default="mongodb://127.0.0.1:27017/", metadata=_meta(check=_mongo_uri))
-    database: str = "ingest"
+    database: str = field(default="ingest", metadata=_meta(check=_database))
     dead_letter_url: str | None = None  # found through the queue's RedrivePolicy when unset
     region: str | None = (
         None  # only when AWS_DEFAULT_REGION cannot be used (boto3 ignores AWS_REGION)

@@ -2,7 +2,10 @@
 
 Hand-written rather than pybreaker: the open state here must gate other threads (the
 pollers) and close on a background probe, not on the next call. While open it is
-probed with backoff (1 s doubling to 30 s) and says so once, not at every probe."""
+probed (a real query: the sink's `ping`) with backoff (1 s doubling to 30 s) and says
+so once, not at every probe. A store that answers the probe but fails writes again
+at once opens it again with the backoff it had, so that a write path that stays
+broken is tried every 30 s, not every second."""
 
 from __future__ import annotations
 
@@ -13,8 +16,11 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from ingest.errors import SinkUnavailable
+from ingest.logs import Throttled
 
 log = logging.getLogger(__name__)
+_relapses = Throttled(log, interval=60.0)
+_resumes = Throttled(log, interval=60.0)
 
 FIRST_PROBE_SECONDS: Final = 1.0
 MAX_PROBE_SECONDS: Final = 30.0
@@ -32,6 +38,7 @@ class SinkBreaker:
         self._lock = threading.Lock()
         self._probe_every = FIRST_PROBE_SECONDS
         self._next_probe = 0.0
+        self._closed_at: float | None = None
         self.reason = ""  # why it opened, while open
 
     @property
@@ -47,8 +54,15 @@ class SinkBreaker:
                 return
             self._closed.clear()
             self.reason = reason
-            self._probe_every = FIRST_PROBE_SECONDS
-            self._next_probe = self._clock() + self._probe_every
+            now = self._clock()
+            relapse = self._closed_at is not None and now - self._closed_at < 2 * self._probe_every
+            self._probe_every = (
+                min(MAX_PROBE_SECONDS, self._probe_every * 2) if relapse else FIRST_PROBE_SECONDS
+            )
+            self._next_probe = now + self._probe_every
+        if relapse:  # said when it first opened; now once a minute at most
+            _relapses.warning(f"{reason}; paused again, probing every {self._probe_every:.0f}s")
+            return
         log.warning("%s; pausing the pollers, probing every %.0f-%.0fs until it answers",
                     reason, FIRST_PROBE_SECONDS, MAX_PROBE_SECONDS)  # fmt: skip
 
@@ -57,8 +71,9 @@ class SinkBreaker:
             if self._closed.is_set():
                 return
             self._closed.set()
+            self._closed_at = self._clock()
             self.reason = ""
-        log.warning("MongoDB answers again; resuming")
+        _resumes.warning("MongoDB answers again; resuming")
 
     def probe(self, sink: Pingable) -> None:
         """The periodic job: while open and a probe is due, ping; close on an answer."""

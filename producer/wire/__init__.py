@@ -28,9 +28,11 @@ from .bsonrecords import pack as pack_bson
 from .checks import (
     MAX_BSON_DOCUMENT_BYTES,
     MAX_COLLECTION_NAME_BYTES,
+    MAX_DATABASE_NAME_BYTES,
     MAX_NESTING_DEPTH,
     bson_problem,
     check_collection_name,
+    check_database_name,
     check_document,
     known_collection,
 )
@@ -65,6 +67,7 @@ __all__ = [
     "JSON_LINES",
     "MAX_BSON_DOCUMENT_BYTES",
     "MAX_COLLECTION_NAME_BYTES",
+    "MAX_DATABASE_NAME_BYTES",
     "MAX_NESTING_DEPTH",
     "PARTITION_ATTRIBUTE",
     "PARTITION_OVERHEAD",
@@ -84,6 +87,7 @@ __all__ = [
     "bson_body",
     "bson_problem",
     "check_collection_name",
+    "check_database_name",
     "check_document",
     "classify_sqs_error",
     "compress_body",

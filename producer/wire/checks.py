@@ -19,20 +19,56 @@ MAX_COLLECTION_NAME_BYTES: Final = 120
 
 
 def check_collection_name(name: object) -> str:
-    """Return ``name`` if MongoDB (and this pipeline) accept it as a collection."""
+    """Return ``name`` if MongoDB (and pymongo, which refuses more) accept it as a
+    collection: the rule both sides apply, the producer at send() and the consumer to
+    every name it reads from a message."""
     if not isinstance(name, str):
         raise WireError(f"collection must be a string, got {type(name).__name__}")
     if not name:
         raise WireError("collection name is empty")
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_COLLECTION_NAME_BYTES:
+    shown = _shown(name)
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise WireError(f"collection name {shown} is not valid UTF-8") from None
+    if size > MAX_COLLECTION_NAME_BYTES:
         raise WireError(f"collection name is longer than {MAX_COLLECTION_NAME_BYTES} bytes")
     if name.startswith("system."):
-        raise WireError(f"collection name {name[:60]!r} is reserved (system.*)")
+        raise WireError(f"collection name {shown} is reserved (system.*)")
     if "$" in name or "\x00" in name:
-        raise WireError("collection name must not contain '$' or NUL")
+        raise WireError(f"collection name {shown} must not contain '$' or NUL")
     if name.startswith(".") or name.endswith("."):
-        raise WireError("collection name must not start or end with '.'")
+        raise WireError(f"collection name {shown} must not start or end with '.'")
+    if ".." in name:
+        raise WireError(f"collection name {shown} must not contain '..'")
     return name
+
+
+#: What MongoDB refuses in a database name (on any platform it runs on), and its length.
+_DATABASE_NAME_REFUSES: Final = '/\\. "$*<>:|?\x00'
+MAX_DATABASE_NAME_BYTES: Final = 63
+
+
+def check_database_name(name: object) -> str:
+    """Return ``name`` if MongoDB accepts it as a database."""
+    if not isinstance(name, str) or not name:
+        raise WireError("database name is empty")
+    shown = _shown(name)
+    refused = sorted({c for c in name if c in _DATABASE_NAME_REFUSES})
+    if refused:
+        listed = " ".join(repr(c) for c in refused)
+        raise WireError(f"database name {shown} must not contain {listed}")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise WireError(f"database name {shown} is not valid UTF-8") from None
+    if size > MAX_DATABASE_NAME_BYTES:
+        raise WireError(f"database name is longer than {MAX_DATABASE_NAME_BYTES} bytes")
+    return name
+
+
+def _shown(name: str) -> str:
+    return repr(name[:60].encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
 
 
 def check_document(document: object) -> dict[str, Any]:

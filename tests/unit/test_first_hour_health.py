@@ -141,6 +141,35 @@ def test_the_breaker_says_once_and_probes_with_backoff(caplog: pytest.LogCapture
     ]
 
 
+def test_a_store_that_answers_probes_but_fails_writes_keeps_the_backoff() -> None:
+    """FerretDB answering a read while its writes hang: each relapse soon after closing
+    keeps the longer probe interval, so the write path is not hammered every second."""
+    now = [0.0]
+    breaker = SinkBreaker(clock=lambda: now[0])
+    pings: list[float] = []
+
+    class AnswersReads:
+        def ping(self) -> None:
+            pings.append(now[0])
+
+    breaker.record_failure("writes time out")
+    for step in range(400):
+        now[0] = step * 0.5
+        breaker.probe(AnswersReads())
+        if not breaker.is_open:  # the next write fails at once
+            breaker.record_failure("writes time out")
+    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    assert gaps[:5] == [2, 4, 8, 16, 30] and set(gaps[5:]) == {30}
+    now[0] = 1000.0
+    breaker.probe(AnswersReads())
+    assert not breaker.is_open
+    now[0] = 1100.0  # a failure long after the last close starts the backoff afresh
+    breaker.record_failure("again, much later")
+    now[0] = 1101.0
+    breaker.probe(AnswersReads())
+    assert pings[-1] == 1101.0
+
+
 def test_a_job_slower_than_its_interval_is_skipped_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

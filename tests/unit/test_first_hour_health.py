@@ -4,6 +4,7 @@ at once from kept state while MongoDB is down. In-process, on the in-memory seam
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -158,7 +159,7 @@ def test_a_store_that_answers_probes_but_fails_writes_keeps_the_backoff() -> Non
         breaker.probe(AnswersReads())
         if not breaker.is_open:  # the next write fails at once
             breaker.record_failure("writes time out")
-    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert gaps[:5] == [2, 4, 8, 16, 30] and set(gaps[5:]) == {30}
     now[0] = 1000.0
     breaker.probe(AnswersReads())

@@ -154,9 +154,9 @@ class CheckBudget:
             if self._warned_at is None or now - self._warned_at >= _WARN_EVERY_SECONDS:
                 self._warned_at = now
                 log.warning(
-                    "conflict check skipped for %d duplicates: comparing them takes over "
-                    "%.0f%% of the time on this server (its find by _id is not indexed, as on "
-                    "FerretDB); --on-conflict dead-letter checks every one, ignore none",
+                    "conflict check skipped for %d duplicates: comparing them would take over "
+                    "%.0f%% of the writers' time on this server; --on-conflict dead-letter "
+                    "checks every one, ignore none",
                     self._skipped, self.share * 100,
                 )  # fmt: skip
                 self._skipped = 0

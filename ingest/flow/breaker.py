@@ -3,9 +3,9 @@
 Hand-written rather than pybreaker: the open state here must gate other threads (the
 pollers) and close on a background probe, not on the next call. While open it is
 probed (a real query: the sink's `ping`) with backoff (1 s doubling to 30 s) and says
-so once, not at every probe. A store that answers the probe but fails writes again
-at once opens it again with the backoff it had, so that a write path that stays
-broken is tried every 30 s, not every second."""
+so once, not at every probe. A store that answers the probe but fails again before a
+single write succeeded (its reads work, its writes hang) keeps doubling the backoff,
+so that a write path that stays broken is tried every 30 s, not every second."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class SinkBreaker:
         self._lock = threading.Lock()
         self._probe_every = FIRST_PROBE_SECONDS
         self._next_probe = 0.0
-        self._closed_at: float | None = None
+        self._proven = True  # a write succeeded since it last closed
         self.reason = ""  # why it opened, while open
 
     @property
@@ -55,7 +55,7 @@ class SinkBreaker:
             self._closed.clear()
             self.reason = reason
             now = self._clock()
-            relapse = self._closed_at is not None and now - self._closed_at < 2 * self._probe_every
+            relapse = not self._proven
             self._probe_every = (
                 min(MAX_PROBE_SECONDS, self._probe_every * 2) if relapse else FIRST_PROBE_SECONDS
             )
@@ -67,11 +67,16 @@ class SinkBreaker:
                     reason, FIRST_PROBE_SECONDS, MAX_PROBE_SECONDS)  # fmt: skip
 
     def record_success(self) -> None:
+        """A write succeeded."""
+        with self._lock:
+            self._proven = True
+        self._close()
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed.is_set():
                 return
             self._closed.set()
-            self._closed_at = self._clock()
             self.reason = ""
         _resumes.warning("MongoDB answers again; resuming")
 
@@ -88,4 +93,6 @@ class SinkBreaker:
                 self._probe_every = min(MAX_PROBE_SECONDS, self._probe_every * 2)
                 self._next_probe = self._clock() + self._probe_every
             return
-        self.record_success()
+        with self._lock:
+            self._proven = False  # a probe is a read: the next write says if writes work
+        self._close()

@@ -30,6 +30,8 @@ class InFlight:
                 else:
                     held.receipt_handle = message.receipt_handle
                     held.visible_until = message.visible_until
+                    # SQS counted that receive too: the message's last receive is nearer.
+                    held.receive_count = max(held.receive_count, message.receive_count)
                     repeats += 1
         return fresh, repeats
 

@@ -25,6 +25,9 @@ SOURCE_MESSAGE_ATTRIBUTE: Final = "ingest-source-message-id"
 DEAD_LETTER_ATTRIBUTES: Final = (
     REASON_ATTRIBUTE, SOURCE_QUEUE_ATTRIBUTE, SOURCE_MESSAGE_ATTRIBUTE, ATTEMPTS_ATTRIBUTE,
 )  # fmt: skip
+#: Receives SQS may count that the consumer never saw (an answer lost on the way): a
+#: message is settled that many receives before SQS's own redrive would move it.
+LOST_RECEIVE_SLACK: Final = 1
 #: SQS's limit on DelaySeconds.
 MAX_DELAY_SECONDS: Final = 900
 NO_REASON: Final = "(no reason attribute: SQS moved it after maxReceiveCount receives)"
@@ -53,9 +56,10 @@ class Message:
 
     @property
     def last_receive(self) -> bool:
-        """SQS moves this message to the dead-letter queue, without a reason, instead of
-        delivering it again: whatever must happen to it must happen now."""
-        return 0 < self.max_receive_count <= self.receive_count
+        """SQS may move this message to the dead-letter queue, without a reason, instead
+        of delivering it again: whatever must happen to it must happen now. One receive
+        short of the count, since a receive whose answer was lost on the way counts too."""
+        return 0 < self.max_receive_count <= self.receive_count + LOST_RECEIVE_SLACK
 
     def attribute(self, name: str) -> str | None:
         return wire.attribute_value(self.attributes, name)

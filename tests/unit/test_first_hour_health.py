@@ -164,8 +164,9 @@ def test_a_store_that_answers_probes_but_fails_writes_keeps_the_backoff() -> Non
     now[0] = 1000.0
     breaker.probe(AnswersReads())
     assert not breaker.is_open
-    now[0] = 1100.0  # a failure long after the last close starts the backoff afresh
-    breaker.record_failure("again, much later")
+    breaker.record_success()  # a write went through: the next failure starts afresh
+    now[0] = 1100.0
+    breaker.record_failure("again, later")
     now[0] = 1101.0
     breaker.probe(AnswersReads())
     assert pings[-1] == 1101.0

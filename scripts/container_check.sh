@@ -227,6 +227,7 @@ use_compose() {
   log "compose: $(docker compose version)"
   # The user's file, as users run it, stays valid under compose v2.
   (cd "$ROOT" && run_logged compose-config docker compose -f docker-compose.yml config -q)
+  figure "docker compose config (docker-compose.yml, compose $COMPOSE_VERSION)" valid
 }
 
 # ---------------------------------------------------------------- checks

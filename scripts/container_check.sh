@@ -116,6 +116,7 @@ make_base_image() {
     log "base image: $BASE_IMAGE (cached)"
     return 0
   fi
+  [[ $EUID -eq 0 ]] || die "making the base image needs root (debootstrap): run as root"
   command -v debootstrap >/dev/null || {
     log "base image: installing debootstrap"
     DEBIAN_FRONTEND=noninteractive run_logged apt-install-debootstrap \
@@ -124,7 +125,7 @@ make_base_image() {
   local t0 rootfs
   t0=$(now)
   rootfs=$(mktemp -d /var/tmp/ingest-base.XXXXXX)
-  log "base image: debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (~30 s)"
+  log "base image: debootstrap --variant=minbase bookworm from $DEBIAN_MIRROR (about a minute)"
   run_logged debootstrap debootstrap --variant=minbase \
     --include=python3,python3-venv,python3-pip,python-is-python3 bookworm "$rootfs" "$DEBIAN_MIRROR"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
@@ -173,7 +174,7 @@ build_stand_ins() {
   # FerretDB's binary and ElasticMQ's jars, as scripts/stack.sh builds and caches them (in a
   # subshell: sourcing it defines its own log, die and paths).
   (
-    # shellcheck source=stack.sh
+    # shellcheck source=/dev/null
     source "$ROOT/scripts/stack.sh"
     ferretdb_build
     elasticmq_fetch
@@ -266,6 +267,7 @@ cleanup() {
 }
 
 main() {
+  cd "$ROOT"  # python -m scripts.container_check
   [[ -x "$PY" ]] || die "no virtualenv at $ROOT/.venv: run make venv (make container-check does)"
   rm -rf "$LOGS" "$RESULTS"
   mkdir -p "$LOGS" "$CACHE"

@@ -81,7 +81,9 @@ start_engine() {
     return 0
   fi
   [[ $EUID -eq 0 ]] || die "no Docker engine runs, and installing one needs root: run as root"
-  command -v dockerd >/dev/null || install_engine
+  local t0 installed=""
+  t0=$(now)
+  command -v dockerd >/dev/null || { install_engine; installed="installed and "; }
   log "engine: starting dockerd (no iptables, no bridge: containers use the host's network)"
   setsid dockerd --iptables=false --bridge=none --storage-driver=overlay2 \
     >"$LOGS/dockerd.log" 2>&1 </dev/null &
@@ -93,6 +95,7 @@ start_engine() {
     sleep 0.5
   done
   log "engine: dockerd $(docker version -f '{{.Server.Version}}') started (pid $ENGINE_PID)"
+  figure "Docker engine ${installed}started" "$(since "$t0")" s
 }
 
 stop_engine() {

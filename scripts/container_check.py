@@ -216,6 +216,10 @@ class ImageRun:
                 self.sqs.delete_queue(QueueUrl=url)
 
 
+def _is(read: Callable[[], float | None], value: float) -> bool:
+    return read() == value
+
+
 def health(name: str) -> str:
     return docker("inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{end}}", name)
 
@@ -262,7 +266,7 @@ def check_ceiling_and_stop(run: ImageRun) -> None:
                   INGEST_MAX_WRITE_RATE=str(CEILING), INGEST_WRITE_BURST=str(BURST))  # fmt: skip
     for name, port in ports.items():
         replicas = functools.partial(metric, port, "ingest_live_replicas")
-        wait_for(f"{name} sees 2 replicas", lambda seen=replicas: seen() == 2, 60)
+        wait_for(f"{name} sees 2 replicas", functools.partial(_is, replicas, 2.0), 60)
     produce(queue_url, RECORDS)
     # Past the first bulks, which the buckets' bursts let through at once.
     wait_for("the first writes", lambda: run.count(database) > 2 * BURST, 60)

@@ -8,13 +8,14 @@ STACK := bash scripts/stack.sh
 # Every target that talks to servers loads the stack's environment first.
 WITH_ENV := eval "$$($(STACK) env)" &&
 
-.PHONY: help venv stack-up stack-down stack-status stack-env demo test test-unit lint bench bench-quick reliability soak demo-peak clean
+.PHONY: help venv stack-up stack-down stack-status stack-env demo test test-unit lint bench bench-quick reliability soak demo-peak container-check clean
 
 help:
 	@echo "make demo      run the whole pipeline end to end on local servers"
 	@echo "make test      unit and integration tests (starts the local stack)"
 	@echo "make stack-up | stack-down | stack-status | stack-env"
 	@echo "make lint | bench | bench-quick | reliability | soak MINUTES=30 | demo-peak"
+	@echo "make container-check  the image and docker-compose.yml built and run for real (root)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +71,11 @@ soak: venv stack-up
 demo-peak: venv stack-up
 	$(WITH_ENV) $(PY) -m scripts.demo_peak
 	$(WITH_ENV) $(PY) -m scripts.demo_peak --adaptive --ceiling 4000 --burst-factor 2
+
+# The consumer image and the compose stack, built and run (installs and starts a Docker
+# engine when none runs; the local stack when none answers). Prints its figures at the end.
+container-check: venv
+	bash scripts/container_check.sh
 
 lint: venv
 	$(VENV)/bin/ruff check producer ingest tests bench scripts

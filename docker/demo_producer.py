@@ -6,6 +6,7 @@ for the container's health check; default /tmp/demo-producer.alive)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -57,6 +58,8 @@ def main() -> None:
             stop.wait(max(0.0, due - time.monotonic()))
     finally:
         producer.close()
+        # The last line: what was accepted and what reached SQS (make container-check reads it).
+        logging.info("stopped: %s", json.dumps(producer.stats().as_dict()))
 
 
 if __name__ == "__main__":

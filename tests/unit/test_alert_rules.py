@@ -82,3 +82,20 @@ def test_security_doc_points_at_the_dead_letter_alert(alerts: list[dict[str, Any
     assert "docker/prometheus-rules.yml" in text
     named = set(re.findall(r"`(Ingest\w+)`", text))
     assert named and named <= {a["alert"] for a in alerts}
+
+
+def test_every_alert_has_a_firing_and_a_quiet_promtool_case(alerts: list[dict[str, Any]]) -> None:
+    """docker/prometheus-rules.test.yml (promtool test rules, run by make container-check):
+    one case where each alert fires with its labels and annotations, one where it stays quiet."""
+    tests = yaml.safe_load((ROOT / "docker" / "prometheus-rules.test.yml").read_text())
+    assert tests["rule_files"] == [RULES.name]  # beside it: the file under test
+    cases = {a["alert"]: {"firing": 0, "quiet": 0} for a in alerts}
+    for test in tests["tests"]:
+        for case in test["alert_rule_test"]:
+            assert case["alertname"] in cases, f"a case for an unknown alert: {case['alertname']}"
+            expected = case["exp_alerts"]
+            cases[case["alertname"]]["firing" if expected else "quiet"] += 1
+            for alert in expected:
+                assert alert["exp_labels"]["severity"] and alert["exp_annotations"]["summary"]
+    missing = {name: kinds for name, kinds in cases.items() if 0 in kinds.values()}
+    assert not missing, f"alerts without a firing and a quiet case: {missing}"

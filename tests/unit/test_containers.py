@@ -2,7 +2,10 @@
 every image is pinned (ElasticMQ to the local stack's version), every long-running
 service has a health check and a restart policy, published ports are on loopback only,
 the consumer gets its environment, the Dockerfile is multi-stage, runs as a numeric
-non-root user and is probed, and .dockerignore keeps local state out of the context."""
+non-root user and is probed, and .dockerignore keeps local state out of the context.
+docker-compose.local.yml (the stand-ins make container-check runs) swaps only the images
+that cannot be pulled, and stays clear of the local stack's ports. make container-check
+builds and runs all of it for real."""
 
 from __future__ import annotations
 
@@ -24,9 +27,43 @@ STACK_SH = ROOT / "scripts" / "stack.sh"
 PINNED = re.compile(r"^[\w./-]+:v?\d+(\.\d+)+[\w.-]*$|@sha256:[0-9a-f]{64}$")
 
 
+LOCAL = ROOT / "docker-compose.local.yml"
+# ${NAME:-default}: what compose reads when NAME is not set.
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolated(text: str) -> str:
+    """The file as compose reads it with no variable set; every variable needs a default."""
+    bare = [m.group(1) for m in _VARIABLE.finditer(text) if m.group(2) is None]
+    assert not bare, f"variables without a default: {bare}"
+    return _VARIABLE.sub(lambda m: m.group(2), text)
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose v2's merge tags: !reset (drop the base file's value) and !override."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: None)
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+    ),
+)
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE.read_text())
+    data = yaml.safe_load(interpolated(COMPOSE.read_text()))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def local() -> dict[str, Any]:
+    data = yaml.load(interpolated(LOCAL.read_text()), Loader=_ComposeLoader)
     assert isinstance(data, dict)
     return data
 
@@ -271,3 +308,93 @@ def test_dockerignore_keeps_local_state_out_and_what_the_image_copies_in() -> No
             if "__pycache__" in path:
                 continue
             assert not excluded(path, rules), f".dockerignore drops {path}, which the image copies"
+
+
+def test_published_ports_are_variables_with_the_documented_defaults() -> None:
+    text = COMPOSE.read_text()
+    for variable, default in (("PROMETHEUS_PORT", "9090"), ("GRAFANA_PORT", "3000")):
+        assert f'"127.0.0.1:${{{variable}:-{default}}}:{default}"' in text
+        assert f"{variable}=" in text.split("services:")[0], f"the header does not name {variable}"
+
+
+def test_local_override_swaps_only_the_images_that_cannot_be_pulled(
+    compose: dict[str, Any], local: dict[str, Any]
+) -> None:
+    services = local["services"]
+    swapped = {name: s["image"] for name, s in services.items() if "image" in s}
+    assert set(swapped) == {"mongodb", "elasticmq", "prometheus"}
+    for name, image in swapped.items():
+        assert image.startswith("ingest-local/") and services[name]["pull_policy"] == "never"
+    assert services["grafana"] == {"profiles": ["grafana"]}  # no Grafana here: left out
+    # The consumer's own image, built from docker/Dockerfile: not replaced anywhere.
+    ours = {n for n, s in _services(compose).items() if s["image"].startswith("sqs-mongo-ingest")}
+    assert ours == {"init", "consumer", "demo-producer"}
+    assert not ours & set(swapped)
+    assert services["consumer-2"]["extends"] == {
+        "file": "docker-compose.yml",
+        "service": "consumer",
+    }
+
+
+def test_local_override_uses_the_hosts_loopback_clear_of_the_local_stack(
+    local: dict[str, Any],
+) -> None:
+    stack = STACK_SH.read_text()
+    taken = {int(p) for p in re.findall(r"^\w+_PORT=\$\{STACK_\w+:-(\d+)\}", stack, re.MULTILINE)}
+    assert taken == {9324, 27017, 54329}
+    running = {n: s for n, s in local["services"].items() if not s.get("profiles")}
+    for name, service in running.items():
+        assert service["network_mode"] == "host", f"{name} is not on the host's network"
+    env = running["consumer"]["environment"]
+    ports = {
+        "sqs": int(env["AWS_ENDPOINT_URL_SQS"].rsplit(":", 1)[1]),
+        "mongo": int(env["INGEST_MONGO_URI"].rstrip("/").rsplit(":", 1)[1]),
+        "metrics": int(env["INGEST_METRICS_PORT"]),
+        "metrics-2": int(running["consumer-2"]["environment"]["INGEST_METRICS_PORT"]),
+    }
+    assert not set(ports.values()) & taken, ports
+    assert len(set(ports.values())) == len(ports)
+    assert env["INGEST_METRICS_HOST"] == "127.0.0.1"
+    assert running["mongodb"]["environment"]["FERRETDB_LISTEN"] == f"127.0.0.1:{ports['mongo']}"
+    configs = local["configs"]
+    sqs_conf = configs["elasticmq-conf"]["content"]
+    assert f"bind-port = {ports['sqs']}" in sqs_conf and 'bind-hostname = "127.0.0.1"' in sqs_conf
+    scrape = yaml.safe_load(configs["prometheus-conf"]["content"])
+    (job,) = scrape["scrape_configs"]
+    assert job["job_name"] == "ingest-consumer"  # the alerts select on it
+    assert job["static_configs"][0]["targets"] == [
+        f"127.0.0.1:{ports['metrics']}",
+        f"127.0.0.1:{ports['metrics-2']}",
+    ]
+    assert scrape["rule_files"] == ["prometheus-rules.yml"]
+    listen = [a for a in running["prometheus"]["command"] if a.startswith("--web.listen-address")]
+    assert listen == ["--web.listen-address=127.0.0.1:9090"]
+
+
+def test_stand_in_images_build_on_the_local_base_and_no_certificate_is_committed() -> None:
+    for dockerfile in (ROOT / "docker" / "local").glob("*.Dockerfile"):
+        text = dockerfile.read_text()
+        assert re.search(r"^ARG BASE_IMAGE$", text, re.MULTILINE), dockerfile.name
+        assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.MULTILINE), dockerfile.name
+    script = (ROOT / "scripts" / "container_check.sh").read_text()
+    assert "--iptables=false --bridge=none" in script
+    assert '--build-arg "PYTHON_IMAGE=$BASE_IMAGE"' in script
+    for path in ROOT.rglob("*"):
+        if ".git" in path.parts or ".venv" in path.parts or ".stack" in path.parts:
+            continue
+        if path.is_file() and path.suffix in {".crt", ".pem", ".cer", ".key"}:
+            pytest.fail(f"a certificate is in the repository: {path}")
+
+
+def test_the_dashboard_check_counts_only_numbers_as_data() -> None:
+    """make container-check asks a real Prometheus for every dashboard query; an empty
+    answer or NaN (a histogram that observed nothing, 0/0) is no data."""
+    from scripts.container_check import dashboard_queries, has_data
+
+    assert not has_data([])
+    assert not has_data([{"metric": {}, "value": [1.0, "NaN"]}])
+    assert has_data([{"metric": {}, "value": [1.0, "NaN"]}, {"metric": {}, "value": [1.0, "0"]}])
+    exprs = dashboard_queries()
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    assert len(exprs) == sum(len(p["targets"]) for p in panels if p["type"] != "row") > 20
+    assert all("ingest_" in e for e in exprs)

@@ -63,7 +63,9 @@ class Breaker:
 
     def _move(self, state: State) -> None:
         log_at = logging.WARNING if state is State.OPEN else logging.INFO
-        log.log(log_at, "%s %s: circuit %s -> %s", self.kind, self.name, self.state.value, state.value)
+        log.log(
+            log_at, "%s %s: circuit %s -> %s", self.kind, self.name, self.state.value, state.value
+        )
         self.state = state
 
 

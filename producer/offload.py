@@ -92,7 +92,9 @@ class Offloader:
             kind="bucket",
         )
 
-    def offload(self, messages: Sequence[Message], too_large: Callable[[Message], bool]) -> Offloaded:
+    def offload(
+        self, messages: Sequence[Message], too_large: Callable[[Message], bool]
+    ) -> Offloaded:
         """Puts the body of each message `too_large` says so in S3, in its place a pointer."""
         result = Offloaded()
         held_groups: set[str] = set()
@@ -131,7 +133,9 @@ class Offloader:
         attributes = wire.pointer_attributes(message.attributes, len(payload))
         size = len(body) + wire.attributes_size(attributes)
         result.ready.append(
-            dataclasses.replace(message, body=body, attributes=attributes, size=size, payload=pointer)
+            dataclasses.replace(
+                message, body=body, attributes=attributes, size=size, payload=pointer
+            )
         )
 
     def _put_retrying(self, pointer: wire.PayloadPointer, payload: bytes) -> None:

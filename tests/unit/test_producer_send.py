@@ -79,9 +79,13 @@ def test_a_record_past_the_packing_budget_travels_alone(tmp_path: Path, version:
         for e in entries
     ]
     alone = [e for size, e in sizes if size > 4096]
-    assert len(alone) == 1 and wire.decode_message(
-        alone[0]["MessageBody"], alone[0]["MessageAttributes"]
-    )[0].collection == "events"
+    assert (
+        len(alone) == 1
+        and wire.decode_message(alone[0]["MessageBody"], alone[0]["MessageAttributes"])[
+            0
+        ].collection
+        == "events"
+    )
     assert [r.document.get("n") for r in fake.records()] == [1, None, 2]
 
 

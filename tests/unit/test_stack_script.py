@@ -180,7 +180,7 @@ def _in_tmp(tmp_path: Path, calls: str, env: dict[str, str]) -> subprocess.Compl
     run, logs = tmp_path / "run", tmp_path / "logs"
     script = (
         f'source "{STACK_SH}"; STACK="{tmp_path}"; RUN="{run}"; LOGS="{logs}"; '
-        f'START_TIMEOUT=60; {calls}'
+        f"START_TIMEOUT=60; {calls}"
     )
     base = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL_S3"}
     return subprocess.run(

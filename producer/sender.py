@@ -241,7 +241,7 @@ class Sender:
             self._message_limit()  # packed messages this large: only where the queue takes them
         messages = self._packer.pack(items)
         held: list[Item] = []
-        if any(m.size > self._config.max_message_bytes for m in messages):
+        if any(m.size > self._packer.max_message_bytes for m in messages):
             messages, held = self._place_large(messages)
         unsent = self._deliver(messages) + held
         self._delivered = not unsent

@@ -13,8 +13,8 @@ from typing import Any
 
 import boto3
 import pytest
-from bson import Binary
 from botocore.exceptions import ClientError, EndpointConnectionError
+from bson import Binary
 
 from ingest.payloads import MemoryPayloads
 from ingest.pipeline.service import Service

@@ -188,7 +188,8 @@ def end_to_end_seconds(
             document = make(n)
             started = time.perf_counter()
             record_id = producer.send("latency", document)
-            _wait(lambda: collection.find_one({"_id": record_id}, {"_id": 1}) is not None)
+            query = {"_id": record_id}
+            _wait(lambda query=query: collection.find_one(query, {"_id": 1}) is not None)
             times.append(time.perf_counter() - started)
     return round(statistics.median(times), 3)
 

@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-stack-up:
+# moto's server (the stack's S3) runs from the venv.
+stack-up: venv
 	$(STACK) up
 
 stack-down:

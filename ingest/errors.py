@@ -7,6 +7,8 @@ IngestError
 ├── SinkUnavailable      MongoDB did not answer: retry everything later
 │   │                    (a record it refuses is an outcome, not an error)
 │   └── SinkRefused      MongoDB answered, and refused (not implemented, not allowed)
+├── PayloadUnavailable   S3 did not answer (or answered 5xx / throttled): a message whose
+│                        payload is there is handed back, no attempt counted
 └── ToolError            an operator tool cannot go on (backfill, checkpoint, input)
     ├── BackfillError
     ├── CheckpointError
@@ -42,6 +44,12 @@ class SinkUnavailable(IngestError):
 class SinkRefused(SinkUnavailable):
     """The document store answered and refused an operator's request (an index it
     does not implement, a command this user may not run)."""
+
+
+class PayloadUnavailable(IngestError):
+    """The payload store (S3) does not answer: a message whose body is kept there is
+    handed back for later, no attempt counted. A payload it answers cannot be had is a
+    bad record instead (ingest.payloads.PayloadRefused)."""
 
 
 class ToolError(IngestError):

@@ -97,6 +97,22 @@ class Metrics:
             "Bulk writes that failed as a whole (sink unavailable)",
             registry=r,
         )
+        # Payloads kept in S3 (messages whose body is a pointer to them).
+        self.payload_failures = Counter(
+            "ingest_payload_failures",
+            "Payload fetches S3 did not answer (the message was handed back)",
+            registry=r,
+        )
+        self.payloads_deleted = Counter(
+            "ingest_payloads_deleted",
+            "Payload objects deleted after their message was deleted",
+            registry=r,
+        )
+        self.payloads_left = Counter(
+            "ingest_payloads_left",
+            "Payload objects that could not be deleted after their message was",
+            registry=r,
+        )
         self.batch_records = Histogram(
             "ingest_batch_records", "Records per bulk write", buckets=_SIZE_BUCKETS, registry=r
         )

@@ -127,6 +127,10 @@ def _expire_field(value: str) -> str | None:
     return _field_name(value, dotted=True)
 
 
+def _bucket(value: str) -> str | None:
+    return wire.bucket_name_problem(value)
+
+
 def _host(value: str) -> str | None:
     if re.fullmatch(r"[\d.]+", value):
         try:
@@ -177,6 +181,11 @@ class Settings:
     # queue's maxReceiveCount). Outages and shutdowns are not attempts.
     max_attempts: int = field(default=0, metadata=_meta(0, 1000))
     max_decoded_bytes: int = field(default=32 * 1024 * 1024, metadata=_meta(1024, 1 << 31))
+    # Payloads kept in S3 (messages whose body is a pointer): with a bucket, pointers to
+    # other buckets are refused; `ingest init --payload-bucket` creates it. A payload is
+    # deleted after its message, unless kept for the bucket's own lifecycle rule.
+    payload_bucket: str | None = field(default=None, metadata=_meta(check=_bucket))
+    keep_payloads: bool = False
     metrics_host: str = field(default="127.0.0.1", metadata=_meta(check=_host))
     metrics_port: int = field(default=9108, metadata=_meta(0, 65535))  # 0: no HTTP server
     exit_when_idle: float | None = field(default=None, metadata=_meta(0, 86400))

@@ -28,8 +28,10 @@ class Breaker:
         threshold: int = 3,
         reset_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        kind: str = "queue",
     ) -> None:
         self.name = name
+        self.kind = kind  # for the log: "queue" or "bucket"
         self.threshold = threshold
         self.reset_seconds = reset_seconds
         self._clock = clock
@@ -61,7 +63,9 @@ class Breaker:
 
     def _move(self, state: State) -> None:
         log_at = logging.WARNING if state is State.OPEN else logging.INFO
-        log.log(log_at, "queue %s: circuit %s -> %s", self.name, self.state.value, state.value)
+        log.log(
+            log_at, "%s %s: circuit %s -> %s", self.kind, self.name, self.state.value, state.value
+        )
         self.state = state
 
 

@@ -16,12 +16,13 @@ from typing import Any
 from . import forksafe
 from .batcher import Buffer, Item
 from .breaker import Breaker, Router
-from .config import Config
+from .config import Config, with_environment
 from .encode import Encoder
 from .errors import BufferFull, ConfigError, ProducerClosed
 from .journal import Journal, JournalWriteError, default_journal_dir
 from .lifecycle import Closing
 from .metrics import Counters, Stats
+from .offload import Offloader
 from .packing import Packer
 from .sender import ErrorCallback, Sender
 from .tracing import traceparent_source
@@ -42,6 +43,7 @@ class Producer(Closing):
         queue_url: str | Sequence[str],
         *,
         sqs_client: Any = None,
+        s3_client: Any = None,
         journal_dir: str | os.PathLike[str] | None = None,
         on_error: ErrorCallback | None = None,
         **options: Any,
@@ -55,15 +57,16 @@ class Producer(Closing):
         urls = (queue_url,) if isinstance(queue_url, str) else tuple(queue_url)
         if "wire_format" in options:
             options["wire_format"] = str(options["wire_format"])  # 2 or "2"
-        self.config = Config(queue_urls=urls, **options)
+        self.config = Config(queue_urls=urls, **with_environment(options))
         self.journal_dir = Path(journal_dir) if journal_dir else default_journal_dir(urls)
         _check_journal_dir(self.journal_dir)
         self._given_client = sqs_client
+        self._given_s3_client = s3_client
         self._on_error = on_error
         self._traceparent = traceparent_source()
         self._encoder = Encoder(
-            self.config.wire_format, self.config.max_message_bytes, fifo=self.config.fifo,
-            encoding=self.config.encoding, level=self.config.compression_level,
+            self.config.wire_format, fifo=self.config.fifo, encoding=self.config.encoding,
+            level=self.config.compression_level, payload_bucket=self.config.payload_bucket,
         )  # fmt: skip
         self._closed = False
         self._setup()
@@ -80,6 +83,7 @@ class Producer(Closing):
         self._start_lock = threading.Lock()
         self._started = False
         self._client = self._given_client
+        self._s3_client = self._given_s3_client
         self._counters = Counters()
         packer = Packer(
             config.max_message_bytes,
@@ -91,6 +95,9 @@ class Producer(Closing):
         self._journal = Journal(self.journal_dir, fsync=config.journal_fsync)
         self._buffer = Buffer(config.max_buffered_bytes, full_bytes=0)
         router = Router(config.queue_urls, self._make_breaker)
+        offloader = None
+        if config.payload_bucket is not None:
+            offloader = Offloader(config.payload_bucket, config, self._get_s3_client)
         self._sender = Sender(
             config,
             self._buffer,
@@ -100,6 +107,7 @@ class Producer(Closing):
             self._counters,
             self._get_client,
             self._on_error,
+            offloader,
         )
         self._buffer.set_full(self._sender.take_bytes())
 
@@ -131,6 +139,23 @@ class Producer(Closing):
             )
         return self._client
 
+    def _get_s3_client(self) -> Any:
+        # Like the SQS client: on the sender thread, at the first record past the queue.
+        if self._s3_client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            self._s3_client = boto3.client(
+                "s3",
+                config=BotoConfig(
+                    retries={"total_max_attempts": 1},  # the offloader retries, with backoff
+                    connect_timeout=2,
+                    read_timeout=30,  # a put of up to ~22 MB (16 MiB of BSON in base64)
+                    max_pool_connections=2,
+                ),
+            )
+        return self._s3_client
+
     # ---------------------------------------------------------------- sending
 
     def send(
@@ -144,7 +169,8 @@ class Producer(Closing):
 
         Stamps document["_id"] with a new ObjectId if absent (like pymongo's
         insert_one); a RawBSONDocument is sent as it is. Raises WireError for a bad
-        collection or document, RecordTooLarge if the record cannot fit one message,
+        collection or document, RecordTooLarge if the record is too large for one SQS
+        message and there is no payload_bucket,
         BufferFull when memory is full and overflow is "raise" or "block"."""
         if self._pid != os.getpid():
             self._after_fork()

@@ -12,6 +12,7 @@ from bson.objectid import ObjectId
 
 from . import wire
 from .batcher import Item
+from .config import SQS_MAX_MESSAGE_BYTES
 from .errors import RecordTooLarge, WireError
 
 _GROUP_ID: Final = re.compile(r"[!-~]{1,128}")  # what SQS accepts as a MessageGroupId
@@ -19,22 +20,25 @@ _LONG_NUMBER: Final = re.compile(r"\d{19}")  # an integer that may not fit 64 bi
 
 
 class Encoder:
-    """Checks and encodes records for messages of `max_message_bytes` in `version`."""
+    """Checks and encodes records in `version`. A record travels packed with others, or
+    alone when it is past the packing budget, up to what one SQS message holds; past
+    that it goes through S3 when the producer has a payload bucket, up to MongoDB's
+    16 MiB, and is refused here when it has none."""
 
     def __init__(
         self,
         version: str,
-        max_message_bytes: int,
         *,
         fifo: bool = False,
         encoding: str = wire.IDENTITY,
         level: int | None = None,
+        payload_bucket: str | None = None,
     ) -> None:
         self.version = version
         self.fifo = fifo
-        self._max_message_bytes = max_message_bytes
         self._encoding, self._level = encoding, level
-        self._room = wire.single_record_limit(max_message_bytes, wire.JSON_LINES)
+        self._payload_bucket = payload_bucket
+        self._room = wire.single_record_limit(SQS_MAX_MESSAGE_BYTES, wire.JSON_LINES)
 
     def item(
         self,
@@ -45,7 +49,7 @@ class Encoder:
     ) -> tuple[Item, Any]:
         """The record as an Item, and its _id. Stamps document["_id"] with a new
         ObjectId if absent (like pymongo's insert_one). Raises WireError (RecordTooLarge
-        when it cannot fit one message)."""
+        when it is too large for one message and there is no payload bucket)."""
         wire.known_collection(collection)  # checked once per name, as the consumer does
         if partition_key is not None and not _GROUP_ID.fullmatch(str(partition_key)):
             # Checked here: one bad key in a packed batch would fail the whole SQS call.
@@ -58,16 +62,18 @@ class Encoder:
             document["_id"] = ObjectId()
         record_id = document["_id"]
         if self.version == wire.BSON_RECORDS:
-            raw = wire.encode_document(document)
+            raw = wire.encode_document(document)  # refuses a document past MongoDB's 16 MiB
             record: str | bytes = raw
             size = len(raw) + wire.framing_bytes(collection, trace)
             limit = self._limit(partition_key)
-            if -(-size // 3) * 4 > limit:  # does not fit uncompressed (base64: 4 bytes for 3)
+            if -(-size // 3) * 4 > limit and self._payload_bucket is None:
+                # Past one message uncompressed (base64: 4 bytes for 3): it must fit compressed.
                 self._check_compressed_fits(collection, raw, trace, limit)
         else:
             record = self._json_line(collection, document, trace)
             size = len(record) if record.isascii() else len(record.encode("utf-8"))
-            self._check_size(size, partition_key)
+            if size > self._limit(partition_key):
+                self._check_offloadable(size, document, partition_key)
         id_key = f"{type(record_id).__name__}:{record_id}" if self.fifo else None
         return Item(record, collection, size, partition_key, id_key, trace), record_id
 
@@ -102,15 +108,24 @@ class Encoder:
             if len(body) <= limit:
                 return  # the packer sends it alone, compressed
         raise RecordTooLarge(
-            f"record is {len(document)} bytes as BSON; one message holds at most {limit * 3 // 4} "
-            f"bytes of records before compression (max_message_bytes={self._max_message_bytes} "
-            "minus attributes, base64)"
+            f"record is {len(document)} bytes as BSON; one SQS message holds at most "
+            f"{limit * 3 // 4} bytes of records before compression (SQS's "
+            f"{SQS_MAX_MESSAGE_BYTES} minus attributes, base64): {_OFFLOAD_HINT}"
         )
 
-    def _check_size(self, size: int, partition_key: str | None) -> None:
-        limit = self._limit(partition_key)
-        if size > limit:
+    def _check_offloadable(
+        self, size: int, document: Mapping[str, Any], partition_key: str | None
+    ) -> None:
+        """Format 1: a line too long for one message goes through S3, within MongoDB's limit."""
+        if self._payload_bucket is None:
             raise RecordTooLarge(
-                f"record is {size} bytes encoded; one message holds at most {limit} bytes "
-                f"of records (max_message_bytes={self._max_message_bytes} minus attributes)"
+                f"record is {size} bytes encoded; one SQS message holds at most "
+                f"{self._limit(partition_key)} bytes of records (SQS's {SQS_MAX_MESSAGE_BYTES} "
+                f"minus attributes): {_OFFLOAD_HINT}"
             )
+        wire.encode_document(document)  # the 16 MiB the consumer would refuse it past
+
+
+_OFFLOAD_HINT: Final = (
+    "set payload_bucket (or INGEST_PAYLOAD_BUCKET) to send larger records through S3"
+)

@@ -25,6 +25,9 @@ _SAFETY: Final = 0.9  # aim a little under the limit so few compressed messages 
 # room, the two still fit one message when the ratio estimate holds.
 _TAIL_SHARE: Final = 0.1
 _LEARN_SHARE: Final = 0.25  # messages at least this full teach the packer its ratio
+# ...and no fuller than a packed message gets: a record alone past the budget (a
+# 15 MB document of repeated text, say) says nothing about how records pack.
+_LEARN_MAX: Final = 1 + _TAIL_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class Message:
     size: int  # body + attributes, as SQS counts toward its limits
     group_id: str | None = None  # FIFO only
     dedup_id: str | None = None  # FIFO only
+    # A pointer message (producer/offload.py): where the body it stands in for was put.
+    payload: wire.PayloadPointer | None = None
 
 
 def attributes_overhead(encoding: str, record_count: int, version: str = wire.JSON_LINES) -> int:
@@ -110,8 +115,9 @@ class Packer:
         if len(chunk) > 1:  # the ratio guess was optimistic: halve and retry
             half = len(chunk) // 2
             return self._build(chunk[:half]) + self._build(chunk[half:])
-        # One record that compresses badly: send it as it is (send() checked it fits).
-        return [self._encode(raw, chunk, wire.IDENTITY)]
+        # One record past the packing budget travels alone (compressed when that is
+        # smaller): the sender sends it as it is up to the queue's limit, through S3 past it.
+        return [message]
 
     @staticmethod
     def _raw(chunk: list[Item]) -> str | bytes:
@@ -127,10 +133,12 @@ class Packer:
     def _encode(self, raw: str | bytes, chunk: list[Item], encoding: str) -> Message:
         body = self._body(raw, encoding)
         version = wire.BSON_RECORDS if isinstance(raw, bytes) else wire.JSON_LINES
-        if encoding != wire.IDENTITY and len(raw) >= self.raw_budget() * _LEARN_SHARE:
+        budget = self.raw_budget()
+        if encoding != wire.IDENTITY and len(raw) >= budget * _LEARN_SHARE:
             # Learnt from full-size messages only: a few records compress far worse than
             # a budget's worth, and would keep the estimate (and every message) too small.
-            self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(raw)))
+            if len(raw) <= budget * _LEARN_MAX:
+                self.ratio = 0.7 * self.ratio + 0.3 * (len(body) / max(1, len(raw)))
             if len(body) >= len(raw) * _plain_ratio(version):
                 encoding, body = wire.IDENTITY, self._body(raw, wire.IDENTITY)  # did not pay
         attributes = wire.message_attributes(encoding, len(chunk), version)

@@ -20,9 +20,10 @@ from typing import Any
 from . import wire
 from .batcher import Buffer, Item, as_json
 from .breaker import Router
-from .config import Config
+from .config import SQS_MAX_MESSAGE_BYTES, Config
 from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters
+from .offload import Offloader
 from .packing import Message, Packer, batches
 
 log = logging.getLogger("producer.sender")
@@ -30,6 +31,9 @@ log = logging.getLogger("producer.sender")
 ErrorCallback = Callable[[list[str], str], None]
 
 LOSS_REPORT_SECONDS = 10.0  # at most one log line this often for records the journal refused
+# The MaximumMessageSize every SQS queue had before SQS's 1 MiB (and the default of many):
+# packed messages up to this size go without asking the queue for its limit.
+UNASKED_MESSAGE_BYTES = 256 * 1024
 
 
 class _QueueDown(Exception):
@@ -89,6 +93,7 @@ class Sender:
         counters: Counters,
         get_client: Callable[[], Any],
         on_error: ErrorCallback | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         self._config = config
         self._buffer = buffer
@@ -105,6 +110,8 @@ class Sender:
         self._next_probe = 0.0
         self._next_scan = 0.0  # for segments other processes left (see _adopt_orphans)
         self._losses = _JournalLosses(journal.directory)
+        self._offloader = offloader
+        self._queue_limit: int | None = None  # the smallest MaximumMessageSize, read once
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -217,7 +224,7 @@ class Sender:
     def _flush_once(self) -> None:
         items = self._buffer.take(self.take_bytes())
         try:
-            unsent = self._deliver(self._packer.pack(items))
+            unsent = self._send_records(items)
             if unsent:
                 self.spill(unsent)
         except Exception:  # a bug here must not lose records: journal them all
@@ -227,14 +234,90 @@ class Sender:
             self._buffer.settle(items)
             self._buffer.set_full(self.take_bytes())
 
+    def _send_records(self, items: Sequence[Item]) -> list[Item]:
+        """Pack, put what is too large for the queue in S3, send; return the records
+        that neither took now (for the journal)."""
+        if self._config.max_message_bytes > UNASKED_MESSAGE_BYTES:
+            self._message_limit()  # packed messages this large: only where the queue takes them
+        messages = self._packer.pack(items)
+        held: list[Item] = []
+        if any(m.size > self._packer.max_message_bytes for m in messages):
+            messages, held = self._place_large(messages)
+        unsent = self._deliver(messages) + held
+        self._delivered = not unsent
+        return unsent
+
+    def _place_large(self, messages: list[Message]) -> tuple[list[Message], list[Item]]:
+        """A record alone in a message: sent as it is up to the queue's limit, through S3
+        past it. Returns the messages to send, and the records to journal (S3 is down)."""
+        limit = self._message_limit()
+
+        def too_large(message: Message) -> bool:
+            return message.size > limit
+
+        if self._offloader is None:  # send() let it through for SQS's 1 MiB: the queue is smaller
+            for message in filter(too_large, messages):
+                self._reject(
+                    list(message.items),
+                    f"message of {message.size} bytes is past the queue's MaximumMessageSize "
+                    f"({limit}): set payload_bucket to send such records through S3",
+                    None,
+                )
+            return [m for m in messages if not too_large(m)], []
+        placed = self._offloader.offload(messages, too_large)
+        for message, reason in placed.refused:
+            self._reject(list(message.items), reason, None)
+        return placed.ready, [item for m in placed.held for item in m.items]
+
+    def _message_limit(self) -> int:
+        """The largest message every queue takes (its MaximumMessageSize), read once; the
+        packer's messages are kept within it."""
+        if self._queue_limit is None:
+            found = [self._read_limit(url) for url in self._config.queue_urls]
+            if None in found:
+                return SQS_MAX_MESSAGE_BYTES  # no answer: asked again next time
+            self._queue_limit = min(limit for limit in found if limit is not None)
+            if self._queue_limit < self._packer.max_message_bytes:
+                log.warning(
+                    "a queue takes messages of at most %d bytes (MaximumMessageSize): "
+                    "max_message_bytes=%d is lowered to it",
+                    self._queue_limit, self._packer.max_message_bytes,
+                )  # fmt: skip
+                self._packer.max_message_bytes = self._queue_limit
+        return self._queue_limit
+
+    def _read_limit(self, url: str) -> int | None:
+        """A queue's MaximumMessageSize; SQS's own limit when it does not say (ElasticMQ)
+        or refuses to (no sqs:GetQueueAttributes); None when it does not answer."""
+        try:
+            found = self._get_client().get_queue_attributes(
+                QueueUrl=url, AttributeNames=["MaximumMessageSize"]
+            )
+        except Exception as exc:
+            if _answered(exc):
+                log.warning(
+                    "cannot read the MaximumMessageSize of %s (%s): taking SQS's %d bytes",
+                    url, exc, SQS_MAX_MESSAGE_BYTES,
+                )  # fmt: skip
+                return SQS_MAX_MESSAGE_BYTES
+            return None
+        value = str(found.get("Attributes", {}).get("MaximumMessageSize", ""))
+        return int(value) if value.isdigit() else SQS_MAX_MESSAGE_BYTES
+
     def _deliver(self, messages: Sequence[Message]) -> list[Item]:
         """Send messages; return the records no queue took (for the journal)."""
         unsent: list[Item] = []
         for batch in batches(messages, self._config.max_batch_bytes):
-            for message in self._deliver_batch(batch):
+            left = self._deliver_batch(batch)
+            self._discard_payloads(left)  # their records are journaled, and put again
+            for message in left:
                 unsent.extend(message.items)
-        self._delivered = not unsent
         return unsent
+
+    def _discard_payloads(self, messages: Sequence[Message]) -> None:
+        """Pointer messages that will never be sent as they are: delete their objects."""
+        if self._offloader is not None:
+            self._offloader.discard(messages)
 
     def _deliver_batch(self, batch: list[Message]) -> list[Message]:
         left = batch
@@ -248,6 +331,7 @@ class Sender:
                 left = self._send_retrying(url, left)
             except _Rejected as exc:
                 self._reject([item for m in left for item in m.items], str(exc), url)
+                self._discard_payloads(left)
                 self._router.breakers[url].success()  # the queue answered
                 return []
             except _QueueDown as exc:
@@ -304,6 +388,7 @@ class Sender:
         for index, failure in faults.items():
             reason = f"{failure.get('Code', '?')}: {failure.get('Message', '')}".strip()
             self._reject(list(batch[int(index)].items), reason, url)
+            self._discard_payloads([batch[int(index)]])
         # Whatever SQS did not confirm, and did not blame on us, is worth another try.
         return [m for i, m in enumerate(batch) if str(i) not in done and str(i) not in faults]
 
@@ -370,7 +455,7 @@ class Sender:
             log.info("journal segment %s replayed", reader.path.name)
             self._replay, self._next_probe = None, time.monotonic()
             return True
-        unsent = self._deliver(self._packer.pack(items)) if items else []
+        unsent = self._send_records(items) if items else []
         if unsent:
             reader.release()  # try again at the next probe, from the last commit
             self._replay = None
@@ -404,6 +489,15 @@ def _entry(entry_id: str, message: Message) -> dict[str, Any]:
         entry["MessageGroupId"] = message.group_id
         entry["MessageDeduplicationId"] = message.dedup_id
     return entry
+
+
+def _answered(exc: Exception) -> bool:
+    """Did SQS answer (with an error), rather than not answer at all?"""
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError:  # a fake client without botocore installed
+        return False
+    return isinstance(exc, ClientError)
 
 
 def _classify(exc: Exception) -> Exception:

@@ -23,7 +23,7 @@ from typing import Any
 import bson
 
 from . import wire
-from .config import Config
+from .config import Config, with_environment
 from .encode import Encoder
 from .errors import ProducerClosed
 from .lifecycle import AsyncClosing, Closing
@@ -50,14 +50,14 @@ class RecordingProducer(Closing):
     ) -> None:
         keep = bool(options.pop("keep", True))
         urls = (queue_url,) if isinstance(queue_url, str) else tuple(queue_url)
-        for ignored in ("sqs_client", "journal_dir", "on_error"):
+        for ignored in ("sqs_client", "s3_client", "journal_dir", "on_error"):
             options.pop(ignored, None)  # accepted for the same signature as Producer
         if "wire_format" in options:
             options["wire_format"] = str(options["wire_format"])
-        self.config = Config(queue_urls=urls, **options)  # the same option checks
+        self.config = Config(queue_urls=urls, **with_environment(options))  # the same checks
         c = self.config
-        self._encoder = Encoder(c.wire_format, c.max_message_bytes, fifo=c.fifo,
-                                encoding=c.encoding, level=c.compression_level)  # fmt: skip
+        self._encoder = Encoder(c.wire_format, fifo=c.fifo, encoding=c.encoding,
+                                level=c.compression_level, payload_bucket=c.payload_bucket)  # fmt: skip
         self._traceparent = traceparent_source()
         self._lock = threading.Lock()
         self.sent: list[Sent] = []

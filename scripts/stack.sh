@@ -14,14 +14,17 @@
 #            account 000000000000. Every message lives on ElasticMQ's Java heap: the heap is a
 #            quarter of the machine's memory (at least 512 MiB, at most 8 GiB), or
 #            STACK_SQS_HEAP (MiB, or with a unit: 1536m, 4g); .stack/run/elasticmq.heap says which.
+#   S3       moto's server (moto[server], in the project's virtual environment: `make venv`),
+#            in-memory, on port STACK_S3_PORT (default 9325), for the payloads of records too
+#            large for one SQS message; no bucket pre-created (`ingest init --payload-bucket`).
 #   MongoDB  FerretDB v1.24.2 (built from the Go module) on port STACK_MONGO_PORT (default 27017),
 #            backed by PostgreSQL 15 on port STACK_PG_PORT (default 54329), database "ferretdb".
 #            An event trigger adds a GIN index on (_jsonb->'_id') to every collection table so
 #            that FerretDB's _id lookups (upserts) do not scan the whole table.
 #
 # If AWS_ENDPOINT_URL_SQS is already set (to something other than our own URL) no SQS is started;
-# if INGEST_MONGO_URI is already set (likewise) no PostgreSQL/FerretDB is started; `env` prints
-# such external values unchanged.
+# likewise AWS_ENDPOINT_URL_S3 and S3; if INGEST_MONGO_URI is already set (likewise) no
+# PostgreSQL/FerretDB is started; `env` prints such external values unchanged.
 #
 # Everything (data, logs, pids, built binaries) lives in .stack/ at the repo root (git-ignored).
 # Exception: if the postgres system user cannot write inside the checkout, PostgreSQL's data goes
@@ -36,6 +39,7 @@ LOGS=$STACK/logs
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/ingest-stack
 
 SQS_PORT=${STACK_SQS_PORT:-9324}
+S3_PORT=${STACK_S3_PORT:-9325}
 MONGO_PORT=${STACK_MONGO_PORT:-27017}
 PG_PORT=${STACK_PG_PORT:-54329}
 START_TIMEOUT=${STACK_START_TIMEOUT:-90}
@@ -48,6 +52,7 @@ ACCOUNT_ID=000000000000
 REGION=us-east-1
 
 export PATH="$PATH:/usr/local/go/bin"
+MOTO_SERVER=${STACK_MOTO_SERVER:-$ROOT/.venv/bin/moto_server}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -106,6 +111,10 @@ sqs_own_url() { echo "http://127.0.0.1:$SQS_PORT"; }
 mongo_own_uri() { echo "mongodb://127.0.0.1:$MONGO_PORT/"; }
 sqs_external() {
   [[ -n "${AWS_ENDPOINT_URL_SQS:-}" && "${AWS_ENDPOINT_URL_SQS%/}" != "$(sqs_own_url)" ]]
+}
+s3_own_url() { echo "http://127.0.0.1:$S3_PORT"; }
+s3_external() {
+  [[ -n "${AWS_ENDPOINT_URL_S3:-}" && "${AWS_ENDPOINT_URL_S3%/}" != "$(s3_own_url)" ]]
 }
 mongo_external() {
   [[ -n "${INGEST_MONGO_URI:-}" && "${INGEST_MONGO_URI%/}/" != "$(mongo_own_uri)" ]]
@@ -375,6 +384,69 @@ sqs_status() {
     echo "sqs:      not running: ElasticMQ (pid $(read_pid elasticmq)) died; $why"
   else
     echo "sqs:      not running"
+  fi
+}
+
+# ---------------------------------------------------------------- S3 (moto's server)
+
+# s3_check PORT: an S3 server answers ListBuckets there
+s3_check() { curl -sf -m 2 "http://127.0.0.1:$1/" >/dev/null; }
+
+s3_up() {
+  if s3_external; then
+    log "S3: external ($AWS_ENDPOINT_URL_S3 from env), not starting moto's server"
+    return 0
+  fi
+  local pid
+  pid=$(our_pid moto moto_server)
+  if [[ -n "$pid" ]]; then
+    local p; p=$(run_port moto "$S3_PORT")
+    [[ "$p" == "$S3_PORT" ]] || die "moto's server already runs on port $p (pid $pid), not $S3_PORT; run down first"
+    wait_until "moto's server" "$LOGS/moto.log" "$pid" s3_check "$S3_PORT"
+    log "S3: moto's server already running (pid $pid) at http://127.0.0.1:$S3_PORT"
+    return 0
+  fi
+  port_open "$S3_PORT" && die "port $S3_PORT is in use by something else; set STACK_S3_PORT or AWS_ENDPOINT_URL_S3"
+  [[ -x "$MOTO_SERVER" ]] || die "$MOTO_SERVER not found; run make venv (moto[server] is in the dev extra)"
+  mkdir -p "$LOGS" "$RUN"
+  log "S3: starting moto's server on 127.0.0.1:$S3_PORT"
+  echo "=== stack.sh up $(date -u +%FT%TZ): moto's server on 127.0.0.1:$S3_PORT ===" >>"$LOGS/moto.log"
+  (
+    cd "$STACK"
+    exec setsid nohup "$MOTO_SERVER" -H 127.0.0.1 -p "$S3_PORT" >>"$LOGS/moto.log" 2>&1 </dev/null
+  ) &
+  pid=$!
+  echo "$pid" >"$RUN/moto.pid"
+  echo "$S3_PORT" >"$RUN/moto.port"
+  wait_until "moto's server" "$LOGS/moto.log" "$pid" s3_check "$S3_PORT"
+  log "S3: moto's server ready (pid $pid) at http://127.0.0.1:$S3_PORT"
+}
+
+s3_down() {
+  local pid; pid=$(our_pid moto moto_server)
+  if [[ -n "$pid" ]]; then
+    log "S3: stopping moto's server (pid $pid)"
+    stop_pid "moto's server" "$pid"
+  fi
+  rm -f "$RUN/moto.pid" "$RUN/moto.port"
+}
+
+s3_status() {
+  if s3_external; then
+    echo "s3:       external (from env) at $AWS_ENDPOINT_URL_S3"
+    return 0
+  fi
+  local pid; pid=$(our_pid moto moto_server)
+  if [[ -n "$pid" ]]; then
+    local p; p=$(run_port moto "$S3_PORT")
+    local ok=answering; s3_check "$p" || ok="NOT answering"
+    echo "s3:       ours, moto's server at http://127.0.0.1:$p (pid $pid, $ok), log $LOGS/moto.log"
+  elif s3_check "$S3_PORT"; then
+    echo "s3:       not ours: an S3 server answers at http://127.0.0.1:$S3_PORT (started elsewhere, down leaves it running)"
+  elif [[ -n "$(read_pid moto)" ]]; then
+    echo "s3:       not running: moto's server (pid $(read_pid moto)) died; see $LOGS/moto.log"
+  else
+    echo "s3:       not running"
   fi
 }
 
@@ -699,18 +771,21 @@ cmd_up() {
   local t0=$SECONDS
   mkdir -p "$STACK" "$RUN" "$LOGS"
   sqs_up
+  s3_up
   mongo_up
   log "stack is up ($((SECONDS - t0)) s); use: eval \"\$(bash scripts/stack.sh env)\""
 }
 
 cmd_down() {
   sqs_down
+  s3_down
   mongo_down
   log "stack is down (data kept)"
 }
 
 cmd_status() {
   sqs_status || true
+  s3_status || true
   mongo_status || true
   return 0
 }
@@ -718,7 +793,7 @@ cmd_status() {
 emit() { printf 'export %s=%q\n' "$1" "$2"; }
 
 cmd_env() {
-  local sqs_url queue_url mongo_uri
+  local sqs_url queue_url mongo_uri s3_url
   if sqs_external; then
     sqs_url=$AWS_ENDPOINT_URL_SQS
     queue_url=${INGEST_QUEUE_URL:-${AWS_ENDPOINT_URL_SQS%/}/$ACCOUNT_ID/$QUEUE_NAME}
@@ -728,6 +803,13 @@ cmd_env() {
     sqs_url=http://127.0.0.1:$p
     queue_url=${INGEST_QUEUE_URL:-$sqs_url/$ACCOUNT_ID/$QUEUE_NAME}
   fi
+  if s3_external; then
+    s3_url=$AWS_ENDPOINT_URL_S3
+  else
+    local s; s=$S3_PORT
+    [[ -n "$(our_pid moto moto_server)" ]] && s=$(run_port moto "$S3_PORT")
+    s3_url=http://127.0.0.1:$s
+  fi
   if mongo_external; then
     mongo_uri=$INGEST_MONGO_URI
   else
@@ -736,6 +818,7 @@ cmd_env() {
     mongo_uri=mongodb://127.0.0.1:$m/
   fi
   emit AWS_ENDPOINT_URL_SQS "$sqs_url"
+  emit AWS_ENDPOINT_URL_S3 "$s3_url"
   emit AWS_DEFAULT_REGION "${AWS_DEFAULT_REGION:-$REGION}"
   emit AWS_ACCESS_KEY_ID "${AWS_ACCESS_KEY_ID:-x}"
   emit AWS_SECRET_ACCESS_KEY "${AWS_SECRET_ACCESS_KEY:-x}"
@@ -746,7 +829,7 @@ cmd_env() {
 
 usage() {
   echo "usage: bash scripts/stack.sh up|down|status|env" >&2
-  echo "  ports: STACK_SQS_PORT (9324) STACK_MONGO_PORT (27017) STACK_PG_PORT (54329)" >&2
+  echo "  ports: STACK_SQS_PORT (9324) STACK_S3_PORT (9325) STACK_MONGO_PORT (27017) STACK_PG_PORT (54329)" >&2
 }
 
 # Sourced (the tests call its functions), it only defines them.

@@ -70,6 +70,29 @@ def make_queue(sqs_client: Any) -> Iterator[Callable[..., QueuePair]]:
 
 
 @pytest.fixture(scope="session")
+def s3_client() -> Any:
+    _require_env("AWS_ENDPOINT_URL_S3")
+    return boto3.client("s3", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+
+
+@pytest.fixture
+def payload_bucket(s3_client: Any) -> Iterator[str]:
+    """A fresh, uniquely named S3 bucket; emptied and deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    yield name
+    with contextlib.suppress(Exception):
+        for key in bucket_keys(s3_client, name):
+            s3_client.delete_object(Bucket=name, Key=key)
+        s3_client.delete_bucket(Bucket=name)
+
+
+def bucket_keys(s3_client: Any, bucket: str) -> list[str]:
+    found = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return [str(entry["Key"]) for entry in found]
+
+
+@pytest.fixture(scope="session")
 def mongo_uri() -> str:
     return _require_env("INGEST_MONGO_URI")
 

@@ -11,6 +11,7 @@ from ingest.settings import RECEIVE_ATTEMPTS, Settings
 CONFLICT_CHECK_SHARE = 0.1
 
 if TYPE_CHECKING:
+    from ingest.payloads.s3 import S3Payloads
     from ingest.queues.sqs import SqsQueue, SqsService
     from ingest.sinks.mongo import MongoSink
 
@@ -30,6 +31,13 @@ def queues(settings: Settings, service: SqsService | None = None) -> dict[str, S
         raise ConfigError("no queue: set INGEST_QUEUE_URL or pass --queue-url")
     service = service or queue_service(settings)
     return {url: service.queue(url, settings.dead_letter_url) for url in settings.queue_urls}
+
+
+def payload_store(settings: Settings) -> S3Payloads:
+    """Where the payloads of pointer messages are (S3, from boto3's chain)."""
+    from ingest.payloads import s3
+
+    return s3.connect(settings.region, settings.payload_bucket)
 
 
 def store(settings: Settings, *, quick: bool = False) -> MongoSink:

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ingest.cli import load_settings
-from ingest.cli.connect import queue_service, queues, store
+from ingest.cli.connect import payload_store, queue_service, queues, store
 from ingest.errors import SinkUnavailable
 from ingest.logs import configure
 
@@ -52,6 +52,14 @@ log = logging.getLogger("ingest")
 @click.option("--allow-collections", help="Comma-separated collections records may go to")
 @click.option("--allow-prefixes", help="Comma-separated collection name prefixes allowed")
 @click.option("--hooks", help="Per-collection hooks: events=pkg.module:function,...")
+@click.option(
+    "--payload-bucket", help="S3 bucket of large records' payloads [INGEST_PAYLOAD_BUCKET]"
+)
+@click.option(
+    "--keep-payloads/--delete-payloads",
+    default=None,
+    help="Leave payloads in S3 after their message (the bucket's lifecycle deletes them)",
+)
 @click.option("--partitioned/--no-partitioned", default=None, help="One partition key, one writer")
 @click.option("--min-pollers", type=int, help="Scaling by depth: fewest pollers per queue")
 @click.option(
@@ -86,7 +94,14 @@ def run(**flags: Any) -> None:
     sources = queues(settings, queue_service(settings, for_receiving=True))
     # Every replica checks in (for `ingest status`); under a ceiling, to share it too.
     registry = ReplicaRegistry(sink.replica_board(), settings.replica_heartbeat_seconds)
-    service = Service(settings, sources, sink, metrics=metrics, replicas=registry)
+    service = Service(
+        settings,
+        sources,
+        sink,
+        metrics=metrics,
+        replicas=registry,
+        payloads=payload_store(settings),
+    )
     try:
         store(settings, quick=True).ping()
     except SinkUnavailable as exc:  # not fatal: wait for it, receiving nothing meanwhile

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ingest.cli import fail, load_settings
-from ingest.cli.connect import queue_service, queues, store
+from ingest.cli.connect import payload_store, queue_service, queues, store
 from ingest.flow.replicas import MISSED_HEARTBEATS
 
 _positive = click.IntRange(min=1)
@@ -24,21 +24,26 @@ _positive = click.IntRange(min=1)
 @click.option("--expire-after", "expire_after_days", type=int,
               help="Delete the collections' documents DAYS after --expire-field (TTL index)")  # fmt: skip
 @click.option("--expire-field", help="The date field documents expire by")
+@click.option("--payload-bucket", help="Create this S3 bucket for large records' payloads "
+              "[INGEST_PAYLOAD_BUCKET]")  # fmt: skip
 @click.option("--mongo-uri")
 @click.option("--database")
 @click.option("--region")
 def init(queue_name: str, visibility_timeout: int, max_receive_count: int, kms_key_id: str | None,
          collections: tuple[str, ...], **flags: Any) -> None:  # fmt: skip
     """Create the queue, its dead-letter queue and MongoDB's collections (with
-    --expire-after, a TTL index on each). Idempotent."""
+    --expire-after, a TTL index on each; with --payload-bucket, the S3 bucket for
+    records too large for SQS). Idempotent."""
     from ingest.tools.provision import provision, retention_of
 
     settings = load_settings(**flags)
     retention = retention_of(settings, collections)  # a mistake: one line before connecting
+    bucket = settings.payload_bucket
     made = provision(
         queue_service(settings), store(settings, quick=True), queue_name, collections,
         visibility_timeout=visibility_timeout, max_receive_count=max_receive_count,
         kms_key_id=kms_key_id, retention=retention,
+        payloads=payload_store(settings) if bucket else None, payload_bucket=bucket,
     )  # fmt: skip
     click.echo(json.dumps(made.as_dict()))
 

@@ -2,7 +2,8 @@
 the queues: dead letters and resends first, then the deletes they allow, then the
 visibility changes. What to do with each message is decided in settle.py; here only
 what SQS did is followed: a message whose dead letters or resends were not all taken
-is not deleted, and comes back later."""
+is not deleted, and comes back later. A payload kept in S3 is deleted after its message
+(claims.py says which)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ingest.flow.retry import RetryPolicy
 from ingest.logs import Tracebacks
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Outbox
+from ingest.pipeline.claims import PayloadCleanup
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.messages import Settlement
 from ingest.queues.base import DeadLetter, Message, MessageQueue, Resend
@@ -39,11 +41,13 @@ class Acknowledger:
         inflight: InFlight,
         metrics: Metrics,
         retry_policy: RetryPolicy,
+        payloads: PayloadCleanup | None = None,
     ) -> None:
         self._queues = queues
         self._inflight = inflight
         self._metrics = metrics
         self._retry = retry_policy
+        self._payloads = payloads  # None: payloads are kept (--keep-payloads)
 
     def apply(self, settlement: Settlement) -> None:
         unsent = self._dead_letter(settlement.dead_letters) | self._resend(settlement.resends)
@@ -51,8 +55,10 @@ class Acknowledger:
         deletable = settlement.delete + [m for m in after if m.message_id not in unsent]
         # Never deleted before what was sent in its place is safe: it comes back instead.
         stuck = [(m, self._retry.delay(m.receive_count)) for m in after if m.message_id in unsent]
-        self._delete(deletable)
+        undeleted = self._delete(deletable)
         self._inflight.remove(deletable)
+        if self._payloads is not None:  # only now: a redelivery must find its payload
+            self._payloads.after_delete(settlement, [m for m in deletable if m not in undeleted])
         retry, release = settlement.retry + stuck, settlement.release
         # Let go before they turn visible: a poller that receives them again at once
         # must not take them for a redelivery of messages still held, and drop them.
@@ -106,7 +112,9 @@ class Acknowledger:
             self._metrics.messages_requeued.inc(len(group) - len(failed))
         return unsent
 
-    def _delete(self, messages: Sequence[Message]) -> None:
+    def _delete(self, messages: Sequence[Message]) -> list[Message]:
+        """Deletes the messages; returns those SQS did not delete."""
+        undeleted: list[Message] = []
         for url, group in _by_queue(messages, lambda m: m.queue_url).items():
             try:
                 failed = self._queues[url].delete(group)
@@ -116,6 +124,8 @@ class Acknowledger:
             # An undeleted message comes back; its records then collapse as duplicates.
             self._metrics.delete_failures.inc(len(failed))
             self._metrics.messages_deleted.inc(len(group) - len(failed))
+            undeleted += failed
+        return undeleted
 
     def _change_visibility(self, entries: Sequence[tuple[Message, int]]) -> None:
         for url, group in _by_queue(entries, lambda e: e[0].queue_url).items():

@@ -20,8 +20,10 @@ from ingest.flow.retry import RetryPolicy
 from ingest.flow.scaling import ScalingPolicy
 from ingest.health import Health
 from ingest.metrics import Metrics
+from ingest.payloads.base import PayloadStore
 from ingest.pipeline.ack import Acknowledger, AckStage
 from ingest.pipeline.channels import Inbox, Outbox
+from ingest.pipeline.claims import PayloadCleanup
 from ingest.pipeline.heartbeat import VisibilityHeartbeat
 from ingest.pipeline.idle import IdleWatch
 from ingest.pipeline.inflight import InFlight
@@ -47,6 +49,7 @@ class Service:
         metrics: Metrics | None = None,
         gate: WriteGate | None = None,
         replicas: ReplicaRegistry | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         s = settings
         self.settings = settings
@@ -65,7 +68,7 @@ class Service:
         writer = BatchWriter(
             sink, self.metrics, self.breaker, self.gate,
             max_decoded_bytes=s.max_decoded_bytes, router=router, per_message=per_message,
-            settler=settler,
+            settler=settler, payloads=payloads,
         )  # fmt: skip
         # Every replica checks in (its write rate, for `ingest status`); under a ceiling
         # it also takes its share there.
@@ -87,7 +90,12 @@ class Service:
         scaling = ScalingPolicy(s.min_pollers or 1, s.max_pollers) if s.max_pollers else None
         self.receive = ReceiveStage(self.queues, wiring, s.pollers, scaling)
         self.write = WriteStage(inbox, self._outbox, writer, s.writers)
-        self._acknowledger = Acknowledger(self.queues, self.inflight, self.metrics, retry_policy)
+        cleanup = None
+        if payloads is not None and not s.keep_payloads:
+            cleanup = PayloadCleanup(payloads, self.metrics)
+        self._acknowledger = Acknowledger(
+            self.queues, self.inflight, self.metrics, retry_policy, cleanup
+        )
         self.ack = AckStage(self._outbox, self._acknowledger, s.ackers)
         self.heartbeat = VisibilityHeartbeat(
             self.queues, self.inflight, s.visibility_timeout, self.metrics

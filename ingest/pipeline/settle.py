@@ -11,7 +11,12 @@
   group keeps its order; its attempts are the carried ones plus its receive count;
 - **release**: not the message's fault (MongoDB down, shutting down): visible again at
   once, no attempt counted. At its last receive it is resent as it is instead, so SQS's
-  own redrive never moves it without a reason.
+  own redrive never moves it without a reason. A message whose payload S3 could not give
+  (S3 down) is released *later*: visible again after the retry policy's delay.
+
+A message whose body is a pointer to its payload in S3 (producer/wire/pointers.py) goes
+as it came, pointer and all, wherever it goes: one dead letter for its bad records (a
+redrive writes the good ones again, as duplicates), and resent whole.
 
 A failure counts as an attempt only when it may be the record's fault; the write stage
 raises SinkUnavailable (-> release) for anything that is the database's. After
@@ -67,13 +72,16 @@ class Settler:
             self._settle_message(item, list(mine), settlement)
         return settlement
 
-    def released(self, messages: Sequence[Message]) -> Settlement:
-        """Not their fault: visible again at once, or resent as they are at their last
-        receive (with the attempts they carry, none added)."""
+    def released(self, messages: Sequence[Message], *, later: bool = False) -> Settlement:
+        """Not their fault: visible again at once (`later`: after the retry delay), or
+        resent as they are at their last receive (with the attempts they carry, none added)."""
         settlement = Settlement()
         for message in messages:
+            delay = self._delay(message.receive_count) if later else 0
             if message.last_receive:
-                self._resend_whole(message, message.attempts, settlement, delay=0)
+                self._resend_whole(message, message.attempts, settlement, delay=delay)
+            elif later:
+                settlement.retry.append((message, delay))
             else:
                 settlement.release.append(message)
         return settlement
@@ -171,7 +179,8 @@ class Settler:
         settlement: Settlement,
     ) -> None:
         message, delay = item.message, self._delay(attempt)
-        whole = item.failure is not None or (
+        whole = item.failure is not None or wire.is_pointer(message.attributes)
+        whole = whole or (
             not letters and len(failing) == len(item.records) and not item.bad_records
         )
         if whole:  # one message, as it came, rather than one per record
@@ -197,6 +206,9 @@ class Settler:
         if not letters:
             settlement.delete.append(message)
             return
+        if wire.is_pointer(message.attributes):  # its payload stays, for the pointer
+            reason = "; ".join(dict.fromkeys(letter.reason for letter in letters))
+            letters = [DeadLetter(message, message.body, reason, message.attributes)]
         settlement.dead_letters += letters
         settlement.delete_after_sends.append(message)
 

@@ -7,7 +7,8 @@ routing stays with its message, and one that escapes a whole batch is bisected b
 message. Each becomes a failed attempt of that record or message, with a reason for
 its sender, under the same attempt bound as any other failure; the log shows one
 traceback per distinct failure a minute. Only SinkUnavailable (MongoDB does not
-answer) hands messages back without counting an attempt."""
+answer) hands messages back without counting an attempt, and PayloadUnavailable (S3
+does not answer) the messages whose payload it keeps, a little later each time."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from typing import Any, Final
 from bson import ObjectId, json_util
 from bson.errors import BSONError
 
-from ingest.errors import SinkUnavailable
+from ingest.errors import PayloadUnavailable, SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import OpenGate, WriteGate
 from ingest.flow.pacer import RecordsPerMessage
 from ingest.logs import Throttled, Tracebacks
 from ingest.metrics import Metrics
+from ingest.payloads.base import PayloadStore
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.decode import decode
 from ingest.pipeline.messages import DecodedMessage, Settlement
@@ -40,6 +42,7 @@ from producer import wire
 
 log = logging.getLogger(__name__)
 _conflict_log = Throttled(log, interval=10.0)
+_payload_log = Throttled(log, interval=10.0)
 _tracebacks = Tracebacks(log)
 
 # End-to-end samples from an _id time further ahead than this are clock skew (an
@@ -65,8 +68,10 @@ class BatchWriter:
         router: Router | None = None,
         per_message: RecordsPerMessage | None = None,
         settler: Settler | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self._sink = sink
+        self._payloads = payloads
         self._metrics = metrics
         self._breaker = breaker
         self._gate = gate or OpenGate()
@@ -84,7 +89,7 @@ class BatchWriter:
         if self._breaker.is_open:
             # Don't spend the write on a store known to be down: hand the messages back.
             return self.settler.released(messages)
-        decoded = [self._decode(message) for message in messages]
+        decoded, unavailable = self._decode_all(messages)
         records = [record for item in decoded for record in item.records]
         self._metrics.records_received.inc(len(records))
         waits: list[float] = []  # the messages' seconds in SQS, for the bulks' spans
@@ -101,7 +106,25 @@ class BatchWriter:
             self._metrics.sink_failures.inc()
             self._breaker.record_failure(str(exc))
             return self.settler.released(messages)
-        return self.settler.settle(decoded, outcomes)
+        settlement = self.settler.settle(decoded, outcomes)
+        if unavailable:
+            settlement.extend(self.settler.released(unavailable, later=True))
+        return settlement
+
+    def _decode_all(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[DecodedMessage], list[Message]]:
+        """The messages decoded, and those whose payload S3 could not give now."""
+        decoded: list[DecodedMessage] = []
+        unavailable: list[Message] = []
+        for message in messages:
+            try:
+                decoded.append(self._decode(message))
+            except PayloadUnavailable as exc:
+                self._metrics.payload_failures.inc()
+                _payload_log.warning(f"payload unavailable, message handed back: {exc}")
+                unavailable.append(message)
+        return decoded, unavailable
 
     def contained(self, messages: Sequence[Message]) -> Settlement:
         """process(), and when it raises, the same on each half of the batch, down to the
@@ -125,11 +148,13 @@ class BatchWriter:
         """Decoded and routed; an unexpected error stays with this message."""
         step = "decode"
         try:
-            item = decode(message, self._max_decoded_bytes)
+            item = decode(message, self._max_decoded_bytes, self._payloads)
             step = "route"
             if not self._router.is_open:
                 _route(item, self._router)
             return item
+        except PayloadUnavailable:
+            raise  # an outage: the message goes back, no attempt counted
         except Exception as exc:
             self._internal_error(step, exc, f"{step} step failed on message {message.message_id}")
             reason = internal_error_reason(f"could not {step} this message", f"{step} step", exc)

@@ -35,8 +35,11 @@ MAX_REASON_CHARS: Final = 1000
 SQS_BATCH_LIMIT: Final = 10
 #: SendMessageBatch's total on every SQS flavour, with room for the attributes.
 SQS_BATCH_BYTES: Final = 200 * 1024
-# Attributes kept when a message is dead-lettered, so a redrive can decode it again.
-_CARRIED_ATTRIBUTES: Final = (wire.FORMAT_ATTRIBUTE, wire.ENCODING_ATTRIBUTE)
+# Attributes kept when a message is dead-lettered, so a redrive can decode it again (a
+# pointer's size attribute marks its body as a pointer to the payload in S3).
+_CARRIED_ATTRIBUTES: Final = (
+    wire.FORMAT_ATTRIBUTE, wire.ENCODING_ATTRIBUTE, *wire.POINTER_ATTRIBUTES,
+)  # fmt: skip
 
 
 @dataclass(slots=True, eq=False)
@@ -206,7 +209,8 @@ def dead_letter_attributes(letter: DeadLetter) -> wire.Attributes:
     for name in _CARRIED_ATTRIBUTES:
         value = wire.attribute_value(letter.attributes, name)
         if value is not None:
-            attributes[name] = wire.string_attribute(value)
+            kind = "Number" if name in wire.POINTER_ATTRIBUTES else "String"
+            attributes[name] = {"DataType": kind, "StringValue": value}
     attributes[REASON_ATTRIBUTE] = wire.string_attribute(
         letter.reason[:MAX_REASON_CHARS] or "unknown"
     )

@@ -1,6 +1,7 @@
 """`ingest init`: the queue, its dead-letter queue with a redrive policy, the
-database's collections, and optionally their expiry (--expire-after DAYS
---expire-field FIELD: a TTL index). Idempotent; speaks only the two seams."""
+database's collections, optionally their expiry (--expire-after DAYS
+--expire-field FIELD: a TTL index) and the S3 bucket for large records' payloads
+(--payload-bucket). Idempotent; speaks only the seams."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ingest.errors import ConfigError
+from ingest.payloads.base import PayloadStore
 from ingest.queues.base import QueueService
 from ingest.settings import Settings
 from ingest.sinks.base import DocumentStore, Retention
@@ -23,12 +25,16 @@ class Provisioned:
     collections: list[str]
     retention: Retention | None = None
     expiring: tuple[str, ...] = ()
+    payload_bucket: str | None = None
+    bucket_created: bool = False
 
     def as_dict(self) -> dict[str, object]:
         made: dict[str, object] = {
             "queue_url": self.queue_url, "dead_letter_url": self.dead_letter_url,
             "database": self.database, "collections": self.collections,
         }  # fmt: skip
+        if self.payload_bucket is not None:
+            made["payload_bucket"] = {"name": self.payload_bucket, "created": self.bucket_created}
         if self.retention is not None:
             made["expire"] = {
                 "collections": list(self.expiring), "field": self.retention.field,
@@ -63,9 +69,14 @@ def provision(
     max_receive_count: int = 5,
     kms_key_id: str | None = None,
     retention: Retention | None = None,
+    payloads: PayloadStore | None = None,
+    payload_bucket: str | None = None,
 ) -> Provisioned:
     if retention is not None:
         _require_collections(collections)
+    created = False
+    if payload_bucket is not None and payloads is not None:
+        created = payloads.create_bucket(payload_bucket)
     queue = queues.create(
         name, visibility_timeout=visibility_timeout, max_receive_count=max_receive_count,
         kms_key_id=kms_key_id,
@@ -74,5 +85,6 @@ def provision(
     if retention is not None:
         store.expire(list(collections), retention)
     return Provisioned(
-        queue.url, queue.dead_letter_url or "", store.database, names, retention, tuple(collections)
-    )
+        queue.url, queue.dead_letter_url or "", store.database, names, retention,
+        tuple(collections), payload_bucket, created,
+    )  # fmt: skip

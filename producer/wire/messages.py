@@ -26,6 +26,7 @@ from .attributes import (
 from .compression import DEFAULT_MAX_DECODED_BYTES, IDENTITY, compress, decompress
 from .errors import WireError
 from .jsonlines import encode_record, iter_records
+from .pointers import SIZE_ATTRIBUTE, is_pointer, parse_pointer
 from .records import BadRecord, Record
 
 
@@ -112,8 +113,12 @@ def record_message(item: Record | BadRecord) -> tuple[str, Attributes]:
 
 
 def readable(body: str, attributes: Mapping[str, Any] | None) -> str:
-    """A body as a person reads it: format 1 as it is, format 2 as Extended JSON lines."""
+    """A body as a person reads it: format 1 as it is, format 2 as Extended JSON lines,
+    a pointer as where its payload is."""
     try:
+        if is_pointer(attributes):
+            size = attribute_value(attributes, SIZE_ATTRIBUTE) or "?"
+            return f"(payload in {parse_pointer(body).url}, {size} bytes)"
         if format_of(attributes) != BSON_RECORDS:
             return body
         lines = []

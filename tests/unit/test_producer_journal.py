@@ -107,7 +107,7 @@ def test_two_producers_sharing_a_journal_replay_each_record_once(tmp_path: Path)
 def test_format_2_entries_keep_collection_trace_and_bytes() -> None:
     from producer.encode import Encoder
 
-    item, _ = Encoder("2", 65536).item("audit", {"_id": 7, "v": "ü"}, "user-7", "00-ab-cd-01")
+    item, _ = Encoder("2").item("audit", {"_id": 7, "v": "ü"}, "user-7", "00-ab-cd-01")
     again = decode_entry(encode_entry(item))
     assert again == item and isinstance(again.record, bytes)
 

@@ -29,7 +29,7 @@ def entry_size(entry: dict[str, object]) -> int:
 def item(
     document: dict[str, object], version: str = wire.JSON_LINES, key: str | None = None
 ) -> Item:
-    return Encoder(version, 1 << 20).item("c", document, key)[0]
+    return Encoder(version).item("c", document, key)[0]
 
 
 def items(count: int, size: int, version: str = wire.JSON_LINES) -> list[Item]:

@@ -65,14 +65,41 @@ def test_unencodable_document_raises_wire_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
-def test_too_large_record_raises_naming_the_limit(tmp_path: Path, version: str) -> None:
+def test_a_record_past_the_packing_budget_travels_alone(tmp_path: Path, version: str) -> None:
     noise = base64.b64encode(random.Random(3).randbytes(4500)).decode()  # compresses badly
-    with make(tmp_path, FakeSQS(), max_message_bytes=4096, wire_format=version) as producer:
-        with pytest.raises(RecordTooLarge, match=r"at most \d+ bytes .*max_message_bytes=4096"):
+    fake = FakeSQS()
+    with make(tmp_path, fake, max_message_bytes=4096, wire_format=version) as producer:
+        producer.send("events", {"n": 1})
+        producer.send("events", {"blob": noise})
+        producer.send("events", {"n": 2})
+        assert producer.flush(5)
+    sizes = [
+        (len(e["MessageBody"]) + wire.attributes_size(e["MessageAttributes"]), e)
+        for _, entries in fake.calls
+        for e in entries
+    ]
+    alone = [e for size, e in sizes if size > 4096]
+    assert (
+        len(alone) == 1
+        and wire.decode_message(alone[0]["MessageBody"], alone[0]["MessageAttributes"])[
+            0
+        ].collection
+        == "events"
+    )
+    assert [r.document.get("n") for r in fake.records()] == [1, None, 2]
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_record_past_one_sqs_message_is_refused_naming_the_bucket_option(
+    tmp_path: Path, version: str
+) -> None:
+    noise = base64.b64encode(random.Random(3).randbytes(800_000)).decode()  # > 1 MiB as text
+    with make(tmp_path, FakeSQS(), wire_format=version) as producer:
+        with pytest.raises(RecordTooLarge, match=r"at most \d+ bytes .*set payload_bucket") as got:
             producer.send("events", {"blob": noise})
-        producer.send("events", {"blob": noise[:2500]})  # fits
-        producer.send("events", {"blob": "x" * 20000 if version == "2" else "x" * 3000})
-        assert producer.stats().accepted == 2  # format 2: what fits compressed goes too
+        assert "\n" not in str(got.value)
+        producer.send("events", {"blob": "x" * 3_000_000 if version == "2" else "x" * 900_000})
+        assert producer.stats().accepted == 1  # format 2: what fits compressed goes too
 
 
 def test_record_exactly_at_the_limit_fits_one_message(tmp_path: Path) -> None:

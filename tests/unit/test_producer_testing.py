@@ -22,7 +22,8 @@ BAD_INPUTS: list[tuple[str, Any]] = [
     ("events", {"u": uuid.uuid4()}),
     ("events", {1: "a non-string key"}),
     ("events", ["not", "a", "document"]),
-    ("events", {"blob": random.Random(1).randbytes(100_000)}),  # too large for one message
+    # too large for one SQS message, and no payload bucket
+    ("events", {"blob": random.Random(1).randbytes(1_100_000)}),
 ]
 
 
@@ -55,8 +56,12 @@ def test_its_options_are_checked_as_the_producers_are() -> None:
     with pytest.raises(ValueError, match="max_message_bytes"):
         RecordingProducer(max_message_bytes=10)
     small = RecordingProducer(max_message_bytes=2048, compression="identity")
-    with pytest.raises(RecordTooLarge):
-        small.send("events", {"pad": "x" * 3000})
+    small.send("events", {"pad": "x" * 3000})  # past the packing budget: it travels alone
+    with pytest.raises(RecordTooLarge, match="payload_bucket"):
+        small.send("events", {"pad": "x" * 1_100_000})
+    offloading = RecordingProducer(compression="identity", payload_bucket="payloads")
+    offloading.send("events", {"pad": "x" * 1_100_000})  # through S3
+    assert len(offloading.sent) == 1
 
 
 def test_format_1_is_recorded_too() -> None:

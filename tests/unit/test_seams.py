@@ -1,5 +1,6 @@
-"""One seam per outside system: only the queue seam speaks boto3, only the sink seam
-speaks pymongo, and the consumer reaches the producer only through its format."""
+"""One seam per outside system: only the queue seam speaks boto3 to SQS and only the
+payload seam to S3, only the sink seam speaks pymongo, and the consumer reaches the
+producer only through its format."""
 
 from __future__ import annotations
 
@@ -31,13 +32,22 @@ def _modules_importing(prefixes: tuple[str, ...]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("libraries", "seam"),
-    [(("boto3", "botocore", "mypy_boto3_sqs"), "ingest/queues/"), (("pymongo",), "ingest/sinks/")],
+    ("libraries", "seams"),
+    [
+        (("boto3", "botocore"), ("ingest/queues/sqs.py", "ingest/payloads/s3.py")),
+        (("mypy_boto3_sqs",), ("ingest/queues/sqs.py",)),
+        (("mypy_boto3_s3",), ("ingest/payloads/s3.py",)),
+        (("pymongo",), ("ingest/sinks/",)),
+    ],
 )
-def test_only_the_seam_imports_the_client_library(libraries: tuple[str, ...], seam: str) -> None:
+def test_only_the_seam_imports_the_client_library(
+    libraries: tuple[str, ...], seams: tuple[str, ...]
+) -> None:
     importing = _modules_importing(libraries)
     assert importing, f"nothing imports {libraries}: the scan is broken"
-    assert {m for m in importing if not m.startswith(seam)} == set()
+    assert {m for m in importing if not m.startswith(seams)} == set()
+    # Each seam named is one that uses the library (a stale entry would hide a leak).
+    assert {seam for seam in seams if any(m.startswith(seam) for m in importing)} == set(seams)
 
 
 def test_the_consumer_uses_only_the_producers_format() -> None:

@@ -162,3 +162,75 @@ def test_status_says_an_elasticmq_that_ran_out_of_heap_died(tmp_path: Path) -> N
     assert done.stdout.startswith(f"sqs:      not running: ElasticMQ (pid {dead.pid}) died;")
     assert "ran out of heap" in done.stdout and "512 MiB" in done.stdout
     assert "STACK_SQS_HEAP" in done.stdout
+
+
+# ---------------------------------------------------------------- S3 (moto's server)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _in_tmp(tmp_path: Path, calls: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`calls` in a bash that sourced the script, its state in tmp_path instead of .stack/."""
+    run, logs = tmp_path / "run", tmp_path / "logs"
+    script = (
+        f'source "{STACK_SH}"; STACK="{tmp_path}"; RUN="{run}"; LOGS="{logs}"; '
+        f"START_TIMEOUT=60; {calls}"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL_S3"}
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, env={**base, **env}
+    )
+
+
+def test_s3_up_status_env_and_down_run_moto_on_its_own_port(tmp_path: Path) -> None:
+    port = str(_free_port())
+    env = {"STACK_S3_PORT": port}
+    up = _in_tmp(tmp_path, "s3_up", env)
+    try:
+        assert up.returncode == 0, up.stderr
+        pid = (tmp_path / "run" / "moto.pid").read_text().strip()
+        assert (tmp_path / "run" / "moto.port").read_text().strip() == port
+        status = _in_tmp(tmp_path, "s3_status", env)
+        assert status.stdout.startswith(
+            f"s3:       ours, moto's server at http://127.0.0.1:{port} (pid {pid}, answering)"
+        ), status.stdout
+        again = _in_tmp(tmp_path, "s3_up", env)  # idempotent: the same server
+        assert again.returncode == 0 and "already running" in again.stderr
+        exported = _in_tmp(tmp_path, "cmd_env", env)
+        assert f"export AWS_ENDPOINT_URL_S3=http://127.0.0.1:{port}\n" in exported.stdout
+    finally:
+        down = _in_tmp(tmp_path, "s3_down", env)
+    assert down.returncode == 0, down.stderr
+    assert not (tmp_path / "run" / "moto.pid").exists()
+    gone = _in_tmp(tmp_path, "s3_status", env)
+    assert gone.stdout == "s3:       not running\n"
+
+
+def test_s3_without_the_venv_is_one_line_naming_make_venv(tmp_path: Path) -> None:
+    env = {"STACK_S3_PORT": str(_free_port()), "STACK_MOTO_SERVER": str(tmp_path / "none")}
+    done = _in_tmp(tmp_path, "s3_up", env)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"[stack] ERROR: {tmp_path / 'none'} not found; run make venv (moto[server] is in the dev extra)"
+    ]
+
+
+def test_an_external_s3_is_neither_started_nor_replaced_in_env(tmp_path: Path) -> None:
+    env = {"AWS_ENDPOINT_URL_S3": "https://s3.example.invalid", "STACK_S3_PORT": "1"}
+    up = _in_tmp(tmp_path, "s3_up", env)
+    assert up.returncode == 0 and "external" in up.stderr
+    assert not (tmp_path / "run" / "moto.pid").exists()
+    exported = _in_tmp(tmp_path, "cmd_env", env)
+    assert "export AWS_ENDPOINT_URL_S3=https://s3.example.invalid\n" in exported.stdout
+
+
+def test_the_makefile_builds_the_venv_before_the_stack_starts_moto() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^stack-up: venv$", makefile, re.MULTILINE)
+    assert re.search(r"^test: venv stack-up$", makefile, re.MULTILINE)

@@ -59,7 +59,7 @@ def test_a_record_sent_in_a_span_carries_its_context_not_in_the_document(version
 def test_the_bulk_span_links_to_the_senders_spans_bounded(
     version: str, spans: InMemorySpanExporter
 ) -> None:
-    encoder = Encoder(version, 1 << 20)
+    encoder = Encoder(version)
     items, parents = [], []
     for n in range(MAX_LINKS + 8):
         with tracer.start_as_current_span(f"request {n}") as span:

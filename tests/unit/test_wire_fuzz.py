@@ -53,6 +53,8 @@ COLLECTIONS = st.text(min_size=1, max_size=40).filter(
         and "\x00" not in c
         and not c.startswith((".", "system."))
         and not c.endswith(".")
+        and ".." not in c
+        and not any("\ud800" <= ch <= "\udfff" for ch in c)
     )
 )
 FUZZ = settings(

@@ -22,6 +22,7 @@ from pymongo.errors import (
     DocumentTooLarge,
     ExecutionTimeout,
     NetworkTimeout,
+    NotPrimaryError,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -60,6 +61,8 @@ def fail_bulk(exc: PyMongoError) -> NoReturn:
         if about_the_server(exc.code, exc.has_error_label("RetryableWriteError")):
             raise SinkUnavailable(f"MongoDB: {reason}") from exc
         raise BulkRefused(reason) from exc
+    if isinstance(exc, NotPrimaryError):  # an election, a primary stepping down
+        raise SinkUnavailable(f"MongoDB has no writable primary now: {_short(exc)}") from exc
     if isinstance(exc, NetworkTimeout | ExecutionTimeout | WTimeoutError):  # slow is not refused
         raise SinkUnavailable(f"MongoDB did not answer in time: {_short(exc)}") from exc
     if isinstance(exc, AutoReconnect) and not isinstance(exc, ServerSelectionTimeoutError):

@@ -23,6 +23,7 @@ from ingest.sinks.base import (
 from ingest.sinks.documents import content_hash
 from ingest.sinks.memory import MemorySink, memory_key
 from ingest.sinks.mongo import MongoSink
+from ingest.sinks.mongo_bulk import failed_updates_readable
 from producer import wire
 
 Find = Callable[[str, Any], dict[str, Any] | None]
@@ -30,8 +31,12 @@ Find = Callable[[str, Any], dict[str, Any] | None]
 SinkFactory = Callable[..., tuple[DocumentStore, Find]]
 
 
-@pytest.fixture(params=["memory", "mongo"])
+@pytest.fixture(params=["memory", "mongo", "mongo-bulk"])
 def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
+    """mongo-bulk: the sink as on MongoDB, whose replies show it reads a refused guarded
+    upsert in a bulk (mongo_bulk.failed_updates_readable), forced on whatever server the
+    tests run against: on FerretDB 1.24, whose replies to those bulks cannot be read,
+    this runs MongoDB's branch and its fallback (each statement again on its own)."""
     if request.param == "memory":
         stored = MemorySink().collections  # one store per test, as the database is
 
@@ -44,7 +49,10 @@ def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
     db = request.getfixturevalue("mongo_db")
 
     def mongo(mode: WriteMode, **options: Any) -> tuple[DocumentStore, Find]:
-        return MongoSink(db, mode, **options), lambda coll, _id: db[coll].find_one({"_id": _id})
+        sink = MongoSink(db, mode, **options)
+        if request.param == "mongo-bulk":
+            sink.guarded_in_bulk = True
+        return sink, lambda coll, _id: db[coll].find_one({"_id": _id})
 
     return mongo
 
@@ -251,6 +259,24 @@ def kinds(outcomes: list[Outcome]) -> list[str]:
     return [o.kind.value for o in outcomes]
 
 
+def guarded_kinds(sink: DocumentStore, outcomes: list[Outcome], expected: list[str]) -> None:
+    """`expected`, except where MongoDB's branch runs on a server whose bulk replies it
+    cannot read (FerretDB 1.24): there a statement applied before the server stopped
+    at a refused one is sent again on its own and found applied: a duplicate, or stale
+    when a later one of the batch went over it, not written. Each is settled; the
+    stored state is checked apart."""
+    got = kinds(outcomes)
+    if isinstance(sink, MongoSink) and sink.guarded_in_bulk and not _reads_bulks(sink):
+        applied_before = ("duplicate", "stale")
+        got = ["written" if g in applied_before and e == "written" else g
+               for g, e in zip(got, expected, strict=True)]  # fmt: skip
+    assert got == expected
+
+
+def _reads_bulks(sink: MongoSink) -> bool:
+    return failed_updates_readable(sink._db["_ingest_check"])
+
+
 @pytest.mark.parametrize("mode", GUARDED)
 def test_a_version_guard_writes_only_higher_versions(
     make_sink: SinkFactory, mode: WriteMode
@@ -268,6 +294,18 @@ def test_a_version_guard_writes_only_higher_versions(
 
 
 @pytest.mark.parametrize("mode", GUARDED)
+def test_a_bulk_of_new_versioned_records_is_written_and_is_no_outage(
+    make_sink: SinkFactory, mode: WriteMode
+) -> None:
+    """Every record new: the inserts take them all, and no empty bulk of guarded upserts
+    follows (pymongo refuses one; on MongoDB's branch that once opened the breaker)."""
+    sink, find = make_sink(mode, version_field="v")
+    batch = [record("events", v=1, n=n) for n in range(5)]
+    assert sink.write(batch) == [WRITTEN] * 5
+    assert all(find("events", r.document["_id"]) is not None for r in batch)
+
+
+@pytest.mark.parametrize("mode", GUARDED)
 @pytest.mark.parametrize("ordered", [False, True])
 def test_shuffled_versions_in_one_batch_end_at_the_highest(
     make_sink: SinkFactory, mode: WriteMode, ordered: bool
@@ -277,7 +315,8 @@ def test_shuffled_versions_in_one_batch_end_at_the_highest(
     batch = [record("events", _id=oid, v=v, n=v) for v in (3, 1, 5, 2, 4)]
     batch.insert(2, record("events", _id=other, v=1))
     outcomes = (sink.write_ordered if ordered else sink.write)(batch)
-    assert kinds(outcomes) == ["written", "stale", "written", "written", "stale", "stale"]
+    expected = ["written", "stale", "written", "written", "stale", "stale"]
+    guarded_kinds(sink, outcomes, expected)
     assert (find("events", oid)["v"], find("events", oid)["n"]) == (5, 5)  # type: ignore[index]
 
 
@@ -319,7 +358,7 @@ def test_dates_are_versions_but_never_compared_with_numbers(
     first = record("events", _id=oid, at=day)
     later = record("events", _id=oid, at=day + datetime.timedelta(milliseconds=1))
     earlier = record("events", _id=oid, at=day - datetime.timedelta(days=1))
-    assert kinds(sink.write([first, later, earlier])) == ["written", "written", "stale"]
+    guarded_kinds(sink, sink.write([first, later, earlier]), ["written", "written", "stale"])
     number = sink.write([record("events", _id=oid, at=10**12)])
     assert kinds(number) == ["rejected"]
     assert number[0].reason == (

@@ -30,6 +30,7 @@ from pymongo.database import Database
 from pymongo.errors import (
     AutoReconnect,
     ConfigurationError,
+    DuplicateKeyError,
     InvalidName,
     InvalidURI,
     OperationFailure,
@@ -67,6 +68,7 @@ QUICK_TIMEOUT_MS = 4000
 CHECK_COLLECTION = INTERNAL_PREFIX + "check"  # where `ingest check` tries a write
 #: How long a probe's query may take before the server counts as not answering.
 PROBE_SECONDS = 5.0
+PROBE_ID = "probe"  # the document the probe reads in CHECK_COLLECTION
 #: A duplicate-key error on an upsert's own _id: another writer upserted it meanwhile.
 CONCURRENT = retry("a concurrent write of this _id got in the way")
 
@@ -144,6 +146,7 @@ class MongoSink:
         self._indexes = UniqueIndexes()
         self._ferretdb: bool | None = None
         self._guarded_in_bulk: bool | None = None
+        self._probe_stored = False
         self._lock = threading.Lock()
 
     @property
@@ -182,10 +185,19 @@ class MongoSink:
         return found
 
     def ping(self) -> None:
-        """A real query, within PROBE_SECONDS: does the server answer?"""
+        """A real query, within PROBE_SECONDS: does the server answer? A read by _id of a
+        document that exists: FerretDB answers a read of a collection that does not
+        exist from its own catalogue, without asking PostgreSQL (measured: it answered
+        so while PostgreSQL was paused), and its `ping` command proves even less."""
+        probe = self._db[CHECK_COLLECTION]
         try:
             with pymongo.timeout(PROBE_SECONDS):
-                self._db[CHECK_COLLECTION].find_one({"_id": "probe"})
+                if not self._probe_stored:
+                    with contextlib.suppress(DuplicateKeyError):  # another replica's, as good
+                        probe.update_one({"_id": PROBE_ID}, {"$set": {"probe": True}}, upsert=True)
+                    self._probe_stored = True
+                if probe.find_one({"_id": PROBE_ID}) is None:
+                    self._probe_stored = False  # removed meanwhile: stored again next time
         except PyMongoError as exc:
             raise self._unavailable(exc) from exc
 

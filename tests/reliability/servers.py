@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -35,13 +37,15 @@ def port_open(port: int) -> bool:
 
 
 class PrivateFerretDB:
-    """A FerretDB process of our own on the shared PostgreSQL: stopping it stops only
-    this MongoDB endpoint; the data stays in PostgreSQL and the shared FerretDB sees it."""
+    """A FerretDB process of our own on the shared PostgreSQL (or `postgres_url`):
+    stopping it stops only this MongoDB endpoint; the data stays in PostgreSQL and the
+    shared FerretDB sees it."""
 
-    def __init__(self, state_dir: Path, log_path: Path) -> None:
+    def __init__(self, state_dir: Path, log_path: Path, postgres_url: str = POSTGRES_URL) -> None:
         self.port = free_port()
         self.state_dir = state_dir
         self.log_path = log_path
+        self.postgres_url = postgres_url
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,7 +55,7 @@ class PrivateFerretDB:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            str(FERRETDB), "--handler=postgresql", f"--postgresql-url={POSTGRES_URL}",
+            str(FERRETDB), "--handler=postgresql", f"--postgresql-url={self.postgres_url}",
             f"--listen-addr=127.0.0.1:{self.port}", "--telemetry=disable", "--debug-addr=-",
             f"--state-dir={self.state_dir}", f"--log-level={os.environ.get('RELIABILITY_FERRETDB_LOG', 'warn')}",
         ]  # fmt: skip
@@ -71,6 +75,84 @@ class PrivateFerretDB:
         self.proc = None
 
     def __enter__(self) -> PrivateFerretDB:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A PostgreSQL of our own (as the local stack's, in a folder of the test's), so
+    that pausing it pauses no other test. Runs as the `postgres` user, like the stack's."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # Not under pytest's tmp_path: the postgres user cannot enter root's folders.
+        self.workdir = Path(tempfile.mkdtemp(prefix="ingest-test-pg-"))
+        self.data = self.workdir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/ferretdb?pool_max_conns=50"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.chown(self.workdir, "postgres", "postgres")
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                          "--auth=trust", "-E", "UTF8", "--locale=C")  # fmt: skip
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.workdir}"
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options,
+                          "-l", str(self.workdir / "postgres.log"), "-w", "start")  # fmt: skip
+        self._as_postgres("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                          "-d", "postgres", "-c", "CREATE DATABASE ferretdb")  # fmt: skip
+
+    def stop(self) -> None:
+        self.resume()
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data),
+             "-m", "immediate", "-w", "stop"],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _postmaster(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def pause(self) -> None:
+        """SIGSTOP to the postmaster and every backend (each in a process group of its
+        own): queries hang, nothing fails, and no new connection is served."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            for pid in self._processes():
+                os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        postmaster = self._postmaster()
+        children = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(entry.name))
+        return [postmaster, *children]
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", "setsid", *args], cwd="/",
+                       capture_output=True, timeout=120, check=True)  # fmt: skip
+
+    def __enter__(self) -> PrivatePostgres:
         self.start()
         return self
 

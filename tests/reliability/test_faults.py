@@ -33,7 +33,7 @@ from tests.reliability.harness import (
     wait_for_all,
     wait_until,
 )
-from tests.reliability.servers import PrivateFerretDB
+from tests.reliability.servers import PrivateFerretDB, PrivatePostgres, free_port, port_open
 from tests.reliability.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -197,3 +197,59 @@ def test_slow_and_cut_network_to_mongodb_and_sqs(
         with running([consumer]):
             result = wait_for_all(mongo_db[ledger.collection], ledger, timeout=120)
     _settle(result, [consumer], sqs_client, queue, rounds * 5)
+
+
+def test_postgresql_paused_under_ferretdb_is_an_outage_not_bad_records(
+    sqs_client: Any, make_queue: Any, tmp_path: Path
+) -> None:
+    """FerretDB itself stays up (it accepts connections) while its PostgreSQL is paused
+    and every query hangs. Once a timeout dead-lettered good records ("the database did
+    not answer in time"); a timeout is never the record's fault: the breaker opens,
+    nothing is dead-lettered, and every record is written once after the resume.
+    (FerretDB 1.24's `ping` waits for PostgreSQL here too; with its pool exhausted it
+    has been seen to answer. The consumer asks neither: its probe is a real query.)"""
+    queue = make_queue(visibility_timeout=20, max_receive_count=5)
+    ledger = Ledger("events")
+    pause = scale(45, 60)  # over the consumer's 30 s socket timeout: writes time out
+    with (
+        PrivatePostgres() as postgres,
+        PrivateFerretDB(tmp_path / "ferretdb", tmp_path / "ferretdb.log", postgres.url) as ferret,
+    ):
+        db = MongoClient(ferret.uri, serverSelectionTimeoutMS=20000)[f"t_{SEED}_pause"]
+        port = free_port()
+        consumer = Consumer(queue.url, ferret.uri, db.name, tmp_path / "c.log", 20,
+                            extra_args=["--metrics-port", str(port)])  # fmt: skip
+        with running([consumer]), Feeder(sqs_client, queue.url, ledger):
+            assert wait_until(lambda: db[ledger.collection].count_documents({}) > 500, 60)
+            postgres.pause()
+            try:
+                paused_at = time.monotonic()
+                assert port_open(ferret.port)  # FerretDB is up: only its backend hangs
+                assert wait_until(lambda: _gauge(port, "ingest_sink_breaker_open") == 1, pause)
+                # Its probes read a stored document: none answers before the resume.
+                while time.monotonic() - paused_at < pause:
+                    assert _gauge(port, "ingest_sink_breaker_open") == 1
+                    time.sleep(0.5)
+            finally:
+                postgres.resume()
+        with running([consumer]):
+            result = wait_for_all(db[ledger.collection], ledger, timeout=180)
+        db.client.close()
+    _settle(result, [consumer], sqs_client, queue, 1)
+
+
+def _gauge(port: int, name: str) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return -1.0

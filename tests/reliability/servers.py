@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -128,12 +129,14 @@ class PrivatePostgres:
         """SIGSTOP to the postmaster and every backend (each in a process group of its
         own): queries hang, nothing fails, and no new connection is served."""
         for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         if (self.data / "postmaster.pid").exists():
             for pid in self._processes():
-                os.kill(pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def _processes(self) -> list[int]:
         postmaster = self._postmaster()

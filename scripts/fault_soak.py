@@ -32,9 +32,9 @@ from pymongo import MongoClient
 from ingest.queues.sqs import SqsService
 from producer import Producer
 from scripts.soak import Counter, check, growth_pct, load, rss_bytes
-from tests.reliability.harness import Consumer, wait_until
-from tests.reliability.servers import PrivateFerretDB, PrivatePostgres
-from tests.reliability.tcpproxy import TcpProxy
+from tests.support.harness import Consumer, wait_until
+from tests.support.servers import PrivateFerretDB, PrivatePostgres
+from tests.support.tcpproxy import TcpProxy
 
 LIMIT_PCT = 5.0
 FAULT_SECONDS = 30.0

@@ -24,7 +24,7 @@ from pymongo import MongoClient
 
 from ingest.queues.sqs import SqsService
 from producer import Producer
-from tests.reliability.harness import Consumer, wait_until
+from tests.support.harness import Consumer, wait_until
 
 LIMIT_PCT = 10.0
 

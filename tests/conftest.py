@@ -8,11 +8,12 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+
+from tests.support.queues import QueuePair, bucket_keys
 
 
 def _require_env(name: str) -> str:
@@ -26,13 +27,6 @@ def _require_env(name: str) -> str:
 def sqs_client() -> Any:
     _require_env("AWS_ENDPOINT_URL_SQS")
     return boto3.client("sqs", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-
-
-@dataclass(frozen=True)
-class QueuePair:
-    url: str
-    dead_letter_url: str
-    name: str
 
 
 @pytest.fixture
@@ -87,11 +81,6 @@ def payload_bucket(s3_client: Any) -> Iterator[str]:
         s3_client.delete_bucket(Bucket=name)
 
 
-def bucket_keys(s3_client: Any, bucket: str) -> list[str]:
-    found = s3_client.list_objects_v2(Bucket=bucket).get("Contents", [])
-    return [str(entry["Key"]) for entry in found]
-
-
 @pytest.fixture(scope="session")
 def mongo_uri() -> str:
     return _require_env("INGEST_MONGO_URI")
@@ -107,28 +96,6 @@ def mongo_db(mongo_uri: str) -> Iterator[Any]:
     yield db
     client.drop_database(db.name)
     client.close()
-
-
-def drain_queue(sqs_client: Any, url: str, wait: int = 1) -> list[dict[str, Any]]:
-    """Receive and delete everything in a queue; returns the messages."""
-    messages: list[dict[str, Any]] = []
-    while True:
-        got = sqs_client.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait,
-            MessageAttributeNames=["All"],
-            AttributeNames=["All"],
-        ).get("Messages", [])
-        if not got:
-            return messages
-        messages.extend(got)
-        sqs_client.delete_message_batch(
-            QueueUrl=url,
-            Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
-            ],
-        )
 
 
 # Property tests run the same examples every time (a failure replays), except in

@@ -11,11 +11,9 @@ import pytest
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
-from tests.conftest import drain_queue
-from tests.integration.test_bad_input_e2e import PYTHON_TEXT
-from tests.reliability.corpus import Expect
-from tests.reliability.corpus_bson import BSON_CASES, GOOD_COLLECTION, ODD_COLLECTION
-from tests.reliability.harness import (
+from tests.support.corpus import PYTHON_TEXT, Expect
+from tests.support.corpus_bson import BSON_CASES, GOOD_COLLECTION, ODD_COLLECTION
+from tests.support.harness import (
     Consumer,
     crashes,
     record_summary,
@@ -23,6 +21,7 @@ from tests.reliability.harness import (
     send_bodies,
     wait_until,
 )
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

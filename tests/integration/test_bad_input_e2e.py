@@ -5,7 +5,6 @@ written; the consumer never crashes."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ import pytest
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
-from tests.conftest import drain_queue
-from tests.reliability.corpus import CASES, GOOD_COLLECTION, Case, Expect, attrs
-from tests.reliability.harness import (
+from tests.support.corpus import CASES, GOOD_COLLECTION, PYTHON_TEXT, Case, Expect, attrs
+from tests.support.harness import (
     Body,
     Consumer,
     crashes,
@@ -25,12 +23,9 @@ from tests.reliability.harness import (
     send_bodies,
     wait_until,
 )
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
-# Reasons are for whoever sent the record: no reprs, tracebacks or driver hints.
-PYTHON_TEXT = re.compile(
-    r"<class '|object at 0x|Traceback|\[<|CodecOptions|https?://|\w+Error\(|\w+Exception\("
-)
 SENDABLE = [case for case in CASES if case.sendable]
 
 

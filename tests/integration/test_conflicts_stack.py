@@ -16,7 +16,7 @@ from bson import ObjectId
 from ingest.queues.base import REASON_ATTRIBUTE
 from ingest.sinks.documents import content_hash
 from producer import wire
-from tests.conftest import drain_queue
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from ingest.settings import Settings
 from ingest.sinks.base import Outcome, WriteMode, retry
 from ingest.sinks.mongo import MongoSink
 from producer import wire
-from tests.conftest import QueuePair
+from tests.support.queues import QueuePair
 
 
 def settings(*urls: str, **overrides: Any) -> Settings:

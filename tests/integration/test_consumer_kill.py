@@ -14,8 +14,7 @@ import pytest
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
-from tests.conftest import QueuePair, drain_queue
-from tests.reliability.harness import (
+from tests.support.harness import (
     SEED,
     Consumer,
     Ledger,
@@ -29,6 +28,7 @@ from tests.reliability.harness import (
     wait_for_all,
     wait_until,
 )
+from tests.support.queues import QueuePair, drain_queue
 
 pytestmark = pytest.mark.integration
 VISIBILITY = 5  # short, so what a killed consumer held comes back soon

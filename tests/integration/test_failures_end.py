@@ -17,8 +17,8 @@ from bson import ObjectId, json_util
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import Producer, wire
-from tests.conftest import drain_queue
-from tests.reliability.harness import INGEST, Consumer, crashes, running, send_bodies, wait_until
+from tests.support.harness import INGEST, Consumer, crashes, running, send_bodies, wait_until
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ import pytest
 
 from producer import wire
 from producer.journal import Journal
-from tests.conftest import drain_queue
-from tests.reliability.tcpproxy import TcpProxy
-from tests.user_steps import INGEST, clean_env, ingest, probe
+from tests.support.queues import drain_queue
+from tests.support.tcpproxy import TcpProxy
+from tests.support.user_steps import INGEST, clean_env, ingest, probe
 
 pytestmark = pytest.mark.integration
 

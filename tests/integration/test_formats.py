@@ -11,7 +11,7 @@ import pytest
 from bson import Decimal128, ObjectId
 
 from producer import Producer, wire
-from tests.reliability.harness import Consumer, running, wait_until
+from tests.support.harness import Consumer, running, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from bson import Binary
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import Producer, wire
-from tests.conftest import QueuePair, bucket_keys, drain_queue
-from tests.reliability.harness import Consumer, running, wait_until
-from tests.reliability.tcpproxy import TcpProxy
+from tests.support.harness import Consumer, running, wait_until
+from tests.support.queues import QueuePair, bucket_keys, drain_queue
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 VISIBILITY = 5

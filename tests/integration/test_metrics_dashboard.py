@@ -28,14 +28,13 @@ from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Producer, wire
+from tests.support.metrics import exposed_names
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "ingest.json"
 INGEST = str(Path(sys.executable).parent / "ingest")
-_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
-             "gauge": ("",), "summary": ("_sum", "_count", "")}  # fmt: skip
 RECORDS = 300
 WRITE_CEILING = "2000"
 
@@ -72,16 +71,6 @@ def dashboard_metric_names() -> set[str]:
             found = set(re.findall(r"\b(ingest_[a-z0-9_]+)\b", target["expr"]))
             assert found, f"panel {panel['title']!r} queries no ingest metric"
             names |= found
-    return names
-
-
-def exposed_names(text: str) -> set[str]:
-    """Sample names in /metrics, and for families with no samples yet (a labelled
-    counter before its first event) the names their type gives them."""
-    names = set()
-    for family in text_string_to_metric_families(text):
-        names |= {sample.name for sample in family.samples}
-        names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
     return names
 
 

@@ -26,8 +26,7 @@ from ingest.settings import RateMode, Settings
 from ingest.sinks.base import REPLICAS_COLLECTION
 from ingest.sinks.mongo import MongoReplicaBoard
 from scripts.competing_load import CompetingLoad
-from tests.conftest import QueuePair
-from tests.reliability.harness import (
+from tests.support.harness import (
     Consumer,
     Ledger,
     pack,
@@ -36,6 +35,7 @@ from tests.reliability.harness import (
     tally,
     wait_until,
 )
+from tests.support.queues import QueuePair
 
 pytestmark = pytest.mark.integration
 CEILING = 1000.0

@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from producer import Producer
-from tests.integration.test_producer_sqs import ROOT, received_records, unused_port
+from tests.support import ROOT
+from tests.support.queues import received_records
+from tests.support.servers import free_port as unused_port
 
 pytestmark = pytest.mark.integration
 

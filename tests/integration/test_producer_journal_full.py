@@ -20,7 +20,9 @@ import pytest
 
 from producer import Producer
 from producer.journal import Journal, decode_entry
-from tests.integration.test_producer_sqs import ROOT, received_records, unused_port
+from tests.support import ROOT
+from tests.support.queues import received_records
+from tests.support.servers import free_port as unused_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,16 +18,11 @@ import pytest
 from botocore.config import Config
 
 from producer import Producer, wire
-from tests.conftest import drain_queue
+from tests.support import ROOT
+from tests.support.queues import drain_queue, received_records
+from tests.support.servers import free_port as unused_port
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unreachable_client() -> Any:
@@ -58,15 +52,6 @@ class RecordingClient:
                     assert isinstance(record, wire.Record)
                     self.sent.append(record.document["n"])
         return response
-
-
-def received_records(sqs_client: Any, url: str) -> list[wire.Record]:
-    records: list[wire.Record] = []
-    for message in drain_queue(sqs_client, url):
-        for item in wire.decode_message(message["Body"], message.get("MessageAttributes")):
-            assert isinstance(item, wire.Record), item
-            records.append(item)
-    return records
 
 
 @pytest.mark.parametrize("compression", wire.ENCODINGS)

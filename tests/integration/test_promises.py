@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
-from tests.conftest import drain_queue
-from tests.reliability.harness import Consumer, crashes, running, send_bodies, wait_until
+from tests.support.harness import Consumer, crashes, running, send_bodies, wait_until
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from pymongo import MongoClient
 
-from tests.reliability.harness import wait_until
-from tests.reliability.servers import PrivateElasticMQ
+from tests.support.harness import wait_until
+from tests.support.servers import PrivateElasticMQ
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from ingest.queues.base import REASON_ATTRIBUTE, Message
 from ingest.settings import Settings
 from ingest.sinks.mongo import MongoSink
 from producer import wire
-from tests.conftest import drain_queue
-from tests.reliability.harness import SEED, record_summary, scale, send_bodies, wait_until
+from tests.support.harness import SEED, record_summary, scale, send_bodies, wait_until
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

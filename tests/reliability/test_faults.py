@@ -19,8 +19,7 @@ from botocore.config import Config
 from pymongo import MongoClient
 
 from producer import Producer
-from tests.conftest import QueuePair, drain_queue
-from tests.reliability.harness import (
+from tests.support.harness import (
     SEED,
     Consumer,
     Feeder,
@@ -33,8 +32,9 @@ from tests.reliability.harness import (
     wait_for_all,
     wait_until,
 )
-from tests.reliability.servers import PrivateFerretDB, PrivatePostgres, free_port, port_open
-from tests.reliability.tcpproxy import TcpProxy
+from tests.support.queues import QueuePair, drain_queue
+from tests.support.servers import PrivateFerretDB, PrivatePostgres, free_port, port_open
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 rng = random.Random(SEED)

@@ -11,9 +11,9 @@ import pytest
 
 from ingest.logs import configure, redact
 from ingest.queues.base import REASON_ATTRIBUTE
-from tests.conftest import drain_queue
-from tests.reliability.harness import Consumer, Ledger, pack, poison_bodies, running, send_bodies
-from tests.reliability.servers import free_port
+from tests.support.harness import Consumer, Ledger, pack, poison_bodies, running, send_bodies
+from tests.support.queues import drain_queue
+from tests.support.servers import free_port
 
 PASSWORD = "s3cret-Pa55word"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"

@@ -18,8 +18,7 @@ import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import drain_queue
-from tests.reliability.harness import (
+from tests.support.harness import (
     INGEST,
     SEED,
     Consumer,
@@ -30,6 +29,7 @@ from tests.reliability.harness import (
     send_bodies,
     wait_until,
 )
+from tests.support.queues import drain_queue
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import generate_latest
 
 from ingest.metrics import Metrics
-from tests.integration.test_metrics_dashboard import exposed_names
+from tests.support.metrics import exposed_names
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "docker" / "prometheus-rules.yml"

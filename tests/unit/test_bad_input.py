@@ -15,7 +15,7 @@ from ingest.pipeline.write import BatchWriter
 from ingest.queues.base import Message
 from ingest.sinks.memory import MemorySink
 from producer import wire
-from tests.reliability.corpus import CASES, GOOD_COLLECTION, Case, Expect, attrs
+from tests.support.corpus import CASES, GOOD_COLLECTION, Case, Expect, attrs
 
 LINE_CASES = [case for case in CASES if case.line]
 

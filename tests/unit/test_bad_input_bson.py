@@ -16,8 +16,8 @@ from ingest.queues.base import Message
 from ingest.sinks.memory import MemorySink
 from producer import wire
 from producer.wire import bsonrecords
-from tests.reliability.corpus import Expect
-from tests.reliability.corpus_bson import BSON_CASES, GOOD_COLLECTION, BsonCase
+from tests.support.corpus import Expect
+from tests.support.corpus_bson import BSON_CASES, GOOD_COLLECTION, BsonCase
 
 
 def _message(case: BsonCase, n: int = 0) -> Message:

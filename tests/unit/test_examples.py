@@ -11,7 +11,7 @@ from types import ModuleType
 
 from producer import AsyncProducer, Producer
 from producer.testing import AsyncRecordingProducer, RecordingProducer
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 URL = "http://sqs.local/000000000000/q"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.tcpproxy import SilentServer, closed_port
-from tests.user_steps import LOCAL_AWS, clean_env, ingest
+from tests.support.tcpproxy import SilentServer, closed_port
+from tests.support.user_steps import LOCAL_AWS, clean_env, ingest
 
 # Generous bounds a loaded 2-core machine meets: a mistake found in the settings is
 # one line in well under a second here; a server that never answers takes the 4 s

@@ -23,7 +23,7 @@ from ingest.queues.base import Message
 from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
 from ingest.sinks.memory import MemorySink
-from tests.user_steps import probe
+from tests.support.user_steps import probe
 
 
 class StuckQueue(MemoryQueue):

@@ -11,7 +11,7 @@ import pytest
 
 from producer import ConfigError, Producer, ProducerError
 from producer.journal import Journal
-from tests.reliability.tcpproxy import SilentServer
+from tests.support.tcpproxy import SilentServer
 
 URL = "http://sqs.local/000000000000/q"
 DOCS = Path(__file__).parents[2] / "docs" / "producer.md"

@@ -23,7 +23,7 @@ from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
 from ingest.sinks.memory import MemorySink
 from producer import ConfigError, Producer, wire
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 BUCKET = "payloads"
 
@@ -302,7 +302,7 @@ def test_access_denied_journals_and_says_so(tmp_path: Path, caplog: Any) -> None
 
 
 def test_a_pointer_sqs_refuses_has_its_object_deleted(tmp_path: Path, s3: Any) -> None:
-    from tests.unit._producer_fakes import fail_entries
+    from tests.support.producer_fakes import fail_entries
 
     fake = FakeSQS(fail_entries(1, sender_fault=True, code="InvalidMessageContents"))
     with _producer(tmp_path, fake, s3) as producer:

@@ -102,7 +102,7 @@ def test_a_web_app_sending_records_imports_none_of_the_service_modules() -> None
     code = """
 import json, sys, tempfile
 from producer import Producer
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 fake = FakeSQS()
 with tempfile.TemporaryDirectory() as journal:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from producer import AsyncProducer, ProducerClosed
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 URL = "http://sqs.local/000000000000/q"
 

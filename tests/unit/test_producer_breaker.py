@@ -9,7 +9,7 @@ import pytest
 
 from producer import Producer
 from producer.breaker import Breaker, Router, State
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 A = "http://sqs.local/000000000000/a"
 B = "http://sqs.local/000000000000/b"

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from producer import BufferFull, Producer, wire
 from producer.journal import REJECTED_FILE, Journal, decode_entry
-from tests.unit._producer_fakes import (
+from tests.support.producer_fakes import (
     DiskFillsUp,
     FakeSQS,
     fail_entries,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from producer import Producer, forksafe, wire
+from tests.support.import_gate import GATE
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -93,18 +94,8 @@ def test_child_exit_flushes_its_records_via_atexit(tmp_path: Path) -> None:
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child", "parent"]
 
 
-class ImportGate:
-    """The module `slow_module` blocks its own import, on whichever thread imports it,
-    until `release` is set; `entered` tells that the import has begun."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-
-GATE = ImportGate()
 SLOW_MODULE = """
-from tests.unit.test_producer_fork import GATE
+from tests.support.import_gate import GATE
 GATE.entered.set()
 GATE.release.wait(30)
 complete = True

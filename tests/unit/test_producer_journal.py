@@ -17,7 +17,7 @@ from producer.journal import (
     default_journal_dir,
     encode_entry,
 )
-from tests.unit._producer_fakes import DiskFillsUp, FakeSQS, line_item
+from tests.support.producer_fakes import DiskFillsUp, FakeSQS, line_item
 
 URL = "http://sqs.local/000000000000/q"
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from producer import Producer
 from producer.metrics import register_prometheus
-from tests.unit._producer_fakes import FakeSQS, fail_entries
+from tests.support.producer_fakes import FakeSQS, fail_entries
 
 URL = "http://sqs.local/000000000000/q"
 

@@ -12,7 +12,7 @@ from producer import Producer, wire
 from producer.batcher import Item
 from producer.encode import Encoder
 from producer.packing import MAX_BATCH_ENTRIES, Message, Packer, batches
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 URL = "http://sqs.local/000000000000/q"
 FIFO_URL = "http://sqs.local/000000000000/q.fifo"

@@ -12,7 +12,7 @@ import pytest
 from bson.objectid import ObjectId
 
 from producer import Producer, ProducerClosed, RecordTooLarge, WireError, wire
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 URL = "http://sqs.local/000000000000/q"
 

@@ -12,7 +12,7 @@ from bson import ObjectId
 
 from producer import Producer, ProducerClosed, RecordTooLarge, WireError
 from producer.testing import RecordingProducer
-from tests.unit._producer_fakes import FakeSQS
+from tests.support.producer_fakes import FakeSQS
 
 BAD_INPUTS: list[tuple[str, Any]] = [
     ("system.users", {"n": 1}),

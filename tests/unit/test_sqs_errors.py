@@ -14,7 +14,7 @@ from ingest.queues.sqs import SqsQueue
 from producer import Producer
 from producer.wire import SqsErrorKind, classify_sqs_error, sqs_error_of
 from producer.wire.sqs_errors import LEGACY_PREFIX, REQUEST_FAULT_CODES, TRANSIENT_CODES
-from tests.unit._producer_fakes import FakeSQS, raise_error
+from tests.support.producer_fakes import FakeSQS, raise_error
 
 URL = "http://sqs.local/000000000000/q"
 TRANSIENT, REQUEST_FAULT, REFUSED = SqsErrorKind

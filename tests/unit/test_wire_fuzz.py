@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from producer import wire
 from producer.wire import jsonlines
-from tests.reliability.harness import scale
+from tests.support.harness import scale
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 KEYS = st.text(max_size=12).filter(

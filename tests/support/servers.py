@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from tests.reliability.harness import wait_until
+from tests.support.harness import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_SH = REPO / "scripts" / "stack.sh"

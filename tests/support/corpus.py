@@ -9,6 +9,7 @@ import enum
 import gzip
 import io
 import json
+import re
 from dataclasses import dataclass, field
 
 import zstandard
@@ -247,3 +248,9 @@ def _valid_cases() -> list[Case]:
 
 CASES: list[Case] = _message_cases() + _line_cases() + _valid_cases()
 BAD_KINDS = sum(1 for case in CASES if case.expect is Expect.DEAD)
+
+
+# Reasons are for whoever sent the record: no reprs, tracebacks or driver hints.
+PYTHON_TEXT = re.compile(
+    r"<class '|object at 0x|Traceback|\[<|CodecOptions|https?://|\w+Error\(|\w+Exception\("
+)

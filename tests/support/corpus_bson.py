@@ -12,7 +12,7 @@ import bson
 import zstandard
 
 from producer import wire
-from tests.reliability.corpus import Expect, MiB
+from tests.support.corpus import Expect, MiB
 
 GOOD_COLLECTION = "corpus2_good"
 ODD_COLLECTION = "corpus2_odd"

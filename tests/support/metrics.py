@@ -1,0 +1,35 @@
+"""Reading a consumer's /metrics as the tests need it."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+             "gauge": ("",), "summary": ("_sum", "_count", "")}  # fmt: skip
+
+
+def exposed_names(text: str) -> set[str]:
+    """Sample names in /metrics, and for families with no samples yet (a labelled
+    counter before its first event) the names their type gives them."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {sample.name for sample in family.samples}
+        names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",))}
+    return names
+
+
+def sample(port: int, name: str, **labels: str) -> float | None:
+    """One sample's value from the consumer's /metrics on 127.0.0.1:`port`; None when
+    the endpoint does not answer or has no such sample."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return None

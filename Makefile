@@ -41,11 +41,14 @@ stack-env:
 demo: venv stack-up
 	$(WITH_ENV) $(PY) -m scripts.demo
 
+# Four tests at a time: most wait on the servers, not on the two cores.
+TEST_WORKERS ?= 4
+
 test: venv stack-up
-	$(WITH_ENV) $(PY) -m pytest -q -p no:cacheprovider tests
+	$(WITH_ENV) $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 test-unit: venv
-	$(PY) -m pytest -q tests/unit tests/contract -k "not sqs and not mongo"
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "not stack" tests
 
 # The backfill acceptance run at full size (make test runs the same test at 20,000 lines).
 .PHONY: backfill-check

@@ -15,6 +15,19 @@ import pytest
 
 from tests.support.queues import QueuePair, bucket_keys
 
+#: The fixtures that reach a server of the local stack: a test using one needs it.
+STACK_FIXTURES = frozenset(
+    {"sqs_client", "make_queue", "s3_client", "payload_bucket", "mongo_uri", "mongo_db"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `stack` every test that uses a server of the local stack (by its fixtures,
+    or by its own `stack` mark): `-m "not stack"` runs all the others."""
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
 
 def _require_env(name: str) -> str:
     value = os.environ.get(name)

@@ -26,7 +26,7 @@ from producer import wire
 Pair = tuple[MessageQueue, MessageQueue]  # (queue, its dead-letter queue)
 
 
-@pytest.fixture(params=["memory", "sqs"])
+@pytest.fixture(params=["memory", pytest.param("sqs", marks=pytest.mark.stack)])
 def service(request: pytest.FixtureRequest) -> Iterator[QueueService]:
     """The queue service; queues it creates are deleted afterwards."""
     if request.param == "memory":

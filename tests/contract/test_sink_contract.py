@@ -31,7 +31,10 @@ Find = Callable[[str, Any], dict[str, Any] | None]
 SinkFactory = Callable[..., tuple[DocumentStore, Find]]
 
 
-@pytest.fixture(params=["memory", "mongo", "mongo-bulk"])
+@pytest.fixture(
+    params=["memory", pytest.param("mongo", marks=pytest.mark.stack),
+            pytest.param("mongo-bulk", marks=pytest.mark.stack)]
+)  # fmt: skip
 def make_sink(request: pytest.FixtureRequest) -> SinkFactory:
     """mongo-bulk: the sink as on MongoDB, whose replies show it reads a refused guarded
     upsert in a bulk (mongo_bulk.failed_updates_readable), forced on whatever server the

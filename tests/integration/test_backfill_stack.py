@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
-
 LINES = int(os.environ.get("BACKFILL_CHECK_LINES", "20000"))
 INGEST = str(Path(sys.executable).parent / "ingest")
 

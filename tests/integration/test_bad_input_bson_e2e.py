@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.support.corpus import PYTHON_TEXT, Expect
@@ -22,8 +20,6 @@ from tests.support.harness import (
     wait_until,
 )
 from tests.support.queues import drain_queue
-
-pytestmark = pytest.mark.integration
 
 
 def _reasons(letters: list[dict[str, Any]]) -> list[str]:

@@ -9,8 +9,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.support.corpus import CASES, GOOD_COLLECTION, PYTHON_TEXT, Case, Expect, attrs
@@ -25,7 +23,6 @@ from tests.support.harness import (
 )
 from tests.support.queues import drain_queue
 
-pytestmark = pytest.mark.integration
 SENDABLE = [case for case in CASES if case.sendable]
 
 

@@ -10,15 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import ObjectId
 
 from ingest.queues.base import REASON_ATTRIBUTE
 from ingest.sinks.documents import content_hash
 from producer import wire
 from tests.support.queues import drain_queue
-
-pytestmark = pytest.mark.integration
 
 INGEST = str(Path(sys.executable).parent / "ingest")
 

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.support.harness import (
@@ -30,7 +28,6 @@ from tests.support.harness import (
 )
 from tests.support.queues import QueuePair, drain_queue
 
-pytestmark = pytest.mark.integration
 VISIBILITY = 5  # short, so what a killed consumer held comes back soon
 
 

@@ -21,8 +21,6 @@ from ingest.queues.sqs import SqsQueue, SqsService
 from ingest.tools import deadletters
 from producer import wire
 
-pytestmark = pytest.mark.integration
-
 INGEST = str(Path(sys.executable).parent / "ingest")
 
 

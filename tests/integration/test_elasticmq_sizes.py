@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
 
 

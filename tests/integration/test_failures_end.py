@@ -20,8 +20,6 @@ from producer import Producer, wire
 from tests.support.harness import INGEST, Consumer, crashes, running, send_bodies, wait_until
 from tests.support.queues import drain_queue
 
-pytestmark = pytest.mark.integration
-
 MODES = ["insert-once", "replace", "merge"]
 
 

@@ -10,8 +10,6 @@ import pytest
 from pymongo import ReplaceOne
 from pymongo.errors import BulkWriteError
 
-pytestmark = pytest.mark.integration
-
 
 def _ferretdb(db: Any) -> bool:
     return "ferretdbVersion" in db.client.admin.command("buildInfo")

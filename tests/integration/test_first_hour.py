@@ -25,8 +25,6 @@ from tests.support.queues import drain_queue
 from tests.support.tcpproxy import TcpProxy
 from tests.support.user_steps import INGEST, clean_env, ingest, probe
 
-pytestmark = pytest.mark.integration
-
 
 def _free_port() -> int:
     with socket.socket() as sock:

@@ -7,13 +7,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import Decimal128, ObjectId
 
 from producer import Producer, wire
 from tests.support.harness import Consumer, running, wait_until
-
-pytestmark = pytest.mark.integration
 
 
 class FormatCounter:

@@ -25,7 +25,6 @@ from tests.support.harness import Consumer, running, wait_until
 from tests.support.queues import QueuePair, bucket_keys, drain_queue
 from tests.support.tcpproxy import TcpProxy
 
-pytestmark = pytest.mark.integration
 VISIBILITY = 5
 SIZES = (300_000, 900_000, 2_000_000, 15_000_000)
 LINE = "user u-17 changed the billing address of account 4411 from Rue A to Rue B; "

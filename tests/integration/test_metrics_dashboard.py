@@ -23,14 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Producer, wire
 from tests.support.metrics import exposed_names
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "ingest.json"

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ingest.cli.connect import queue_service, queues, store
 from ingest.flow.ceiling import Ceiling, RateGate
 from ingest.flow.replicas import ReplicaRegistry
@@ -37,7 +35,6 @@ from tests.support.harness import (
 )
 from tests.support.queues import QueuePair
 
-pytestmark = pytest.mark.integration
 CEILING = 1000.0
 PER_MESSAGE = 50
 

@@ -16,14 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from producer import Producer
 from tests.support import ROOT
 from tests.support.queues import received_records
 from tests.support.servers import free_port as unused_port
-
-pytestmark = pytest.mark.integration
 
 FORKS = 20
 WINDOW_MS = 500

@@ -24,8 +24,6 @@ from tests.support import ROOT
 from tests.support.queues import received_records
 from tests.support.servers import free_port as unused_port
 
-pytestmark = pytest.mark.integration
-
 RECORDS = 5000
 SMALL_DISK = "512k"
 

@@ -22,8 +22,6 @@ from tests.support import ROOT
 from tests.support.queues import drain_queue, received_records
 from tests.support.servers import free_port as unused_port
 
-pytestmark = pytest.mark.integration
-
 
 def unreachable_client() -> Any:
     """An SQS client whose endpoint refuses connections: SQS is 'down' for it

@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,8 +24,6 @@ from ingest.queues.base import REASON_ATTRIBUTE
 from producer import wire
 from tests.support.harness import Consumer, crashes, running, send_bodies, wait_until
 from tests.support.queues import drain_queue
-
-pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:

@@ -7,16 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from ingest.flow.breaker import SinkBreaker
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.receive import Poller, ReceiveOptions, Wiring
 from ingest.queues import sqs
-
-pytestmark = pytest.mark.integration
 
 
 def test_a_poller_observes_how_long_each_message_waited_in_sqs(

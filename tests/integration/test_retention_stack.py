@@ -13,10 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 INGEST = str(Path(sys.executable).parent / "ingest")
 
 

@@ -10,10 +10,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 BACKLOG = re.compile(
     r"^sqs: +backlog (\d+) messages \((\d+) visible, (\d+) in flight\) in (\d+) queues; "

@@ -22,8 +22,6 @@ from ingest.pipeline.service import Service
 from ingest.settings import Settings
 from ingest.tracing import SPAN_NAME
 
-pytestmark = pytest.mark.integration
-
 _WEB_APP = textwrap.dedent(
     """
     import json, sys

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from pymongo import MongoClient
 
 from tests.support.harness import wait_until
 from tests.support.servers import PrivateElasticMQ
-
-pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 # From the kill to the demo's exit: 5 s to call the server dead, then the web app,

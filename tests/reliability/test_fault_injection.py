@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.errors import InvalidOperation, NetworkTimeout
@@ -34,8 +33,6 @@ from ingest.sinks.mongo import MongoSink
 from producer import wire
 from tests.support.harness import SEED, record_summary, scale, send_bodies, wait_until
 from tests.support.queues import drain_queue
-
-pytestmark = pytest.mark.integration
 
 RECORDS = scale(10_000, 50_000)
 POISON = 20

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 from pymongo import MongoClient
 
@@ -36,7 +35,6 @@ from tests.support.queues import QueuePair, drain_queue
 from tests.support.servers import PrivateFerretDB, PrivatePostgres, free_port, port_open
 from tests.support.tcpproxy import TcpProxy
 
-pytestmark = pytest.mark.integration
 rng = random.Random(SEED)
 
 

@@ -51,7 +51,7 @@ def test_tracebacks_are_redacted_too(log_format: str, monkeypatch: pytest.Monkey
     assert PASSWORD not in out and AWS_KEY_ID not in out
 
 
-@pytest.mark.integration
+@pytest.mark.stack
 def test_consumer_keeps_credentials_out_of_logs_and_dead_letters(
     sqs_client: Any, make_queue: Any, tmp_path: Path
 ) -> None:

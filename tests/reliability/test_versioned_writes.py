@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,8 +29,6 @@ from tests.support.harness import (
     wait_until,
 )
 from tests.support.queues import drain_queue
-
-pytestmark = pytest.mark.integration
 
 IDS = scale(1000, 3000)
 VERSIONS = 10

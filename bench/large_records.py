@@ -40,6 +40,7 @@ import boto3
 from bson import Binary
 from pymongo import MongoClient
 
+from ingest.cli.options import service_options
 from ingest.payloads.s3 import S3Payloads
 from ingest.pipeline.service import Service
 from ingest.queues.sqs import SqsService
@@ -108,7 +109,9 @@ def stack(quick: bool) -> Iterator[dict[str, Any]]:
     )  # fmt: skip
     queues = {url: SqsService(sqs.client).queue(url)}
     sink = mongo.connect(settings.mongo_uri, database)
-    service = Service(settings, queues, sink, payloads=S3Payloads(s3.client, bucket))
+    service = Service(
+        service_options(settings), queues, sink, payloads=S3Payloads(s3.client, bucket)
+    )
     service.start()
     client: MongoClient[dict[str, Any]] = MongoClient(settings.mongo_uri)
     try:

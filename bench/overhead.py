@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import infra
 from bench.records import record_lines
+from ingest.cli.options import service_options
 from ingest.pipeline.service import Service
 from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
@@ -110,7 +111,7 @@ def _run(bodies: Sequence[infra.Body], lines: list[str], *, freeze_kept: bool) -
         queue.send(body.text, body.attributes)
     sink = MemorySink()
     settings = Settings(queue_urls=(queue.url,), metrics_port=0, wait_seconds=1)
-    service = Service(settings, {queue.url: queue}, sink)
+    service = Service(service_options(settings), {queue.url: queue}, sink)
     wall, cpu = time.monotonic(), time.process_time()
     with GcTimer() as gc_time:
         service.start()

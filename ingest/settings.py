@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ingest.errors import ConfigError
+from ingest.flow.ceiling import RateMode
 from ingest.sinks.base import ConflictPolicy, WriteMode
 from producer import wire
 
@@ -31,11 +32,6 @@ PREFIX: Final = "INGEST_"
 RECEIVE_SLACK_SECONDS: Final = 10
 RECEIVE_ATTEMPTS: Final = 3
 STALL_MARGIN_SECONDS: Final = 5.0
-
-
-class RateMode(enum.StrEnum):
-    FIXED = "fixed"
-    ADAPTIVE = "adaptive"
 
 
 class LogFormat(enum.StrEnum):

@@ -67,6 +67,7 @@ log = logging.getLogger("ingest")
 )
 def run(**flags: Any) -> None:
     """Consume until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
+    from ingest.cli.options import service_options
     from ingest.flow.replicas import ReplicaRegistry
     from ingest.health import Health, HealthServer
     from ingest.metrics import Metrics
@@ -95,7 +96,7 @@ def run(**flags: Any) -> None:
     # Every replica checks in (for `ingest status`); under a ceiling, to share it too.
     registry = ReplicaRegistry(sink.replica_board(), settings.replica_heartbeat_seconds)
     service = Service(
-        settings,
+        service_options(settings),
         sources,
         sink,
         metrics=metrics,

@@ -9,20 +9,28 @@ mode and the replica share both need."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ingest.errors import ConfigError
 from ingest.flow.aimd import Aimd, AimdController
-from ingest.metrics import Metrics
-from ingest.settings import RateMode, Settings
+
+if TYPE_CHECKING:  # the settings import this module's RateMode: keep it light
+    from ingest.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class RateMode(enum.StrEnum):
+    FIXED = "fixed"
+    ADAPTIVE = "adaptive"
+
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -251,14 +259,6 @@ class RateGate:
             self._metrics.live_replicas.set(self._live)
 
 
-def build_gate(settings: Settings, metrics: Metrics | None = None) -> RateGate | None:
-    """The gate the settings ask for, or None when there is no ceiling."""
-    if settings.max_write_rate <= 0:
-        if settings.write_rate is RateMode.ADAPTIVE:
-            raise ConfigError("adaptive write rate needs --max-write-rate as its cap")
-        return None
-    ceiling = Ceiling(
-        settings.max_write_rate, settings.write_burst, settings.write_rate,
-        settings.target_write_latency, settings.min_write_rate,
-    )  # fmt: skip
-    return RateGate(ceiling, metrics)
+def build_gate(ceiling: Ceiling | None, metrics: Metrics | None = None) -> RateGate | None:
+    """The gate for this ceiling, or None when there is none."""
+    return RateGate(ceiling, metrics) if ceiling is not None else None

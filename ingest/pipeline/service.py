@@ -11,9 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from ingest.flow.breaker import SinkBreaker
-from ingest.flow.ceiling import RateGate, WriteGate, build_gate
+from ingest.flow.ceiling import Ceiling, RateGate, WriteGate, build_gate
 from ingest.flow.pacer import Pacer, RecordsPerMessage
 from ingest.flow.replicas import ReplicaRegistry, SharedCeiling
 from ingest.flow.retry import RetryPolicy
@@ -29,20 +30,45 @@ from ingest.pipeline.idle import IdleWatch
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.jobs import Jobs, report_depth
 from ingest.pipeline.receive import ReceiveOptions, ReceiveStage, Wiring
-from ingest.pipeline.route import build_router
+from ingest.pipeline.route import Router
 from ingest.pipeline.settle import SettleOptions, Settler
 from ingest.pipeline.write import BatchWriter, WriteStage
 from ingest.queues.base import MessageQueue
-from ingest.settings import Settings
 from ingest.sinks.base import DocumentSink
+from producer import wire
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceOptions:
+    """What the service is built from: the small typed options of each stage and flow
+    part, made from the settings at the edge (ingest/cli/options.py)."""
+
+    receive: ReceiveOptions = field(default_factory=ReceiveOptions)
+    settle: SettleOptions = field(default_factory=SettleOptions)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ceiling: Ceiling | None = None  # None: no write ceiling
+    router: Router = field(default_factory=Router)
+    scaling: ScalingPolicy | None = None  # None: `pollers` per queue, fixed
+    pollers: int = 2  # per queue
+    writers: int = 4
+    ackers: int = 2
+    inbox_batches: int = 8
+    partitioned: bool = False  # one partition key on one writer, in arrival order
+    max_decoded_bytes: int = wire.DEFAULT_MAX_DECODED_BYTES
+    keep_payloads: bool = False
+    exit_when_idle: float | None = None
+    replica_heartbeat_seconds: float = 5.0
+    shutdown_seconds: float = 30.0
+    poll_stall_seconds: float = 95.0  # liveness: the settings derive it from wait and visibility
+    destination: str = "MongoDB"  # for the start line: the database and the write mode
 
 
 class Service:
     def __init__(
         self,
-        settings: Settings,
+        options: ServiceOptions,
         queues: Mapping[str, MessageQueue],
         sink: DocumentSink,
         *,
@@ -51,23 +77,20 @@ class Service:
         replicas: ReplicaRegistry | None = None,
         payloads: PayloadStore | None = None,
     ) -> None:
-        s = settings
-        self.settings = settings
+        o = self.options = options
         self.queues = dict(queues)
         self.sink = sink
         self.metrics = metrics or Metrics()
         self.breaker = SinkBreaker()
         self.inflight = InFlight()
-        self.gate = gate if gate is not None else build_gate(s, self.metrics)
-        inbox = Inbox(s.inbox_size, s.writers if s.partitioned else 1)
-        retry_policy = RetryPolicy(s.retry_base_seconds, s.retry_max_seconds)
-        settler = Settler(SettleOptions(s.on_conflict, s.max_attempts, retry_policy))
+        self.gate = gate if gate is not None else build_gate(o.ceiling, self.metrics)
+        inbox = Inbox(o.inbox_batches, o.writers if o.partitioned else 1)
+        settler = Settler(o.settle)
         self._inbox, self._outbox = inbox, Outbox(settler)
         per_message = RecordsPerMessage()
-        router = build_router(s.allow_collections, s.allow_prefixes, s.hooks)
         writer = BatchWriter(
             sink, self.metrics, self.breaker, self.gate,
-            max_decoded_bytes=s.max_decoded_bytes, router=router, per_message=per_message,
+            max_decoded_bytes=o.max_decoded_bytes, router=o.router, per_message=per_message,
             settler=settler, payloads=payloads,
         )  # fmt: skip
         # Every replica checks in (its write rate, for `ingest status`); under a ceiling
@@ -79,29 +102,27 @@ class Service:
                 handled=lambda: writer.records_handled, per_message=lambda: per_message.value,
             )  # fmt: skip
         pacer = (
-            Pacer(self.gate, self.inflight, per_message, batch=s.max_messages)
+            Pacer(self.gate, self.inflight, per_message, batch=o.receive.max_messages)
             if isinstance(self.gate, RateGate)
             else None
         )
-        options = ReceiveOptions(s.max_messages, s.wait_seconds, s.visibility_timeout)
         wiring = Wiring(
-            inbox, self._outbox, self.inflight, self.breaker, self.metrics, options, pacer
+            inbox, self._outbox, self.inflight, self.breaker, self.metrics, o.receive, pacer
         )
-        scaling = ScalingPolicy(s.min_pollers or 1, s.max_pollers) if s.max_pollers else None
-        self.receive = ReceiveStage(self.queues, wiring, s.pollers, scaling)
-        self.write = WriteStage(inbox, self._outbox, writer, s.writers)
+        self.receive = ReceiveStage(self.queues, wiring, o.pollers, o.scaling)
+        self.write = WriteStage(inbox, self._outbox, writer, o.writers)
         cleanup = None
-        if payloads is not None and not s.keep_payloads:
+        if payloads is not None and not o.keep_payloads:
             cleanup = PayloadCleanup(payloads, self.metrics)
         self._acknowledger = Acknowledger(
-            self.queues, self.inflight, self.metrics, retry_policy, cleanup
+            self.queues, self.inflight, self.metrics, o.retry, cleanup
         )
-        self.ack = AckStage(self._outbox, self._acknowledger, s.ackers)
+        self.ack = AckStage(self._outbox, self._acknowledger, o.ackers)
         self.heartbeat = VisibilityHeartbeat(
-            self.queues, self.inflight, s.visibility_timeout, self.metrics
+            self.queues, self.inflight, o.receive.visibility_timeout, self.metrics
         )
         self.idle = IdleWatch(
-            s.exit_when_idle or 0.0, self.queues, self.receive, inbox, self.write, self.inflight,
+            o.exit_when_idle or 0.0, self.queues, self.receive, inbox, self.write, self.inflight,
             self.request_stop,
         )  # fmt: skip
         self._jobs = Jobs()
@@ -111,7 +132,7 @@ class Service:
     # --------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        s = self.settings
+        o = self.options
         if self.shared_ceiling is not None:
             self.shared_ceiling.beat()  # register and take our share before the first write
         self.ack.start()
@@ -119,26 +140,25 @@ class Service:
         self.receive.start()
         self._schedule_jobs()
         log.info(
-            "consuming %s into %s (%d pollers, %d writers, mode %s)",
-            ", ".join(self.queues), s.database, len(self.receive.pollers), s.writers,
-            s.write_mode.value,
+            "consuming %s into %s (%d pollers, %d writers)",
+            ", ".join(self.queues), o.destination, len(self.receive.pollers), o.writers,
         )  # fmt: skip
 
     def _schedule_jobs(self) -> None:
-        s, jobs = self.settings, self._jobs
+        o, jobs = self.options, self._jobs
         jobs.every(self.heartbeat.interval, self.heartbeat.beat, "visibility-heartbeat")
         jobs.every(0.5, lambda: self.breaker.probe(self.sink), "probe-sink")
         jobs.every(10.0, lambda: report_depth(self.queues, self.metrics), "queue-depth")
         jobs.every(0.5, self._report_breaker, "breaker-gauge")
-        if s.max_pollers:
+        if o.scaling is not None:
             jobs.every(
                 5.0,
                 lambda: self.receive.scale(self.write.writer.recent_write_seconds),
                 "scale-pollers",
             )
         if self.shared_ceiling is not None:
-            jobs.every(s.replica_heartbeat_seconds, self.shared_ceiling.beat, "replicas")
-        if s.exit_when_idle is not None:
+            jobs.every(o.replica_heartbeat_seconds, self.shared_ceiling.beat, "replicas")
+        if o.exit_when_idle is not None:
             jobs.every(0.5, self.idle.check, "idle-exit")
         jobs.start()
 
@@ -148,7 +168,7 @@ class Service:
     def health(self) -> Health:
         """Alive unless stopped or a poll loop has stalled; ready when MongoDB and
         every queue answered last time. From state only: no server is asked."""
-        bound = self.settings.poll_stall_seconds  # from the wait and visibility settings
+        bound = self.options.poll_stall_seconds  # from the wait and visibility settings
         reason = ""
         if self.stopped.is_set():
             reason = "stopped"
@@ -172,7 +192,7 @@ class Service:
 
     def stop(self, deadline_seconds: float | None = None) -> None:
         """Graceful stop; returns when everything held is acknowledged or handed back."""
-        seconds = self.settings.shutdown_seconds if deadline_seconds is None else deadline_seconds
+        seconds = self.options.shutdown_seconds if deadline_seconds is None else deadline_seconds
         deadline = time.monotonic() + seconds
         self.request_stop()
         self.write.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from ingest.cli.options import service_options
 from ingest.pipeline.service import Service
 from ingest.queues.sqs import SqsQueue
 from ingest.settings import Settings
@@ -74,7 +75,7 @@ def test_a_write_slower_than_the_visibility_timeout_is_not_delivered_twice(
     sink.delay = 5.0  # longer than the 3 s visibility: only the heartbeat keeps them hidden
     queue = SqsQueue(pair.url, sqs_client, pair.dead_letter_url)
     s = settings(pair.url, visibility_timeout=3, writers=2, pollers=1)
-    service = Service(s, {pair.url: queue}, sink)
+    service = Service(service_options(s), {pair.url: queue}, sink)
     run_until_idle(service, timeout=120)
     assert mongo_db.events.count_documents({}) == 200
     assert service.metrics.messages_received._value.get() == 20  # each message received once
@@ -97,7 +98,7 @@ def test_an_empty_queue_does_not_slow_a_full_one(
     # 20 s long polls: a consumer that polled the queues in turn would wait 20 s on the
     # empty one between receives from the full one.
     service = Service(
-        settings(full.url, empty.url, wait_seconds=20, exit_when_idle=None),
+        service_options(settings(full.url, empty.url, wait_seconds=20, exit_when_idle=None)),
         queues,
         MongoSink(mongo_db),
     )
@@ -145,7 +146,7 @@ def test_fifo_order_per_group_holds_in_replace_mode_under_retries(
     s = settings(
         pair.url, write_mode=WriteMode.REPLACE, retry_base_seconds=0.5, retry_max_seconds=1
     )
-    run_until_idle(Service(s, {pair.url: queue}, sink), timeout=90)
+    run_until_idle(Service(service_options(s), {pair.url: queue}, sink), timeout=90)
     for group, oid in ids.items():
         assert mongo_db.events.find_one({"_id": oid})["v"] == 15, group
     assert not sink.flaky  # every injected failure happened and was retried

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.cli.connect import queue_service, queues, store
+from ingest.cli.options import service_options
 from ingest.flow.ceiling import Ceiling, RateGate
 from ingest.flow.replicas import ReplicaRegistry
 from ingest.metrics import Metrics
@@ -87,7 +88,14 @@ def _replicas(
         registry = ReplicaRegistry(sink.replica_board(), 1.0)
         sources = queues(settings, queue_service(settings, for_receiving=True))
         services.append(
-            Service(settings, sources, sink, metrics=metrics, gate=gate, replicas=registry)
+            Service(
+                service_options(settings),
+                sources,
+                sink,
+                metrics=metrics,
+                gate=gate,
+                replicas=registry,
+            )
         )
     try:
         for service in services:
@@ -218,7 +226,7 @@ def test_adaptive_ceiling_backs_off_under_load_and_climbs_back(
         target_write_latency=0.05, writers=8,
     )  # fmt: skip
     sources = queues(settings, queue_service(settings, for_receiving=True))
-    service = Service(settings, sources, store(settings))
+    service = Service(service_options(settings), sources, store(settings))
     collection = mongo_db[ledger.collection]
     load = CompetingLoad(mongo_uri, f"{mongo_db.name}_load")
     try:

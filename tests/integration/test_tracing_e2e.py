@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ingest.cli.connect import queue_service, queues, store
+from ingest.cli.options import service_options
 from ingest.pipeline.service import Service
 from ingest.settings import Settings
 from ingest.tracing import SPAN_NAME
@@ -68,7 +69,9 @@ def test_the_write_span_links_to_the_web_requests_span(
     settings = Settings(queue_urls=(queue.url,), mongo_uri=mongo_uri, database=mongo_db.name,
                         wait_seconds=1, metrics_port=0, max_pollers=0)  # fmt: skip
     service = Service(
-        settings, queues(settings, queue_service(settings, for_receiving=True)), store(settings)
+        service_options(settings),
+        queues(settings, queue_service(settings, for_receiving=True)),
+        store(settings),
     )
     service.start()
     try:

@@ -23,6 +23,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 from pymongo.errors import InvalidOperation, NetworkTimeout
 
+from ingest.cli.options import service_options
 from ingest.logs import _raised_at
 from ingest.metrics import Metrics
 from ingest.pipeline.service import Service
@@ -279,7 +280,7 @@ def test_every_record_ends_under_injected_failures(
     )  # fmt: skip
     tracebacks = TracebackLog()
     logging.getLogger().addHandler(tracebacks)
-    service = Service(settings, {queue.url: faulty}, sink, metrics=Metrics())
+    service = Service(service_options(settings), {queue.url: faulty}, sink, metrics=Metrics())
     letters: list[dict[str, Any]] = []
     events = mongo_db.events
     good = RECORDS - POISON

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from ingest.cli.options import service_options
 from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.health import HealthServer
@@ -69,14 +70,18 @@ def test_the_bound_comes_from_the_wait_and_visibility_settings() -> None:
 
 def test_healthz_fails_when_the_poll_loop_stops_and_not_while_paused() -> None:
     stuck = StuckQueue()
-    stalled = Service(_settings(stuck.url), {stuck.url: stuck}, MemorySink(), metrics=Metrics())
+    stalled = Service(
+        service_options(_settings(stuck.url)), {stuck.url: stuck}, MemorySink(), metrics=Metrics()
+    )
     # The other consumer is paused on purpose: MongoDB is down, its breaker open.
     idle = MemoryQueue(url="memory://idle")
     down = MemorySink()
     down.unavailable = True
-    paused = Service(_settings(idle.url), {idle.url: idle}, down, metrics=Metrics())
+    paused = Service(
+        service_options(_settings(idle.url)), {idle.url: idle}, down, metrics=Metrics()
+    )
     paused.breaker.record_failure("MongoDB at db:27017 does not answer: refused")
-    bound = stalled.settings.poll_stall_seconds
+    bound = stalled.options.poll_stall_seconds
     with serving(stalled) as stalled_port, serving(paused) as paused_port:
         assert stuck.entered.wait(5)
         status, body, _ = probe(stalled_port, "/healthz")
@@ -105,7 +110,9 @@ def test_readyz_answers_from_kept_state_while_the_database_hangs() -> None:
             raise SinkUnavailable("MongoDB at db:27017 does not answer: timed out")
 
     queue = MemoryQueue(url="memory://q")
-    service = Service(_settings(queue.url), {queue.url: queue}, HangingSink(), metrics=Metrics())
+    service = Service(
+        service_options(_settings(queue.url)), {queue.url: queue}, HangingSink(), metrics=Metrics()
+    )
     service.breaker.record_failure("MongoDB at db:27017 does not answer: timed out")
     with serving(service) as port:
         time.sleep(1.5)  # the probe job is now stuck in ping()

@@ -16,6 +16,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from bson import Binary
 
+from ingest.cli.options import service_options
 from ingest.payloads import MemoryPayloads
 from ingest.pipeline.service import Service
 from ingest.queues.base import REASON_ATTRIBUTE
@@ -90,7 +91,7 @@ def test_pointer_payloads_are_written_and_deleted_after_their_message() -> None:
         _offloaded(queue, payloads, f"k{n}", *range(n * 10, n * 10 + 10))
     queue.send(wire.encode_record("events", {"_id": "small"}))
     sink = MemorySink()
-    service = Service(_settings(), {queue.url: queue}, sink, payloads=payloads)
+    service = Service(service_options(_settings()), {queue.url: queue}, sink, payloads=payloads)
     _run(service)
     assert sink.count("events") == 51 and len(queue) == 0
     assert payloads.objects == {}
@@ -102,7 +103,14 @@ def test_keep_payloads_leaves_them() -> None:
     payloads = MemoryPayloads()
     _offloaded(queue, payloads, "k", 1, 2)
     sink = MemorySink()
-    _run(Service(_settings(keep_payloads=True), {queue.url: queue}, sink, payloads=payloads))
+    _run(
+        Service(
+            service_options(_settings(keep_payloads=True)),
+            {queue.url: queue},
+            sink,
+            payloads=payloads,
+        )
+    )
     assert sink.count("events") == 2 and len(payloads.objects) == 1 and payloads.deleted == []
 
 
@@ -113,7 +121,10 @@ def test_a_refused_record_dead_letters_the_pointer_and_keeps_its_payload() -> No
     pointer = _offloaded(queue, payloads, "k", 1, 2, 3)
     sink = MemorySink()
     service = Service(
-        _settings(allow_collections=("audit",)), {queue.url: queue}, sink, payloads=payloads
+        service_options(_settings(allow_collections=("audit",))),
+        {queue.url: queue},
+        sink,
+        payloads=payloads,
     )
     _run(service)
     [letter] = dead._messages.values()
@@ -132,7 +143,7 @@ def test_a_missing_payload_dead_letters_only_its_message() -> None:
     gone = _offloaded(queue, payloads, "gone", 2)
     payloads.objects.pop((BUCKET, "gone"))
     sink = MemorySink()
-    _run(Service(_settings(), {queue.url: queue}, sink, payloads=payloads))
+    _run(Service(service_options(_settings()), {queue.url: queue}, sink, payloads=payloads))
     [letter] = dead._messages.values()
     assert letter.body == gone
     reason = wire.attribute_value(letter.attributes, REASON_ATTRIBUTE)
@@ -148,7 +159,9 @@ def test_s3_down_hands_the_pointer_back_without_counting_attempts() -> None:
     queue.send(wire.encode_record("events", {"_id": "small"}))
     payloads.down = True
     sink = MemorySink()
-    service = Service(_settings(exit_when_idle=None), {queue.url: queue}, sink, payloads=payloads)
+    service = Service(
+        service_options(_settings(exit_when_idle=None)), {queue.url: queue}, sink, payloads=payloads
+    )
     service.start()
     try:
         seen = service.metrics.payload_failures

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 from bson import ObjectId
 
+from ingest.cli.options import service_options
 from ingest.errors import ConfigError
 from ingest.flow.aimd import Aimd, AimdController
 from ingest.flow.breaker import SinkBreaker
@@ -291,9 +292,9 @@ def test_settings_and_build_gate() -> None:
         target_write_latency="50ms",
     )
     assert settings.target_write_latency == pytest.approx(0.05)
-    gate = build_gate(settings)
+    gate = build_gate(service_options(settings).ceiling)
     assert gate is not None and gate.max_bulk() == 40 and gate.ceiling.floor == 40
-    assert build_gate(Settings()) is None
+    assert build_gate(service_options(Settings()).ceiling) is None
     for wrong in (
         {"INGEST_WRITE_RATE": "adaptive"},
         {"INGEST_MAX_WRITE_RATE": "100", "INGEST_MIN_WRITE_RATE": "200"},

@@ -7,6 +7,7 @@ import time
 
 from bson import ObjectId
 
+from ingest.cli.options import service_options
 from ingest.metrics import Metrics
 from ingest.pipeline.jobs import report_depth
 from ingest.pipeline.service import Service
@@ -46,7 +47,7 @@ def test_drains_everything_once_and_dead_letters_poison() -> None:
     ids = fill(queue, 200, 25)
     queue.send("poison")
     sink = MemorySink()
-    run(Service(settings(), {queue.url: queue}, sink))
+    run(Service(service_options(settings()), {queue.url: queue}, sink))
     assert sink.count("events") == len(ids) == 5000
     assert len(queue) == 0
     reasons = [
@@ -61,7 +62,7 @@ def test_redelivered_messages_collapse_into_one_document() -> None:
     for _ in range(3):  # the producer retried: the same records in three messages
         queue.send("\n".join(lines))
     sink = MemorySink()
-    service = Service(settings(), {queue.url: queue}, sink)
+    service = Service(service_options(settings()), {queue.url: queue}, sink)
     run(service)
     assert sink.count("events") == 10
     assert service.metrics.records_duplicate._value.get() == 20
@@ -73,7 +74,7 @@ def test_outage_pauses_receiving_then_resumes_without_dead_letters() -> None:
     ids = fill(queue, 20, 10)
     sink = MemorySink()
     sink.unavailable = True
-    service = Service(settings(exit_when_idle=None), {queue.url: queue}, sink)
+    service = Service(service_options(settings(exit_when_idle=None)), {queue.url: queue}, sink)
     service.start()
     time.sleep(1.5)
     calls_during_outage = queue.receive_calls
@@ -101,7 +102,9 @@ def test_stop_hands_back_what_was_not_started() -> None:
 
     sink = SlowSink()
     service = Service(
-        settings(exit_when_idle=None, writers=1, max_messages=1), {queue.url: queue}, sink
+        service_options(settings(exit_when_idle=None, writers=1, max_messages=1)),
+        {queue.url: queue},
+        sink,
     )
     service.start()
     time.sleep(0.5)

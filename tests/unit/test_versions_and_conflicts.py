@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from ingest.cli.options import service_options
 from ingest.errors import ConfigError
 from ingest.flow.breaker import SinkBreaker
 from ingest.logs import Throttled
@@ -84,7 +85,7 @@ def test_ten_shuffled_versions_with_redeliveries_end_at_the_highest() -> None:
     sink = MemorySink(WriteMode.REPLACE, version_field="v")
     base = dict(queue_urls=("memory://q",), wait_seconds=0, metrics_port=0, exit_when_idle=0.3)
     settings = Settings(**base, writers=4, write_mode=WriteMode.REPLACE, version_field="v")  # type: ignore[arg-type]
-    service = Service(settings, {"memory://q": queue}, sink)
+    service = Service(service_options(settings), {"memory://q": queue}, sink)
     service.start()
     assert service.wait(30), "service did not go idle"
     service.stop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .aio import AsyncProducer
+    from .checks import RecordChecker
     from .core import Producer
     from .errors import (
         BufferFull,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "AsyncProducer": ".aio",  # loads asyncio (~40 ms): a WSGI app that never uses it should not pay
     "Producer": ".core",
+    "RecordChecker": ".checks",
     "BufferFull": ".errors",
     "ConfigError": ".errors",
     "ProducerClosed": ".errors",
@@ -53,6 +55,7 @@ __all__ = [
     "Producer",
     "ProducerClosed",
     "ProducerError",
+    "RecordChecker",
     "RecordTooLarge",
     "Stats",
     "WireError",

@@ -122,4 +122,6 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 def _check_queue_url(url: str) -> None:
     if not wire.is_queue_url(url):
-        raise ConfigError(f"queue_url {url!r} is not a queue URL ({wire.QUEUE_URL_FORM})")
+        raise ConfigError(
+            f"queue_url {url!r} is not a queue URL ({wire.QUEUE_URL_FORM})", setting="queue_url"
+        )

@@ -248,6 +248,11 @@ class Producer(Closing):
     def closed(self) -> bool:
         return self._closed
 
+    def journaled(self) -> int:
+        """Records waiting in this producer's journal_dir, its own and any other's:
+        after close(), those the next Producer with this journal_dir sends first."""
+        return self._journal.pending_records()
+
     def stats(self) -> Stats:
         values = self._counters.snapshot()
         return Stats(
@@ -272,7 +277,8 @@ def _check_journal_dir(directory: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(
-            f"journal_dir {str(directory)!r} cannot be written: {exc.strerror or exc}"
+            f"journal_dir {str(directory)!r} cannot be written: {exc.strerror or exc}",
+            setting="journal_dir",
         ) from exc
 
 

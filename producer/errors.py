@@ -25,4 +25,9 @@ class ProducerClosed(ProducerError):
 
 class ConfigError(ProducerError, ValueError):
     """Producer() was given something it cannot work with: not a queue URL, a journal
-    directory it cannot write, an option out of range. Raised at construction."""
+    directory it cannot write, an option out of range. Raised at construction.
+    `setting`: the option to change, where one is to blame (e.g. "journal_dir")."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting

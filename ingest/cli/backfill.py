@@ -98,13 +98,16 @@ def backfill(path: Path, queue_urls: str | None, checkpoint: Path | None, compre
     producer = None
     journal = checkpoint.with_name(checkpoint.stem + ".journal")
     if not dry_run:
-        from producer import Producer, ProducerError
+        from producer import ConfigError as ProducerConfigError
+        from producer import Producer
 
         try:
             producer = Producer(queue_url, journal_dir=journal, compression=compression,
                                 overflow="block", block_timeout=plan.flush_timeout)  # fmt: skip
-        except ProducerError as exc:  # the queue URL, or the journal beside the checkpoint
-            beside = " (the journal lives beside --checkpoint)" if "journal_dir" in str(exc) else ""
+        except ProducerConfigError as exc:  # the queue URL, or the journal beside the checkpoint
+            beside = (
+                " (the journal lives beside --checkpoint)" if exc.setting == "journal_dir" else ""
+            )
             raise ConfigError(f"backfill: {exc}{beside}") from exc
     stop = _stop_on_sigint()
     runner = job.Backfill(plan, producer, stop)
@@ -144,6 +147,4 @@ def _journaled(producer: Any, journal: Path) -> int:
     """Records waiting in the producer's journal once it is closed."""
     if producer is None or not journal.is_dir():
         return 0
-    from producer.journal import Journal
-
-    return Journal(journal).pending_records()
+    return int(producer.journaled())

@@ -33,8 +33,7 @@ from ingest.flow.ceiling import TokenBucket
 from ingest.tools.checkpoint import Checkpoint
 from ingest.tools.ids import derive_object_id, timestamp_of
 from ingest.tools.readers import BadLine, SourceFile, discover, read
-from producer import wire
-from producer.testing import RecordingProducer
+from producer import RecordChecker, wire
 
 log = logging.getLogger("ingest.backfill")
 
@@ -140,9 +139,9 @@ class Backfill:
         if sender is None and not options.dry_run:
             raise ValueError("a sender is needed unless dry_run")
         self.options = options
-        # A dry run sends to a producer that only checks, with the real one's checks.
-        self.sender: RecordSender = sender or RecordingProducer(
-            max_message_bytes=options.max_message_bytes, keep=False
+        # A dry run hands the records to the producer's own checks, and sends nothing.
+        self.sender: RecordSender = sender or RecordChecker(
+            max_message_bytes=options.max_message_bytes
         )
         self.stop = stop or threading.Event()
         self.report = Report(dry_run=options.dry_run)

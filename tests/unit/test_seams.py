@@ -1,6 +1,6 @@
 """One seam per outside system: only the queue seam speaks boto3 to SQS and only the
 payload seam to S3, only the sink seam speaks pymongo, and the consumer reaches the
-producer only through its format."""
+producer only through its format and its public API."""
 
 from __future__ import annotations
 
@@ -50,13 +50,29 @@ def test_only_the_seam_imports_the_client_library(
     assert {seam for seam in seams if any(m.startswith(seam) for m in importing)} == set(seams)
 
 
-def test_the_consumer_uses_only_the_producers_format() -> None:
-    # Backfill is a producer of its own (a file into SQS): it may use the producer's API.
+def test_the_consumer_uses_only_the_producers_format_and_public_api() -> None:
+    """`producer.wire`, and what `producer` names in its __all__ (backfill is a producer
+    of its own: a file into SQS); never a module of the producer's own."""
+    import producer
+
+    allowed = {"producer", "producer.wire"} | {f"producer.{name}" for name in producer.__all__}
     reaching_in = {
         f"{path.relative_to(INGEST.parent)}: {name}"
         for path in INGEST.rglob("*.py")
-        if path.stem != "backfill"
         for name in _imports(path)
-        if name.startswith("producer.") and not name.startswith("producer.wire")
+        if name.split(".")[0] == "producer"
+        and name not in allowed
+        and not name.startswith("producer.wire.")
     }
     assert reaching_in == set()
+
+
+def test_the_seam_rule_sees_a_reach_into_the_producer(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text("from producer.journal import Journal\nfrom producer import Producer\n")
+    assert list(_imports(planted)) == [
+        "producer.journal",
+        "producer.journal.Journal",
+        "producer",
+        "producer.Producer",
+    ]

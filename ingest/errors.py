@@ -3,10 +3,10 @@
 IngestError
 ├── ConfigError          settings are missing, out of range, or contradict each other
 ├── QueueUnavailable     SQS did not answer (or answered 5xx / throttled): retry later
-│   └── QueueRefused     SQS answered, and refused (no such queue, access denied)
+├── QueueRefused         SQS answered, and refused (no such queue, access denied)
 ├── SinkUnavailable      MongoDB did not answer: retry everything later
-│   │                    (a record it refuses is an outcome, not an error)
-│   └── SinkRefused      MongoDB answered, and refused (not implemented, not allowed)
+│                        (a record it refuses is an outcome, not an error)
+├── SinkRefused          MongoDB answered, and refused (not implemented, not allowed)
 ├── PayloadUnavailable   S3 did not answer (or answered 5xx / throttled): a message whose
 │                        payload is there is handed back, no attempt counted
 └── ToolError            an operator tool cannot go on (backfill, checkpoint, input)
@@ -31,7 +31,7 @@ class QueueUnavailable(IngestError):
     """SQS did not answer, or failed the call as its own problem; it may be retried."""
 
 
-class QueueRefused(QueueUnavailable):
+class QueueRefused(IngestError):
     """SQS answered and refused the call (no such queue, access denied, bad request)."""
 
 
@@ -41,7 +41,7 @@ class SinkUnavailable(IngestError):
     Distinct from a per-record rejection, which dead-letters only that record."""
 
 
-class SinkRefused(SinkUnavailable):
+class SinkRefused(IngestError):
     """The document store answered and refused an operator's request (an index it
     does not implement, a command this user may not run)."""
 
@@ -66,3 +66,8 @@ class CheckpointError(ToolError):
 
 class ReaderError(ToolError):
     """The input as a whole cannot be read (no such path, unknown format)."""
+
+
+#: For the calls whose failure, either way, means "it did not happen": the message stays
+#: where it is and comes back (a delete, a visibility change, a send, a depth for a gauge).
+QUEUE_CALL_FAILED = (QueueUnavailable, QueueRefused)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ConfigError,
         ProducerClosed,
         ProducerError,
+        RecordRefused,
         RecordTooLarge,
         WireError,
     )
@@ -35,6 +36,7 @@ _WHERE = {
     "ConfigError": ".errors",
     "ProducerClosed": ".errors",
     "ProducerError": ".errors",
+    "RecordRefused": ".errors",
     "RecordTooLarge": ".errors",
     "WireError": ".errors",
     "Stats": ".metrics",
@@ -56,6 +58,7 @@ __all__ = [
     "ProducerClosed",
     "ProducerError",
     "RecordChecker",
+    "RecordRefused",
     "RecordTooLarge",
     "Stats",
     "WireError",

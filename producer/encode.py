@@ -13,7 +13,7 @@ from bson.objectid import ObjectId
 from . import wire
 from .batcher import Item
 from .config import SQS_MAX_MESSAGE_BYTES
-from .errors import RecordTooLarge, WireError
+from .errors import RecordRefused, RecordTooLarge, WireError
 
 _GROUP_ID: Final = re.compile(r"[!-~]{1,128}")  # what SQS accepts as a MessageGroupId
 _LONG_NUMBER: Final = re.compile(r"\d{19}")  # an integer that may not fit 64 bits
@@ -48,8 +48,23 @@ class Encoder:
         trace: str | None = None,
     ) -> tuple[Item, Any]:
         """The record as an Item, and its _id. Stamps document["_id"] with a new
-        ObjectId if absent (like pymongo's insert_one). Raises WireError (RecordTooLarge
-        when it is too large for one message and there is no payload bucket)."""
+        ObjectId if absent (like pymongo's insert_one). Raises RecordRefused
+        (RecordTooLarge when it is too large for one message and there is no payload
+        bucket): the format's WireError, as the producer's own error."""
+        try:
+            return self._item(collection, document, partition_key, trace)
+        except RecordRefused:
+            raise
+        except WireError as exc:
+            raise RecordRefused(str(exc)) from None
+
+    def _item(
+        self,
+        collection: str,
+        document: Mapping[str, Any],
+        partition_key: str | None,
+        trace: str | None,
+    ) -> tuple[Item, Any]:
         wire.known_collection(collection)  # checked once per name, as the consumer does
         if partition_key is not None and not _GROUP_ID.fullmatch(str(partition_key)):
             # Checked here: one bad key in a packed batch would fail the whole SQS call.

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from ingest.errors import QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED
 from ingest.flow.retry import RetryPolicy
 from ingest.logs import Tracebacks
 from ingest.metrics import Metrics
@@ -86,7 +86,7 @@ class Acknowledger:
         for url, group in _by_queue(letters, lambda letter: letter.source.queue_url).items():
             try:
                 failed = self._queues[url].dead_letter(group)
-            except QueueUnavailable as exc:
+            except QUEUE_CALL_FAILED as exc:
                 log.warning("dead-letter send failed: %s", exc)
                 failed = list(group)
             undelivered.update(letter.source.message_id for letter in failed)
@@ -105,7 +105,7 @@ class Acknowledger:
         for url, group in _by_queue(resends, lambda resend: resend.source.queue_url).items():
             try:
                 failed = self._queues[url].resend(group)
-            except QueueUnavailable as exc:
+            except QUEUE_CALL_FAILED as exc:
                 log.warning("resending %d messages failed: %s", len(group), exc)
                 failed = list(group)
             unsent.update(resend.source.message_id for resend in failed)
@@ -118,7 +118,7 @@ class Acknowledger:
         for url, group in _by_queue(messages, lambda m: m.queue_url).items():
             try:
                 failed = self._queues[url].delete(group)
-            except QueueUnavailable as exc:
+            except QUEUE_CALL_FAILED as exc:
                 log.warning("delete of %d messages failed: %s", len(group), exc)
                 failed = list(group)
             # An undeleted message comes back; its records then collapse as duplicates.
@@ -131,7 +131,7 @@ class Acknowledger:
         for url, group in _by_queue(entries, lambda e: e[0].queue_url).items():
             try:
                 self._queues[url].change_visibility(group)
-            except QueueUnavailable as exc:
+            except QUEUE_CALL_FAILED as exc:
                 # The message turns visible when its timeout runs out anyway.
                 log.warning("visibility change of %d messages failed: %s", len(group), exc)
 

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from ingest.errors import QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED
 from ingest.metrics import Metrics
 from ingest.pipeline.inflight import InFlight
 from ingest.queues.base import Message, MessageQueue
@@ -39,7 +39,7 @@ class VisibilityHeartbeat:
         for url, entries in by_queue.items():
             try:
                 failed = {m.message_id for m in self._queues[url].change_visibility(entries)}
-            except QueueUnavailable as exc:
+            except QUEUE_CALL_FAILED as exc:
                 log.warning("visibility heartbeat failed: %s", exc)
                 continue
             now = time.monotonic()

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from ingest.errors import QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED
 from ingest.pipeline.channels import Inbox
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.receive import ReceiveStage
@@ -58,5 +58,5 @@ class IdleWatch:
     def _queues_hold_visible_messages(self) -> bool:
         try:
             return any(source.depth().visible for source in self._queues.values())
-        except QueueUnavailable:
+        except QUEUE_CALL_FAILED:
             return False

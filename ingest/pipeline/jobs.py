@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from ingest.errors import QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED
 from ingest.metrics import Metrics
 from ingest.queues.base import MessageQueue
 
@@ -55,7 +55,7 @@ def report_depth(queues: Mapping[str, MessageQueue], metrics: Metrics) -> None:
         try:
             depth = source.depth()
             dead = source.dead_letter_depth()
-        except QueueUnavailable:
+        except QUEUE_CALL_FAILED:
             continue
         metrics.queue_visible.labels(url).set(depth.visible)
         metrics.queue_in_flight.labels(url).set(depth.in_flight)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ingest.errors import QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.pacer import Pacer
 from ingest.flow.scaling import ScalingPolicy
@@ -97,7 +97,7 @@ class Poller:
         shown once a minute. Messages it may have received turn visible again."""
         w = self._wiring
         w.metrics.receive_errors.inc()
-        if isinstance(exc, QueueUnavailable):
+        if isinstance(exc, QUEUE_CALL_FAILED):
             self.last_error = str(exc)
             log.warning("receive failed, retrying in %.1fs: %s", backoff, exc)
             return
@@ -201,7 +201,7 @@ class ReceiveStage:
             running = [p for p in self.running() if p.source is source]
             try:
                 visible = source.depth().visible
-            except QueueUnavailable:
+            except QUEUE_CALL_FAILED:
                 continue
             target = self._scaling.desired(
                 visible, len(running), write_seconds, self._wiring.inbox.full()

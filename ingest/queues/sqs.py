@@ -24,7 +24,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ingest.errors import ConfigError, QueueRefused, QueueUnavailable
+from ingest.errors import QUEUE_CALL_FAILED, ConfigError, QueueRefused, QueueUnavailable
 from ingest.queues.base import (
     MAX_DELAY_SECONDS,
     DeadLetter,
@@ -231,7 +231,7 @@ class SqsQueue:
         """Sends outgoing[i] for items[i]; returns the items whose message SQS did not take."""
         try:
             failed = {id(m) for m in _send(self._sqs, url, outgoing)}
-        except QueueUnavailable:
+        except QUEUE_CALL_FAILED:
             return list(items)
         return [item for item, m in zip(items, outgoing, strict=True) if id(m) in failed]
 

@@ -37,7 +37,7 @@ from .checks import (
     known_collection,
 )
 from .compression import DEFAULT_MAX_DECODED_BYTES, ENCODINGS, GZIP, IDENTITY, ZSTD
-from .errors import ProducerError, RecordTooLarge, WireError
+from .errors import WireError
 from .grouping import bounded_groups
 from .jsonlines import decode_line, encode_record, iter_records, join_lines
 from .messages import (
@@ -96,9 +96,7 @@ __all__ = [
     "Attributes",
     "BadRecord",
     "PayloadPointer",
-    "ProducerError",
     "Record",
-    "RecordTooLarge",
     "SqsErrorKind",
     "WireError",
     "attribute_value",

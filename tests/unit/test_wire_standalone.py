@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 _PROBE = """
 import atexit, json, sys
 before = atexit._ncallbacks()
@@ -31,8 +33,12 @@ def test_importing_the_format_loads_no_other_producer_module_and_no_hooks() -> N
     assert "producer.wire" in found["modules"]
 
 
-def test_the_format_errors_are_producer_errors() -> None:
-    from producer import ProducerError, WireError
-    from producer.wire import RecordTooLarge
+def test_the_format_has_its_own_errors_and_send_raises_the_producers() -> None:
+    from producer import ProducerError, RecordRefused, RecordTooLarge, WireError
+    from producer.testing import RecordingProducer
 
-    assert issubclass(WireError, ProducerError) and issubclass(RecordTooLarge, WireError)
+    assert not issubclass(WireError, ProducerError)  # the format's, standing alone
+    assert issubclass(RecordTooLarge, RecordRefused) and issubclass(RecordRefused, WireError)
+    with pytest.raises(RecordRefused, match=r"must not contain '\.\.'") as refused:
+        RecordingProducer().send("a..b", {"n": 1})
+    assert isinstance(refused.value, ProducerError) and isinstance(refused.value, WireError)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import forksafe
-from .batcher import Buffer, Item
 from .breaker import Breaker, Router
+from .buffer import Buffer, Item
 from .config import Config, with_environment
 from .encode import Encoder
 from .errors import BufferFull, ConfigError, ProducerClosed

@@ -11,7 +11,7 @@ from typing import Any, Final
 from bson.objectid import ObjectId
 
 from . import wire
-from .batcher import Item
+from .buffer import Item
 from .config import SQS_MAX_MESSAGE_BYTES
 from .errors import RecordRefused, RecordTooLarge, WireError
 

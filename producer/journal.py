@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Final
 
 from . import wire
-from .batcher import Item, as_json
+from .buffer import Item, as_json
 
 log = logging.getLogger("producer.journal")
 

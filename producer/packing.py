@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from . import wire
-from .batcher import Item
+from .buffer import Item
 
 MAX_BATCH_ENTRIES: Final = 10
 DEFAULT_GROUP: Final = "default"

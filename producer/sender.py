@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import wire
-from .batcher import Buffer, Item, as_json
 from .breaker import Router
+from .buffer import Buffer, Item, as_json
 from .config import SQS_MAX_MESSAGE_BYTES, Config
 from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters

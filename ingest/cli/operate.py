@@ -11,8 +11,6 @@ from ingest.cli import fail, load_settings
 from ingest.cli.connect import payload_store, queue_service, queues, store
 from ingest.flow.replicas import MISSED_HEARTBEATS
 
-_positive = click.IntRange(min=1)
-
 
 @click.command()
 @click.option("--queue-name", default="ingest-records", show_default=True)

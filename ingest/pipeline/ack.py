@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
@@ -23,6 +22,7 @@ from ingest.pipeline.channels import Outbox
 from ingest.pipeline.claims import PayloadCleanup
 from ingest.pipeline.inflight import InFlight
 from ingest.pipeline.messages import Settlement
+from ingest.pipeline.threads import join_by
 from ingest.queues.base import DeadLetter, Message, MessageQueue, Resend
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class AckStage:
         self._outbox.close(len(self._threads))
 
     def join(self, deadline: float) -> None:
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_by(self._threads, deadline)
 
     def _run(self) -> None:
         while (settlement := self._outbox.get()) is not None:

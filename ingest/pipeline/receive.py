@@ -21,6 +21,7 @@ from ingest.logs import Tracebacks
 from ingest.metrics import Metrics
 from ingest.pipeline.channels import Inbox, Outbox
 from ingest.pipeline.inflight import InFlight
+from ingest.pipeline.threads import join_by
 from ingest.queues.base import Message, MessageQueue
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class Poller:
     def start(self) -> None:
         self._thread.start()
 
-    def join(self, timeout: float) -> None:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def run(self) -> None:
         w = self._wiring
@@ -174,8 +175,7 @@ class ReceiveStage:
             poller.stopping.set()
 
     def join(self, deadline: float) -> None:
-        for poller in self.pollers:
-            poller.join(max(0.0, deadline - time.monotonic()))
+        join_by((poller.thread for poller in self.pollers), deadline)
 
     def running(self) -> list[Poller]:
         return [p for p in self.pollers if not p.stopping.is_set()]

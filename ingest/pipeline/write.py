@@ -34,6 +34,7 @@ from ingest.pipeline.decode import decode
 from ingest.pipeline.messages import DecodedMessage, Settlement
 from ingest.pipeline.route import Router
 from ingest.pipeline.settle import Settler
+from ingest.pipeline.threads import join_by
 from ingest.queues.base import Message
 from ingest.sinks.base import WRITTEN, DocumentSink, Outcome, OutcomeKind, retry
 from ingest.sinks.isolation import bisect
@@ -350,8 +351,7 @@ class WriteStage:
         self._stopping.set()
 
     def join(self, deadline: float) -> None:
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_by(self._threads, deadline)
 
     def drain(self) -> None:
         """Hands back at once what no writer started (shutting down)."""

@@ -240,6 +240,12 @@ def resend_attributes(
     return kept
 
 
+def dead_letter_name(name: str) -> str:
+    """The dead-letter queue `create` makes beside queue `name`: `<name>-dlq`, FIFO kept."""
+    fifo = name.endswith(".fifo")
+    return f"{name.removesuffix('.fifo')}-dlq{'.fifo' * fifo}"
+
+
 def chunks(items: Sequence[T], size: int = SQS_BATCH_LIMIT) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -22,6 +22,7 @@ from ingest.queues.base import (
     QueueDepth,
     Resend,
     dead_letter_attributes,
+    dead_letter_name,
     sendable_attributes,
 )
 
@@ -210,8 +211,7 @@ class MemoryService:
         retention_seconds: int = 1209600,
         kms_key_id: str | None = None,
     ) -> MemoryQueue:
-        base = name.removesuffix(".fifo")
-        dead_url = f"memory://{base}-dlq{'.fifo' * name.endswith('.fifo')}"
+        dead_url = f"memory://{dead_letter_name(name)}"
         dead = self.queues.setdefault(dead_url, MemoryQueue(dead_url))
         queue = self.queues.setdefault(f"memory://{name}", MemoryQueue(f"memory://{name}"))
         queue.max_receive_count, queue.dead_letter_queue = max_receive_count, dead

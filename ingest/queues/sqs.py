@@ -35,6 +35,7 @@ from ingest.queues.base import (
     Resend,
     chunks,
     dead_letter_attributes,
+    dead_letter_name,
     send_groups,
 )
 from producer.wire import SqsErrorKind, classify_sqs_error
@@ -299,9 +300,7 @@ class SqsService:
             common["KmsMasterKeyId"] = kms_key_id
         else:
             common["SqsManagedSseEnabled"] = "true"
-        dead_letter = self._create_or_update(
-            f"{name.removesuffix('.fifo')}-dlq{'.fifo' * fifo}", common
-        )
+        dead_letter = self._create_or_update(dead_letter_name(name), common)
         policy = {
             "deadLetterTargetArn": self._arn(dead_letter),
             "maxReceiveCount": str(max_receive_count),

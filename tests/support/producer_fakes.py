@@ -16,7 +16,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 
 from producer import wire
-from producer.batcher import Item
+from producer.buffer import Item
 
 # A step decides one call's outcome: return a response dict, raise, or None for "all succeed".
 Step = Callable[[str, list[dict[str, Any]]], dict[str, Any] | None]

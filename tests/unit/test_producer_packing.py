@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from producer import Producer, wire
-from producer.batcher import Item
+from producer.buffer import Item
 from producer.encode import Encoder
 from producer.packing import MAX_BATCH_ENTRIES, Message, Packer, batches
 from tests.support.producer_fakes import FakeSQS

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Mapping
 
+from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import RateGate, WriteGate, build_gate
 from ingest.flow.pacer import Pacer, RecordsPerMessage
@@ -34,9 +35,14 @@ from ingest.pipeline.settle import SettleOptions, Settler
 from ingest.pipeline.write import BatchWriter, WriteStage
 from ingest.queues.base import MessageQueue
 from ingest.settings import Settings
-from ingest.sinks.base import DocumentSink
+from ingest.sinks.base import DocumentSink, TombstoneKeeper
 
 log = logging.getLogger(__name__)
+
+
+def _sweep_every(tombstone_seconds: float) -> float:
+    """A tenth of the period, between 1 s and 60 s (MongoDB's own TTL monitor's pace)."""
+    return min(60.0, max(1.0, tombstone_seconds / 10))
 
 
 class Service:
@@ -140,7 +146,20 @@ class Service:
             jobs.every(s.replica_heartbeat_seconds, self.shared_ceiling.beat, "replicas")
         if s.exit_when_idle is not None:
             jobs.every(0.5, self.idle.check, "idle-exit")
+        if isinstance(self.sink, TombstoneKeeper):
+            jobs.every(_sweep_every(s.tombstone_seconds), self._sweep_tombstones, "tombstones")
         jobs.start()
+
+    def _sweep_tombstones(self) -> None:
+        """Expired tombstones go (on a server without TTL indexes; ingest/sinks/operations.py)."""
+        assert isinstance(self.sink, TombstoneKeeper)
+        started = time.perf_counter()
+        try:
+            removed = self.sink.sweep_tombstones(self.settings.tombstone_seconds)
+        except SinkUnavailable:
+            return  # the breaker's probe reports the outage; the next sweep catches up
+        self.metrics.tombstones_expired.inc(removed)
+        self.metrics.tombstone_sweep_seconds.observe(time.perf_counter() - started)
 
     def _report_breaker(self) -> None:
         self.metrics.breaker_open.set(1 if self.breaker.is_open else 0)

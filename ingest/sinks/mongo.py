@@ -265,9 +265,8 @@ class MongoSink:
         driver, for a document that cannot become BSON) fails it as a whole."""
         try:
             if any(record.operation is not None for record in records):
-                outcomes = self._write_rounds(collection, records, ordered=ordered)
-            else:
-                outcomes = self._write_mode(collection, records, ordered=ordered)
+                return self._write_rounds(collection, records, ordered=ordered)
+            outcomes = self._write_mode(collection, records, ordered=ordered)
             # After the write, whatever its kind: a delete's tombstone may outlive it.
             self.tombstones.undo_outlived(collection, records, outcomes)
             return outcomes
@@ -299,6 +298,10 @@ class MongoSink:
             if changes:
                 found = self.operations.write(collection, [records[i] for i in changes])
                 _fill(outcomes, changes, found)
+            # Before the next round: a later record of an _id meets what this one left.
+            written = [outcomes[i] for i in now]
+            self.tombstones.undo_outlived(collection, [records[i] for i in now], written)
+            _fill(outcomes, now, written)
             if ordered:
                 waiting |= {_key(records[i]) for i in now if not outcomes[i].settled}
         return outcomes

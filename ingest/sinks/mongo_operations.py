@@ -30,9 +30,18 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from ingest.sinks.base import DUPLICATE, INTERNAL_PREFIX, WRITTEN, Outcome, OutcomeKind, rejected
+from ingest.sinks.base import (
+    DUPLICATE,
+    INTERNAL_PREFIX,
+    WRITTEN,
+    Outcome,
+    OutcomeKind,
+    rejected,
+    retry,
+)
 from ingest.sinks.modes import Document, Kind, Statement
 from ingest.sinks.mongo_bulk import Tally, Target, bulk
+from ingest.sinks.mongo_claims import Claims
 from ingest.sinks.mongo_clashes import UniqueIndexes
 from ingest.sinks.mongo_tombstones import Tombstones
 from ingest.sinks.operations import (
@@ -68,11 +77,11 @@ class Operations:
         self._indexes = indexes
         self._lock = threading.Lock()
         self.slice_honoured: bool | None = None  # None: not asked of the server yet
+        self.claims = Claims()
 
     def write(self, collection: Collection[Document], records: Sequence[Record]) -> list[Outcome]:
-        operations = [r.operation for r in records]
-        assert all(op is not None for op in operations)
-        ops: list[Operation] = [op for op in operations if op is not None]
+        ops: list[Operation] = [r.operation for r in records if r.operation is not None]
+        assert len(ops) == len(records)
         outcomes: list[Outcome] = [WRITTEN] * len(ops)
         todo: list[int] = []
         for index, op in enumerate(ops):
@@ -81,6 +90,26 @@ class Operations:
                 outcomes[index] = rejected(problem)
             else:
                 todo.append(index)
+        probe = collection.database.get_collection(PROBE_COLLECTION)
+        if not todo or not self.claims.required(probe):
+            self._write(collection, ops, todo, outcomes)
+            return outcomes
+        never = self.claims.each_held(
+            collection,
+            [ops[i].target for i in todo],
+            lambda held: self._write(collection, ops, [todo[n] for n in held], outcomes),
+        )
+        for n in never:
+            outcomes[todo[n]] = HELD_ELSEWHERE
+        return outcomes
+
+    def _write(
+        self,
+        collection: Collection[Document],
+        ops: list[Operation],
+        todo: list[int],
+        outcomes: list[Outcome],
+    ) -> None:
         todo = self._tombstones_first(collection, ops, todo, outcomes)
         tally = Tally()
         statements = [self._statement(ops[i]) for i in todo]
@@ -90,7 +119,6 @@ class Operations:
         self._judge_refused(collection, ops, todo, outcomes)
         self._judge_deletes(collection, ops, todo, outcomes, tally)
         self._trim(collection, [ops[i] for i in todo if _applied_once(ops[i], outcomes[i])])
-        return outcomes
 
     def _tombstones_first(
         self,
@@ -191,6 +219,7 @@ class Operations:
 
 
 PROBE_COLLECTION: Final = INTERNAL_PREFIX + "check"  # the sink's own (`ingest check`'s)
+HELD_ELSEWHERE: Final = retry("another writer held this _id throughout: tried again later")
 
 
 def slice_honoured(collection: Collection[Document]) -> bool:

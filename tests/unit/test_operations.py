@@ -17,6 +17,7 @@ from mockupdb import Request
 
 from ingest.sinks import mongo
 from ingest.sinks.memory_updates import UpdateRefused, apply_update
+from ingest.sinks.mongo_claims import PROBE_INCREMENTS, PROBE_THREADS
 from ingest.sinks.operations import OPS_FIELD, TOMBSTONES_PREFIX
 from producer import operations, wire
 from producer.encode import Encoder
@@ -234,6 +235,8 @@ def _stored(found: dict[Any, dict[str, Any]]) -> Any:
             batch: list[Any] = []
         elif isinstance(wanted, str) and wanted.startswith("ingest-slice-probe-"):
             batch = [{"_id": wanted, "ids": [1, 2]}]
+        elif isinstance(wanted, str) and wanted.startswith("ingest-concurrency-probe-"):
+            batch = [{"_id": wanted, "n": PROBE_THREADS * PROBE_INCREMENTS}]  # none lost
         else:
             batch = [found[wanted]] if wanted in found else []
         return {"cursor": {"id": 0, "firstBatch": batch, "ns": f"db.{name}"}, "ok": 1}
@@ -284,8 +287,10 @@ def test_operations_go_in_one_bulk_and_each_refused_one_is_judged_by_reading() -
     assert statements[0]["u"]["$push"] == {OPS_FIELD: {"$each": [fresh.id], "$slice": -1000}}
     assert statements[2]["u"]["$set"] == {"s": 1, "_ingest.v": 3}
     assert all(s["upsert"] for s in statements)
-    # MongoDB keeps $slice (the probe read back [1, 2]): no $pop to trim.
+    # MongoDB keeps $slice (the probe read back [1, 2]): no $pop to trim; and it loses
+    # no concurrent update (the probe's sum came out right): no claims.
     assert not [s for r in server.asked("update") for s in r["updates"] if "$pop" in s["u"]]
+    assert not [r for r in server.asked("insert") if r["insert"].startswith("_ingest_claims.")]
 
 
 def test_a_delete_writes_its_tombstone_before_it_deletes_and_counts_what_it_removed() -> None:
@@ -294,6 +299,8 @@ def test_a_delete_writes_its_tombstone_before_it_deletes_and_counts_what_it_remo
     order: list[str] = []
 
     def update(request: Request) -> dict[str, Any]:
+        if request.doc["update"] == "_ingest_check":  # the sink's probes
+            return {"ok": 1, "n": 1, "nModified": 1}
         order.append(f"tombstones to {request.doc['update']}")
         return {
             "ok": 1,
@@ -303,6 +310,8 @@ def test_a_delete_writes_its_tombstone_before_it_deletes_and_counts_what_it_remo
         }
 
     def delete(request: Request) -> dict[str, Any]:
+        if request.doc["delete"] == "_ingest_check":  # the sink's probes
+            return {"ok": 1, "n": 1}
         order.append(f"delete from {request.doc['delete']}")
         return {"ok": 1, "n": 1}  # one of the two removed: the other is read
 

@@ -214,6 +214,14 @@ class Producer(Closing):
         self._check_open()
         return self._put_operation(collection, operations.delete(_id, version), partition_key)
 
+    def send_operation(
+        self, collection: str, operation: wire.Operation, *, partition_key: str | None = None
+    ) -> ObjectId:
+        """Queue an operation built with producer.operations (a backfill gives each the
+        same id on every run, so a re-run applies none twice)."""
+        self._check_open()
+        return self._put_operation(collection, operation, partition_key)
+
     def _put_operation(
         self, collection: str, operation: wire.Operation, partition_key: str | None
     ) -> ObjectId:

@@ -35,9 +35,15 @@ ACCUMULATING: Final = frozenset(
 
 
 def update(
-    target: Any, document: Mapping[str, Any], version: Any = None, ordered: bool | None = None
+    target: Any,
+    document: Mapping[str, Any],
+    version: Any = None,
+    ordered: bool | None = None,
+    *,
+    operation_id: ObjectId | None = None,
 ) -> wire.Operation:
-    """An update of the document `target` (its _id). Raises WireError, one line."""
+    """An update of the document `target` (its _id). Raises WireError, one line.
+    `operation_id`: a given id (a backfill's, the same on every run) instead of a new one."""
     _check_target(target)
     if not isinstance(document, Mapping):
         raise WireError(f"update must be a dict of operators, got {type(document).__name__}")
@@ -55,18 +61,20 @@ def update(
             raise WireError("version= orders an update: leave it out to apply it in any order")
     elif ordered is None:
         ordered = not set(document) <= ACCUMULATING
-    op_id = ObjectId()
+    op_id = operation_id or ObjectId()
     if ordered and version is None:
         version = op_id  # the default version
     return wire.Operation(wire.UPDATE, target, op_id, version, dict(document))
 
 
-def delete(target: Any, version: Any = None) -> wire.Operation:
+def delete(
+    target: Any, version: Any = None, *, operation_id: ObjectId | None = None
+) -> wire.Operation:
     """A delete of the document `target`: ordered, by `version` or its own id."""
     _check_target(target)
     if version is not None:
         _check_version(version)
-    op_id = ObjectId()
+    op_id = operation_id or ObjectId()
     return wire.Operation(wire.DELETE, target, op_id, op_id if version is None else version)
 
 

@@ -98,6 +98,12 @@ class RecordingProducer(Closing):
         self._check_open()
         return self._operation(collection, operations.delete(_id, version), partition_key)
 
+    def send_operation(
+        self, collection: str, operation: wire.Operation, *, partition_key: str | None = None
+    ) -> ObjectId:
+        self._check_open()
+        return self._operation(collection, operation, partition_key)
+
     def _operation(
         self, collection: str, operation: wire.Operation, partition_key: str | None
     ) -> ObjectId:

@@ -68,7 +68,9 @@ def bodies(records: Sequence[Op], per_message: int, seed: int) -> list[Body]:
     return found + again
 
 
-def consumers(queue_url: str, mongo_uri: str, database: str, logs: Path, *extra: str) -> list[Consumer]:
+def consumers(
+    queue_url: str, mongo_uri: str, database: str, logs: Path, *extra: str
+) -> list[Consumer]:
     return [
         Consumer(queue_url, mongo_uri, database, logs / f"consumer-{n}.log",
                  extra_args=["--writers", "4", "--max-pollers", "0", *extra])
@@ -115,7 +117,10 @@ def test_versioned_updates_end_at_the_highest_version(
     queue = make_queue(visibility_timeout=10)
     ids = [ObjectId() for _ in range(VERSIONED)]
     records: list[Op] = [
-        ("accounts", operations.update(i, {"$set": {"state": f"v{v}"}, "$inc": {"n": 1}}, version=v))
+        (
+            "accounts",
+            operations.update(i, {"$set": {"state": f"v{v}"}, "$inc": {"n": 1}}, version=v),
+        )
         for i in ids
         for v in range(1, VERSIONS + 1)
     ]
@@ -147,7 +152,9 @@ def test_deleted_documents_stay_deleted_and_their_tombstones_expire(
         late.append(("users", {"_id": i, "name": "ann"}))
     tombstones = mongo_db["_ingest_tombstones.users"]
     period = 20.0
-    pool = consumers(queue.url, mongo_uri, mongo_db.name, tmp_path, "--tombstone-seconds", str(period))
+    pool = consumers(
+        queue.url, mongo_uri, mongo_db.name, tmp_path, "--tombstone-seconds", str(period)
+    )
     with running(pool):
         send_bodies(sqs_client, queue.url, bodies(created, 50, SEED))
         assert wait_until(lambda: mongo_db.users.count_documents({}) == len(ids), 120, 0.5)
@@ -173,7 +180,9 @@ def _mixed(rng: random.Random) -> tuple[list[Op], dict[Any, dict[str, Any] | Non
         _id = f"doc-{n}"
         state: dict[str, Any] | None = None
         for version in range(1, rng.randint(2, 6) + 1):
-            kind = rng.choice(("insert", "update", "update", "delete") if version > 1 else ("insert", "update"))
+            kind = rng.choice(
+                ("insert", "update", "update", "delete") if version > 1 else ("insert", "update")
+            )
             if kind == "insert":
                 document = {"_id": _id, "v": version, "name": f"n{version}", "hits": 0}
                 records.append(("mixed", document))
@@ -210,7 +219,9 @@ def test_a_mix_matches_applying_it_in_version_order_once_in_memory(
     wanted = {k: v for k, v in expected.items() if v is not None}
     assert stored.keys() == wanted.keys()
     different = [k for k in wanted if stored[k] != wanted[k]]
-    assert not different, f"{len(different)} differ, e.g. {stored[different[0]]} != {wanted[different[0]]}"
+    assert not different, (
+        f"{len(different)} differ, e.g. {stored[different[0]]} != {wanted[different[0]]}"
+    )
     assert not drain_queue(sqs_client, queue.dead_letter_url)
     assert crashes(pool) == 0
 
@@ -219,7 +230,9 @@ def test_a_bad_update_among_good_ones_is_dead_lettered_alone_with_the_servers_re
     make_queue: Any, mongo_db: Any, mongo_uri: str, sqs_client: Any, tmp_path: Path
 ) -> None:
     queue = make_queue(visibility_timeout=10)
-    good: list[Op] = [("things", operations.update(f"t{n}", {"$inc": {"n": 1}})) for n in range(300)]
+    good: list[Op] = [
+        ("things", operations.update(f"t{n}", {"$inc": {"n": 1}})) for n in range(300)
+    ]
     clash = operations.update("bad", {"$set": {"x": 1}, "$inc": {"x": 1}})  # a field clash
     records = good[:150] + [("things", clash)] + good[150:]
     with running(consumers(queue.url, mongo_uri, mongo_db.name, tmp_path)) as pool:
@@ -266,7 +279,9 @@ def test_a_fifo_group_per_id_keeps_the_order_of_updates_without_a_version(
                  "MessageGroupId": m.group_id, "MessageDeduplicationId": m.dedup_id}
                 for n, m in enumerate(messages[start : start + 10])
             ]  # fmt: skip
-            assert not sqs_client.send_message_batch(QueueUrl=queue.url, Entries=entries).get("Failed")
+            assert not sqs_client.send_message_batch(QueueUrl=queue.url, Entries=entries).get(
+                "Failed"
+            )
         last = {"step": steps - 1}
         assert wait_until(lambda: mongo_db.steps.count_documents(last) == len(ids), 180, 1.0)
         assert wait_until(drained(sqs_client, queue.url), 60, 0.5)

@@ -323,3 +323,34 @@ def test_a_delete_writes_its_tombstone_before_it_deletes_and_counts_what_it_remo
     assert [o.kind.value for o in outcomes] == ["written", "stale"]
     (deletes,) = [r for r in server.asked("delete") if r["delete"] == "counters"]
     assert [d["q"]["_id"] for d in deletes["deletes"]] == ["x", "y"]
+
+
+# ------------------------------------------------------------------- backfill
+
+
+def test_backfill_loads_operations_with_the_same_ids_on_every_run(tmp_path: Path) -> None:
+    from ingest.tools.backfill import Backfill, Options
+
+    lines = [
+        '{"op": "insert", "document": {"_id": "p1", "views": 0}}',
+        '{"op": "update", "_id": "p1", "update": {"$inc": {"views": 2}}}',
+        '{"op": "update", "_id": "p1", "update": {"$set": {"title": "x"}}, "version": 3}',
+        '{"op": "delete", "_id": "p2", "version": {"$date": "2026-01-01T00:00:00Z"}}',
+        '{"op": "delete", "_id": "p3"}',
+        '{"op": "update", "_id": "p1", "update": {"title": "x"}, "version": 4}',
+        '{"op": "upsert", "_id": "p1"}',
+    ]
+    source = tmp_path / "ops.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    runs = []
+    for run in range(2):
+        producer = RecordingProducer()
+        options = Options(path=source, checkpoint=tmp_path / f"c{run}.json", queue_url="q",
+                          collection="pages", operations=True, progress=False)  # fmt: skip
+        report = Backfill(options, producer, echo=lambda _: None).run()
+        assert (report.sent, report.bad_lines) == (4, 3)
+        runs.append(producer.operations("pages"))
+        assert producer.documents("pages") == [{"_id": "p1", "views": 0}]
+    first, again = runs
+    assert [op.id for op in first] == [op.id for op in again]  # a re-run applies nothing twice
+    assert [(op.kind, op.version) for op in first][:2] == [("update", None), ("update", 3)]

@@ -62,7 +62,7 @@ from ingest.sinks.mongo_bulk import Target, bulk, failed_updates_readable, in_or
 from ingest.sinks.mongo_clashes import UniqueIndexes
 from ingest.sinks.mongo_errors import UNENCODABLE, cause, server_reason
 from ingest.sinks.mongo_guards import CheckBudget, mark_conflicts, write_guarded
-from ingest.sinks.mongo_operations import Operations
+from ingest.sinks.mongo_operations import HELD_ELSEWHERE, Operations
 from ingest.sinks.mongo_tombstones import Tombstones
 from ingest.sinks.operations import DEFAULT_RECENT, rounds, version_path
 from ingest.sinks.versions import checked_version_field
@@ -293,8 +293,7 @@ class MongoSink:
             plain = [i for i in now if records[i].operation is None]
             changes = [i for i in now if records[i].operation is not None]
             if plain:
-                found = self._write_mode(collection, [records[i] for i in plain], ordered=False)
-                _fill(outcomes, plain, found)
+                self._write_plain(collection, records, plain, outcomes)
             if changes:
                 found = self.operations.write(collection, [records[i] for i in changes])
                 _fill(outcomes, changes, found)
@@ -305,6 +304,29 @@ class MongoSink:
             if ordered:
                 waiting |= {_key(records[i]) for i in now if not outcomes[i].settled}
         return outcomes
+
+    def _write_plain(
+        self,
+        collection: Collection[Document],
+        records: Sequence[Record],
+        plain: list[int],
+        outcomes: list[Outcome],
+    ) -> None:
+        """A round's documents; claimed like its operations where the server loses
+        concurrent updates (a guarded replace is an update too)."""
+
+        def write(held: list[int]) -> None:
+            indexes = [plain[n] for n in held]
+            found = self._write_mode(collection, [records[i] for i in indexes], ordered=False)
+            _fill(outcomes, indexes, found)
+
+        claims = self.operations.claims
+        if self.mode is WriteMode.INSERT_ONCE or not claims.required(self._db[CHECK_COLLECTION]):
+            write(list(range(len(plain))))
+            return
+        ids = [record_id(records[i]) for i in plain]
+        for n in claims.each_held(collection, ids, write):
+            outcomes[plain[n]] = HELD_ELSEWHERE
 
     def sweep_tombstones(self, period_seconds: float) -> int:
         """Tombstones older than the period expire: by a TTL index where the server

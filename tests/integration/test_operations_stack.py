@@ -173,30 +173,33 @@ def test_deleted_documents_stay_deleted_and_their_tombstones_expire(
 
 def _mixed(rng: random.Random) -> tuple[list[Op], dict[Any, dict[str, Any] | None]]:
     """Inserts, updates and deletes over MIXED_IDS _ids, each with its own version, and
-    their result applied in version order, once each, in memory."""
+    their result applied in version order, once each, in memory. The highest version
+    wins and a late lower one is dropped whole (stale), so each update sets every field
+    a document has (a partial one would lose a late sibling's fields, as merge does)."""
     records: list[Op] = []
     expected: dict[Any, dict[str, Any] | None] = {}
     for n in range(MIXED_IDS):
         _id = f"doc-{n}"
         state: dict[str, Any] | None = None
         for version in range(1, rng.randint(2, 6) + 1):
-            kind = rng.choice(
+            kinds = (
                 ("insert", "update", "update", "delete") if version > 1 else ("insert", "update")
             )
+            kind = rng.choice(kinds)
             if kind == "insert":
                 document = {"_id": _id, "v": version, "name": f"n{version}", "hits": 0}
                 records.append(("mixed", document))
                 state = copy.deepcopy(document)
             elif kind == "update":
-                change = {"$set": {"name": f"u{version}"}, "$inc": {"hits": version}}
+                change: dict[str, Any] = {"$set": {"name": f"u{version}", "hits": version}}
                 if rng.random() < 0.3:
                     change["$unset"] = {"extra": ""}
                 else:
-                    change["$set"]["extra"] = version  # type: ignore[index]
+                    change["$set"]["extra"] = version
                 records.append(("mixed", operations.update(_id, change, version=version)))
                 base = state if state is not None else {"_id": _id}
-                state = apply_update(base, {**change, "$set": {**change["$set"], "v": version}},
-                                     inserting=state is None)  # fmt: skip
+                with_version = {**change, "$set": {**change["$set"], "v": version}}
+                state = apply_update(base, with_version, inserting=state is None)
             else:
                 records.append(("mixed", operations.delete(_id, version=version)))
                 state = None
@@ -234,7 +237,7 @@ def test_a_bad_update_among_good_ones_is_dead_lettered_alone_with_the_servers_re
         ("things", operations.update(f"t{n}", {"$inc": {"n": 1}})) for n in range(300)
     ]
     clash = operations.update("bad", {"$set": {"x": 1}, "$inc": {"x": 1}})  # a field clash
-    records = good[:150] + [("things", clash)] + good[150:]
+    records = [*good[:150], ("things", clash), *good[150:]]
     with running(consumers(queue.url, mongo_uri, mongo_db.name, tmp_path)) as pool:
         send_bodies(sqs_client, queue.url, bodies(records, 30, SEED))
         assert wait_until(drained(sqs_client, queue.url), 120, 0.5), "the queue did not drain"

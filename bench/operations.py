@@ -36,12 +36,18 @@ COLLECTION = "ops"
 def _records(items: list[Any]) -> list[wire.Record]:
     encoder = Encoder(wire.BSON_RECORDS)
     encoded = [
-        encoder.operation(COLLECTION, i) if isinstance(i, wire.Operation) else encoder.item(COLLECTION, i)[0]
+        encoder.operation(COLLECTION, i)
+        if isinstance(i, wire.Operation)
+        else encoder.item(COLLECTION, i)[0]
         for i in items
     ]
     found: list[wire.Record] = []
     for message in Packer(1 << 22, version=wire.BSON_RECORDS).pack(encoded):
-        found += [r for r in wire.decode_message(message.body, message.attributes) if isinstance(r, wire.Record)]
+        found += [
+            r
+            for r in wire.decode_message(message.body, message.attributes)
+            if isinstance(r, wire.Record)
+        ]
     return found
 
 

@@ -133,8 +133,18 @@ def _scaling(sizes: Sizes, documents: list[dict[str, Any]], done: dict[str, Any]
 
 
 # Ceilings first and beside `ours`, so the two are measured under the same background load.
+def _operations(
+    sizes: Sizes, documents: list[dict[str, Any]], done: dict[str, Any]
+) -> dict[str, Any]:
+    """Updates/s and deletes/s beside inserts/s, one run; exactly-once $inc's cost."""
+    from bench import operations
+
+    return {"operations": operations.run(count=min(sizes.fast, 5000), rounds=3)}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "ceilings": _ceilings,
+    "operations": _operations,
     # `ours` always drains the whole queue: its sizes finish well within the budget.
     "ours": _consumer("ours", lambda d, _: ours.run(d, packed=True), "fast"),
     "ours_format1": _consumer(

@@ -51,7 +51,18 @@ class Metrics:
         )
         self.records_stale = Counter(
             "ingest_records_stale",
-            "Records not written: a higher version of their _id is stored (--version-field)",
+            "Records not written: a higher version of their _id is stored, or its tombstone",
+            registry=r,
+        )
+        self.tombstones_expired = Counter(
+            "ingest_tombstones_expired",
+            "Deletes' tombstones this consumer deleted after their period (no TTL index)",
+            registry=r,
+        )
+        self.tombstone_sweep_seconds = Histogram(
+            "ingest_tombstone_sweep_seconds",
+            "How long a sweep of expired tombstones took",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.records_conflicting = Counter(

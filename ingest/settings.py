@@ -161,6 +161,10 @@ class Settings:
     version_field: str | None = field(default=None, metadata=_meta(check=_version_field))
     # Insert-once: a duplicate _id with other content (ingest/sinks/mongo_guards.py).
     on_conflict: ConflictPolicy = ConflictPolicy.COUNT
+    # Updates and deletes (ingest/sinks/operations.py): the operation ids a document keeps
+    # to apply each unordered update once, and how long a delete's tombstone lives.
+    recent_operations: int = field(default=1000, metadata=_meta(1, 100_000))
+    tombstone_seconds: float = field(default=14 * 86400.0, metadata=_meta(1, 10 * 365 * 86400))
     # `ingest init`: a TTL index on the named collections (ingest/tools/provision.py).
     expire_after_days: int | None = field(
         default=None,

@@ -62,4 +62,5 @@ __all__ = [
     "RecordTooLarge",
     "Stats",
     "WireError",
+    "operations",  # update and delete as operations, built apart from a Producer (backfill)
 ]

@@ -4,8 +4,10 @@ non-blocking; flush() and close() wait in a worker thread, not on the loop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from bson.objectid import ObjectId
 
 from .core import Producer
 from .lifecycle import AsyncClosing
@@ -24,6 +26,25 @@ class AsyncProducer(AsyncClosing):
         self, collection: str, document: dict[str, Any], *, partition_key: str | None = None
     ) -> Any:
         return self.producer.send(collection, document, partition_key=partition_key)
+
+    def update(
+        self,
+        collection: str,
+        _id: Any,
+        update: Mapping[str, Any],
+        *,
+        version: Any = None,
+        ordered: bool | None = None,
+        partition_key: str | None = None,
+    ) -> ObjectId:
+        return self.producer.update(
+            collection, _id, update, version=version, ordered=ordered, partition_key=partition_key
+        )
+
+    def delete(
+        self, collection: str, _id: Any, *, version: Any = None, partition_key: str | None = None
+    ) -> ObjectId:
+        return self.producer.delete(collection, _id, version=version, partition_key=partition_key)
 
     async def flush(self, timeout: float | None = None) -> bool:
         return await asyncio.to_thread(self.producer.flush, timeout)

@@ -26,13 +26,15 @@ class Item(NamedTuple):
     partition_key: str | None = None
     id_key: str | None = None  # the record's _id as text, kept only for FIFO deduplication ids
     trace: str | None = None  # the W3C traceparent of the span that sent it
+    operation: bool = False  # format 2: the record is an update or a delete's envelope
 
 
 def as_json(item: Item) -> str:
     """The record as one line of Extended JSON, for people (callbacks, the rejected file)."""
     if isinstance(item.record, str):
         return item.record
-    return wire.encode_record(item.collection, bson.decode(item.record))
+    encode = wire.encode_operation if item.operation else wire.encode_record
+    return encode(item.collection, bson.decode(item.record))
 
 
 class Buffer:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import wire
 from .config import Config, with_environment
 from .encode import Encoder
 from .lifecycle import Closing
@@ -41,6 +42,15 @@ class RecordChecker(Closing):
         with self._lock:
             self._count += 1
         return record_id
+
+    def send_operation(
+        self, collection: str, operation: wire.Operation, *, partition_key: str | None = None
+    ) -> Any:
+        """An update or a delete, checked as Producer.update() and delete() check them."""
+        self._encoder.operation(collection, operation, partition_key, None)
+        with self._lock:
+            self._count += 1
+        return operation.id
 
     def flush(self, timeout: float | None = None) -> bool:
         return True

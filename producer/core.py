@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import forksafe
+from bson.objectid import ObjectId
+
+from . import forksafe, operations, wire
 from .breaker import Breaker, Router
 from .buffer import Buffer, Item
 from .config import Config, with_environment
@@ -172,17 +174,72 @@ class Producer(Closing):
         collection or document, RecordTooLarge if the record is too large for one SQS
         message and there is no payload_bucket,
         BufferFull when memory is full and overflow is "raise" or "block"."""
+        self._check_open()
+        trace = self._traceparent() if self._traceparent is not None else None
+        item, record_id = self._encoder.item(collection, document, partition_key, trace)
+        self._put(item)
+        return record_id
+
+    def update(
+        self,
+        collection: str,
+        _id: Any,
+        update: Mapping[str, Any],
+        *,
+        version: Any = None,
+        ordered: bool | None = None,
+        partition_key: str | None = None,
+    ) -> ObjectId:
+        """Queue an update of the document `_id` with MongoDB's operators ($inc, $set,
+        ...) and return the operation's id. No network I/O. Applied once (an upsert: a
+        missing document is created). Ordered (applied only over a lower stored version:
+        `version=`, or by default its id) unless made only of $inc, $mul, $min, $max,
+        $addToSet, $push, $bit and $setOnInsert, or `ordered=False`. Raises WireError,
+        naming what to fix, for an update that cannot be applied (docs/producer.md)."""
+        self._check_open()
+        operation = operations.update(_id, update, version, ordered)
+        return self._put_operation(collection, operation, partition_key)
+
+    def delete(
+        self,
+        collection: str,
+        _id: Any,
+        *,
+        version: Any = None,
+        partition_key: str | None = None,
+    ) -> ObjectId:
+        """Queue a delete of the document `_id` and return the operation's id. It leaves a
+        tombstone, so that an older write delivered late cannot bring the document back.
+        Ordered by `version=`, or by default its id."""
+        self._check_open()
+        return self._put_operation(collection, operations.delete(_id, version), partition_key)
+
+    def send_operation(
+        self, collection: str, operation: wire.Operation, *, partition_key: str | None = None
+    ) -> ObjectId:
+        """Queue an operation built with producer.operations (a backfill gives each the
+        same id on every run, so a re-run applies none twice)."""
+        self._check_open()
+        return self._put_operation(collection, operation, partition_key)
+
+    def _put_operation(
+        self, collection: str, operation: wire.Operation, partition_key: str | None
+    ) -> ObjectId:
+        trace = self._traceparent() if self._traceparent is not None else None
+        self._put(self._encoder.operation(collection, operation, partition_key, trace))
+        return operation.id
+
+    def _check_open(self) -> None:
         if self._pid != os.getpid():
             self._after_fork()
         if self._closed:
             raise ProducerClosed("send() after close()")
-        trace = self._traceparent() if self._traceparent is not None else None
-        item, record_id = self._encoder.item(collection, document, partition_key, trace)
+
+    def _put(self, item: Item) -> None:
         if not self._started:
             self._start()
         if not self._buffer.put(item):
             self._overflow(item)
-        return record_id
 
     def _overflow(self, item: Item) -> None:
         policy = self.config.overflow

@@ -65,10 +65,7 @@ class Encoder:
         partition_key: str | None,
         trace: str | None,
     ) -> tuple[Item, Any]:
-        wire.known_collection(collection)  # checked once per name, as the consumer does
-        if partition_key is not None and not _GROUP_ID.fullmatch(str(partition_key)):
-            # Checked here: one bad key in a packed batch would fail the whole SQS call.
-            raise WireError("partition_key must be 1-128 printable ASCII characters, no spaces")
+        self._check_route(collection, partition_key)
         if not isinstance(document, Mapping):
             raise WireError(f"document must be a dict, got {type(document).__name__}")
         if "_id" not in document:
@@ -77,20 +74,86 @@ class Encoder:
             document["_id"] = ObjectId()
         record_id = document["_id"]
         if self.version == wire.BSON_RECORDS:
-            raw = wire.encode_document(document)  # refuses a document past MongoDB's 16 MiB
-            record: str | bytes = raw
-            size = len(raw) + wire.framing_bytes(collection, trace)
-            limit = self._limit(partition_key)
-            if -(-size // 3) * 4 > limit and self._payload_bucket is None:
-                # Past one message uncompressed (base64: 4 bytes for 3): it must fit compressed.
-                self._check_compressed_fits(collection, raw, trace, limit)
+            record: str | bytes = self._bson(collection, document, partition_key, trace)
         else:
             record = self._json_line(collection, document, trace)
-            size = len(record) if record.isascii() else len(record.encode("utf-8"))
-            if size > self._limit(partition_key):
-                self._check_offloadable(size, document, partition_key)
+        size = self._size(record, collection, trace)
+        if isinstance(record, str) and size > self._limit(partition_key):
+            self._check_offloadable(size, document, partition_key)
         id_key = f"{type(record_id).__name__}:{record_id}" if self.fifo else None
         return Item(record, collection, size, partition_key, id_key, trace), record_id
+
+    def operation(
+        self,
+        collection: str,
+        operation: wire.Operation,
+        partition_key: str | None = None,
+        trace: str | None = None,
+    ) -> Item:
+        """An update or a delete as an Item (its envelope, in the producer's format).
+        Raises RecordRefused, as item() does."""
+        try:
+            return self._operation(collection, operation, partition_key, trace)
+        except RecordRefused:
+            raise
+        except WireError as exc:
+            raise RecordRefused(str(exc)) from None
+
+    def _operation(
+        self,
+        collection: str,
+        operation: wire.Operation,
+        partition_key: str | None,
+        trace: str | None,
+    ) -> Item:
+        self._check_route(collection, partition_key)
+        envelope = wire.envelope(operation)
+        if self.version == wire.BSON_RECORDS:
+            record: str | bytes = self._bson(
+                collection, envelope, partition_key, trace, operation=True
+            )
+        else:
+            record = wire.encode_operation(collection, envelope, trace)
+            if _LONG_NUMBER.search(record) or len(record) > self._limit(partition_key):
+                wire.encode_document(envelope)  # 64-bit integers and MongoDB's 16 MiB
+        size = self._size(record, collection, trace)
+        if isinstance(record, str) and size > self._limit(partition_key):
+            self._check_offloadable(size, envelope, partition_key)
+        # FIFO deduplication by the operation's id: two updates of one _id are two records.
+        id_key = f"op:{operation.id}" if self.fifo else None
+        return Item(
+            record, collection, size, partition_key, id_key, trace, isinstance(record, bytes)
+        )
+
+    @staticmethod
+    def _check_route(collection: str, partition_key: str | None) -> None:
+        wire.known_collection(collection)  # checked once per name, as the consumer does
+        if partition_key is not None and not _GROUP_ID.fullmatch(str(partition_key)):
+            # Checked here: one bad key in a packed batch would fail the whole SQS call.
+            raise WireError("partition_key must be 1-128 printable ASCII characters, no spaces")
+
+    def _bson(
+        self,
+        collection: str,
+        document: Mapping[str, Any],
+        partition_key: str | None,
+        trace: str | None,
+        *,
+        operation: bool = False,
+    ) -> bytes:
+        raw = wire.encode_document(document)  # refuses a document past MongoDB's 16 MiB
+        size = len(raw) + wire.framing_bytes(collection, trace)
+        limit = self._limit(partition_key)
+        if -(-size // 3) * 4 > limit and self._payload_bucket is None:
+            # Past one message uncompressed (base64: 4 bytes for 3): it must fit compressed.
+            self._check_compressed_fits(collection, raw, trace, limit, operation)
+        return raw
+
+    @staticmethod
+    def _size(record: str | bytes, collection: str, trace: str | None) -> int:
+        if isinstance(record, bytes):
+            return len(record) + wire.framing_bytes(collection, trace)
+        return len(record) if record.isascii() else len(record.encode("utf-8"))
 
     @staticmethod
     def _json_line(collection: str, document: Mapping[str, Any], trace: str | None) -> str:
@@ -113,13 +176,12 @@ class Encoder:
         return self._room
 
     def _check_compressed_fits(
-        self, collection: str, document: bytes, trace: str | None, limit: int
+        self, collection: str, document: bytes, trace: str | None, limit: int, operation: bool
     ) -> None:
         """A record too large for a message uncompressed must fit one compressed."""
         if self._encoding != wire.IDENTITY:
-            body = wire.bson_body(
-                wire.pack_bson([(collection, document, trace)]), self._encoding, self._level
-            )
+            raw = wire.pack_bson([(collection, document, trace)], [operation])
+            body = wire.bson_body(raw, self._encoding, self._level)
             if len(body) <= limit:
                 return  # the packer sends it alone, compressed
         raise RecordTooLarge(

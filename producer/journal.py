@@ -44,6 +44,7 @@ SEGMENT_SUFFIX: Final = ".seg"
 REJECTED_FILE: Final = "rejected.jsonl"
 FSYNC_POLICIES: Final = ("always", "never")
 DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
+OPERATION_MARK: Final = "operation"  # a format-2 entry's fifth header field
 
 
 def default_journal_dir(queue_urls: Sequence[str]) -> Path:
@@ -55,9 +56,12 @@ def default_journal_dir(queue_urls: Sequence[str]) -> Path:
 
 def encode_entry(item: Item) -> str:
     """`<header>TAB<record>`: header [partition key, id key] and the JSON line (format 1),
-    or [partition key, id key, collection, trace] and the BSON document in base64 (2)."""
+    or [partition key, id key, collection, trace] and the BSON document in base64 (2),
+    with a fifth field, "operation", for an update or a delete's envelope."""
     if isinstance(item.record, bytes):
         fields = [item.partition_key, item.id_key, item.collection, item.trace]
+        if item.operation:
+            fields.append(OPERATION_MARK)
         record = base64.b64encode(item.record).decode("ascii")
     else:
         fields, record = [item.partition_key, item.id_key], item.record
@@ -68,19 +72,22 @@ def encode_entry(item: Item) -> str:
 def decode_entry(text: str) -> Item:
     header, record = text.rstrip("\n").split("\t", 1)
     fields = json.loads(header)
-    if not isinstance(fields, list) or len(fields) not in (2, 4):
+    if not isinstance(fields, list) or len(fields) not in (2, 4, 5):
         raise ValueError("bad journal entry header")
     if not all(field is None or isinstance(field, str) for field in fields):
         raise ValueError("bad journal entry header")
     if len(fields) == 2:
         size = len(record) if record.isascii() else len(record.encode("utf-8"))
         return Item(record, "", size, fields[0], fields[1])
-    key, id_key, collection, trace = fields
+    operation = len(fields) == 5
+    if operation and fields[4] != OPERATION_MARK:
+        raise ValueError("bad journal entry header")
+    key, id_key, collection, trace = fields[:4]
     if not collection:
         raise ValueError("bad journal entry header")
     document = base64.b64decode(record.encode("ascii"), validate=True)
     size = len(document) + wire.framing_bytes(collection, trace)
-    return Item(document, collection, size, key, id_key, trace)
+    return Item(document, collection, size, key, id_key, trace, operation)
 
 
 class JournalWriteError(Exception):

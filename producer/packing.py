@@ -122,7 +122,8 @@ class Packer:
     @staticmethod
     def _raw(chunk: list[Item]) -> str | bytes:
         if isinstance(chunk[0].record, bytes):
-            return wire.pack_bson([(i.collection, i.record, i.trace) for i in chunk])  # type: ignore[misc]
+            records = [(i.collection, i.record, i.trace) for i in chunk]
+            return wire.pack_bson(records, [i.operation for i in chunk])  # type: ignore[arg-type]
         return wire.join_lines(i.record for i in chunk)  # type: ignore[misc]
 
     def _body(self, raw: str | bytes, encoding: str) -> str:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson.objectid import ObjectId
 
-from . import wire
+from . import operations, wire
 from .config import Config, with_environment
 from .encode import Encoder
 from .errors import ProducerClosed
@@ -38,8 +39,10 @@ class Sent:
     collection: str
     document: dict[str, Any]
     partition_key: str | None
-    record_id: Any
+    record_id: Any  # the document's _id
     trace: str | None = None  # the traceparent of the span it was sent in
+    # An update or a delete (`document` is then what it travels as: its envelope).
+    operation: wire.Operation | None = None
 
 
 class RecordingProducer(Closing):
@@ -68,27 +71,89 @@ class RecordingProducer(Closing):
     def send(
         self, collection: str, document: Mapping[str, Any], *, partition_key: str | None = None
     ) -> Any:
-        if self._closed:
-            raise ProducerClosed("send() after close()")
+        self._check_open()
         trace = self._traceparent() if self._traceparent is not None else None
         item, record_id = self._encoder.item(collection, document, partition_key, trace)
+        self._keep_sent(item, partition_key, record_id, trace, None)
+        return record_id
+
+    def update(
+        self,
+        collection: str,
+        _id: Any,
+        update: Mapping[str, Any],
+        *,
+        version: Any = None,
+        ordered: bool | None = None,
+        partition_key: str | None = None,
+    ) -> ObjectId:
+        """Producer.update's checks, kept in `sent` (and `operations()`)."""
+        self._check_open()
+        operation = operations.update(_id, update, version, ordered)
+        return self._operation(collection, operation, partition_key)
+
+    def delete(
+        self, collection: str, _id: Any, *, version: Any = None, partition_key: str | None = None
+    ) -> ObjectId:
+        self._check_open()
+        return self._operation(collection, operations.delete(_id, version), partition_key)
+
+    def send_operation(
+        self, collection: str, operation: wire.Operation, *, partition_key: str | None = None
+    ) -> ObjectId:
+        self._check_open()
+        return self._operation(collection, operation, partition_key)
+
+    def _operation(
+        self, collection: str, operation: wire.Operation, partition_key: str | None
+    ) -> ObjectId:
+        trace = self._traceparent() if self._traceparent is not None else None
+        item = self._encoder.operation(collection, operation, partition_key, trace)
+        self._keep_sent(item, partition_key, operation.target, trace, operation)
+        return operation.id
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProducerClosed("send() after close()")
+
+    def _keep_sent(
+        self,
+        item: Any,
+        partition_key: str | None,
+        record_id: Any,
+        trace: str | None,
+        operation: wire.Operation | None,
+    ) -> None:
         with self._lock:
             self._count += 1
         if not self._keep:
-            return record_id
+            return
         if isinstance(item.record, bytes):
             stored = bson.decode(item.record)
         else:
             record = wire.decode_line(item.record)
             stored = dict(record.document)
+        sent = Sent(item.collection, stored, partition_key, record_id, trace, operation)
         with self._lock:
-            self.sent.append(Sent(collection, stored, partition_key, record_id, trace))
-        return record_id
+            self.sent.append(sent)
 
     def documents(self, collection: str | None = None) -> list[dict[str, Any]]:
-        """The documents sent (to one collection, or all), in order."""
+        """The documents sent with send() (to one collection, or all), in order."""
         with self._lock:
-            return [s.document for s in self.sent if collection in (None, s.collection)]
+            return [
+                s.document
+                for s in self.sent
+                if collection in (None, s.collection) and s.operation is None
+            ]
+
+    def operations(self, collection: str | None = None) -> list[wire.Operation]:
+        """The updates and deletes (of one collection, or all), in order."""
+        with self._lock:
+            return [
+                s.operation
+                for s in self.sent
+                if collection in (None, s.collection) and s.operation is not None
+            ]
 
     def clear(self) -> None:
         with self._lock:

@@ -74,6 +74,11 @@ def _stop_on_sigint() -> threading.Event:
     is_flag=True,
     help="No progress bar (none either when stderr is not a terminal)",
 )
+@click.option(
+    "--operations",
+    is_flag=True,
+    help='JSON Lines of operations: {"op": "insert"|"update"|"delete", ...} (docs/operations.md)',
+)
 @click.option("--region")
 def backfill(path: Path, queue_urls: str | None, checkpoint: Path | None, compression: str,
              no_progress: bool, region: str | None, **options: Any) -> None:  # fmt: skip

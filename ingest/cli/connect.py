@@ -48,7 +48,7 @@ def store(settings: Settings, *, quick: bool = False) -> MongoSink:
     return mongo.connect(
         settings.mongo_uri, settings.database, settings.write_mode, w=settings.write_concern,
         journal=settings.journal, pool=max(10, settings.writers * 2), quick=quick,
-        version_field=settings.version_field,
+        version_field=settings.version_field, recent_operations=settings.recent_operations,
         check_conflicts=settings.on_conflict is not ConflictPolicy.IGNORE,
         # Counting is a diagnostic: it may cost a tenth of the time at most. Who asked
         # for conflicts in the dead-letter queue gets every bulk checked.

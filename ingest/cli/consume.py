@@ -36,6 +36,16 @@ log = logging.getLogger("ingest")
     type=int,
     help="Failed attempts before a record is dead-lettered; 0: the queue's maxReceiveCount",
 )
+@click.option(
+    "--recent-operations",
+    type=int,
+    help="Operation ids each document keeps, to apply an update once [INGEST_RECENT_OPERATIONS]",
+)
+@click.option(
+    "--tombstone-seconds",
+    type=float,
+    help="How long a delete's tombstone lives [INGEST_TOMBSTONE_SECONDS]",
+)
 @click.option("--write-concern", help="w: majority, 1, 0 ... [INGEST_WRITE_CONCERN]")
 @click.option("--metrics-port", type=int, help="Port for /metrics, /healthz, /readyz; 0 disables")
 @click.option("--metrics-host", help="Address to bind the HTTP server [INGEST_METRICS_HOST]")

@@ -37,6 +37,7 @@ def service_options(settings: Settings) -> ServiceOptions:
         shutdown_seconds=s.shutdown_seconds,
         poll_stall_seconds=s.poll_stall_seconds,
         destination=f"{s.database} (mode {s.write_mode.value})",
+        tombstone_seconds=s.tombstone_seconds,
     )
 
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ingest.errors import SinkUnavailable
 from ingest.flow.breaker import SinkBreaker
 from ingest.flow.ceiling import Ceiling, RateGate, WriteGate, build_gate
 from ingest.flow.pacer import Pacer, RecordsPerMessage
@@ -34,7 +35,7 @@ from ingest.pipeline.route import Router
 from ingest.pipeline.settle import SettleOptions, Settler
 from ingest.pipeline.write import BatchWriter, WriteStage
 from ingest.queues.base import MessageQueue
-from ingest.sinks.base import DocumentSink
+from ingest.sinks.base import DocumentSink, TombstoneKeeper
 from producer import wire
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ class ServiceOptions:
     shutdown_seconds: float = 30.0
     poll_stall_seconds: float = 95.0  # liveness: the settings derive it from wait and visibility
     destination: str = "MongoDB"  # for the start line: the database and the write mode
+    tombstone_seconds: float = 14 * 86400.0  # how long a delete's tombstone is kept
+
+
+def _sweep_every(tombstone_seconds: float) -> float:
+    """A tenth of the period, between 1 s and 60 s (MongoDB's own TTL monitor's pace)."""
+    return min(60.0, max(1.0, tombstone_seconds / 10))
 
 
 class Service:
@@ -160,7 +167,20 @@ class Service:
             jobs.every(o.replica_heartbeat_seconds, self.shared_ceiling.beat, "replicas")
         if o.exit_when_idle is not None:
             jobs.every(0.5, self.idle.check, "idle-exit")
+        if isinstance(self.sink, TombstoneKeeper):
+            jobs.every(_sweep_every(o.tombstone_seconds), self._sweep_tombstones, "tombstones")
         jobs.start()
+
+    def _sweep_tombstones(self) -> None:
+        """Expired tombstones go (on a server without TTL indexes; ingest/sinks/operations.py)."""
+        assert isinstance(self.sink, TombstoneKeeper)
+        started = time.perf_counter()
+        try:
+            removed = self.sink.sweep_tombstones(self.options.tombstone_seconds)
+        except SinkUnavailable:
+            return  # the breaker's probe reports the outage; the next sweep catches up
+        self.metrics.tombstones_expired.inc(removed)
+        self.metrics.tombstone_sweep_seconds.observe(time.perf_counter() - started)
 
     def _report_breaker(self) -> None:
         self.metrics.breaker_open.set(1 if self.breaker.is_open else 0)

@@ -282,8 +282,9 @@ class BatchWriter:
                 )
 
     def _end_to_end(self, first: wire.Record) -> None:
-        """One sample per batch keeps the histogram cheap; clock skew is counted instead."""
-        oid = _record_id(first)
+        """One sample per batch keeps the histogram cheap; clock skew is counted instead.
+        An operation's own id is its time of sending (its _id may be years old)."""
+        oid = first.operation.id if first.operation is not None else _record_id(first)
         if not isinstance(oid, ObjectId):
             return
         lag = self._clock() - oid.generation_time.timestamp()

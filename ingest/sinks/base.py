@@ -12,7 +12,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from producer.wire import Record
 
@@ -97,6 +97,16 @@ class DocumentSink(Protocol):
 
     def ping(self) -> None:
         """Raises SinkUnavailable when the store does not answer."""
+        ...
+
+
+@runtime_checkable
+class TombstoneKeeper(Protocol):
+    """A sink whose deletes leave tombstones (ingest/sinks/operations.py)."""
+
+    def sweep_tombstones(self, period_seconds: float) -> int:
+        """Tombstones older than the period expire (a TTL index where the store keeps
+        one); returns how many were deleted now. Raises SinkUnavailable."""
         ...
 
 

@@ -18,6 +18,7 @@ from ingest.sinks.base import (
     AFTER_FAILURE,
     DUPLICATE,
     INTERNAL_PREFIX,
+    STALE,
     WRITTEN,
     Outcome,
     Retention,
@@ -26,9 +27,20 @@ from ingest.sinks.base import (
 )
 from ingest.sinks.documents import duplicate_or_conflict, id_key
 from ingest.sinks.isolation import BulkRefused, isolate
+from ingest.sinks.memory_updates import UpdateRefused, apply_update
 from ingest.sinks.mongo_errors import UNENCODABLE
+from ingest.sinks.operations import (
+    DEFAULT_RECENT,
+    OPS_FIELD,
+    against,
+    consumer_problem,
+    lookup,
+    outlives,
+    version_path,
+    write_version,
+)
 from ingest.sinks.versions import against_stored, checked_version_field, read_version
-from producer.wire import Record, bson_problem, record_id
+from producer.wire import DELETE, Operation, Record, bson_problem, record_id
 
 memory_key = id_key  # the name the tests know
 
@@ -59,10 +71,17 @@ class MemorySink:
         database: str = "memory",
         version_field: str | None = None,
         check_conflicts: bool = False,
+        recent_operations: int = DEFAULT_RECENT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.mode = mode
         self.database = database
         self.version_field = checked_version_field(mode, version_field)
+        self._path = version_path(self.version_field)
+        self.recent_operations = recent_operations
+        # Deletes' tombstones, per collection: {v, op, at} by the _id's key.
+        self.tombstones: dict[str, dict[Any, dict[str, Any]]] = defaultdict(dict)
+        self._clock = clock
         self._check_conflicts = check_conflicts and mode is WriteMode.INSERT_ONCE
         self.collections: dict[str, dict[Any, Mapping[str, Any]]] = defaultdict(dict)
         self.retentions: dict[str, Retention] = {}
@@ -120,6 +139,8 @@ class MemorySink:
         reason = self._reject(record) if self._reject else None
         if reason:
             return rejected(reason)
+        if record.operation is not None:
+            return self._operate(record, record.operation)
         version = read_version(record.document, self.version_field) if self.version_field else None
         if isinstance(version, str):
             return rejected(version)
@@ -130,6 +151,8 @@ class MemorySink:
             return rejected(f"document is not valid BSON: {bson_problem(exc, {})}")
         existing = documents.get(key)
         if existing is None:
+            if self._outlived(record, key):
+                return STALE
             documents[key] = _stored(record.document)
             return WRITTEN
         if self.mode is WriteMode.INSERT_ONCE:
@@ -146,6 +169,86 @@ class MemorySink:
         except (BSONError, ValueError) as exc:  # what the server refuses: invalid BSON
             return rejected(f"document is not valid BSON: {bson_problem(exc, {})}")
         return WRITTEN
+
+    def _outlived(self, record: Record, key: Any) -> bool:
+        """Would this write bring back a document a live tombstone says is deleted?"""
+        tombstone = self.tombstones[record.collection].get(key)
+        if tombstone is None:
+            return False
+        return not outlives(write_version(record, self.version_field), tombstone)
+
+    def _operate(self, record: Record, operation: Operation) -> Outcome:
+        """An update or a delete, with MongoSink's outcomes (ingest/sinks/operations.py)."""
+        problem = consumer_problem(operation, self.version_field)
+        if problem:
+            return rejected(problem)
+        key = memory_key(operation.target)
+        documents = self.collections[record.collection]
+        stored = documents.get(key)
+        current = _plain(stored) if stored is not None else None
+        if operation.kind == DELETE:
+            return self._delete(record.collection, key, operation, current)
+        if current is not None:
+            verdict = self._refusal(operation, current)
+            if verdict is not None:
+                return verdict
+        elif self._outlived(record, key):
+            return STALE
+        try:
+            changed = apply_update(
+                current or {"_id": operation.target},
+                self._with_bookkeeping(operation),
+                inserting=current is None,
+            )
+        except UpdateRefused as exc:
+            return rejected(str(exc))
+        documents[key] = changed
+        return WRITTEN
+
+    def _refusal(self, operation: Operation, current: Mapping[str, Any]) -> Outcome | None:
+        if operation.ordered:
+            return against(operation.version, lookup(current, self._path), self._path)
+        applied = lookup(current, OPS_FIELD)
+        return DUPLICATE if isinstance(applied, list) and operation.id in applied else None
+
+    def _with_bookkeeping(self, operation: Operation) -> dict[str, Any]:
+        update = dict(operation.update or {})
+        if operation.ordered:
+            update["$set"] = {**update.get("$set", {}), self._path: operation.version}
+        else:
+            push = {"$each": [operation.id], "$slice": -self.recent_operations}
+            update["$push"] = {**update.get("$push", {}), OPS_FIELD: push}
+        return update
+
+    def _delete(
+        self, collection: str, key: Any, operation: Operation, current: Mapping[str, Any] | None
+    ) -> Outcome:
+        tombstones = self.tombstones[collection]
+        tombstone = tombstones.get(key)
+        if tombstone is not None and tombstone["op"] != operation.id:
+            verdict = against(operation.version, tombstone["v"], "of the tombstone")
+            if verdict is not None:
+                return verdict
+        tombstones[key] = {"v": operation.version, "op": operation.id, "at": self._clock()}
+        if current is None:
+            return WRITTEN
+        verdict = against(operation.version, lookup(current, self._path), self._path)
+        if verdict is not None:
+            return verdict
+        del self.collections[collection][key]
+        return WRITTEN
+
+    def sweep_tombstones(self, period_seconds: float) -> int:
+        """Forgets tombstones older than the period (MongoDB's TTL index, or the sweep)."""
+        cutoff = self._clock() - period_seconds
+        removed = 0
+        with self._lock:
+            for tombstones in self.tombstones.values():
+                expired = [key for key, t in tombstones.items() if t["at"] < cutoff]
+                for key in expired:
+                    del tombstones[key]
+                removed += len(expired)
+        return removed
 
     def count(self, collection: str | None = None) -> int:
         with self._lock:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson.raw_bson import RawBSONDocument
-from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.collection import Collection
 
 from ingest.sinks.base import WriteMode
@@ -25,7 +25,8 @@ Document = dict[str, Any]
 class Kind(enum.Enum):
     INSERT = "insert"
     REPLACE = "replace"  # upsert of the whole document
-    UPDATE = "update"  # upsert of an update document ($set)
+    UPDATE = "update"  # upsert of an update document ($set, an operation's operators)
+    DELETE = "delete"  # an operation's delete, by its filter
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,20 +45,28 @@ class Statement:
             return InsertOne(self.document)
         if self.kind is Kind.REPLACE:
             return ReplaceOne(self.filter or {"_id": self.id}, self.document, upsert=True)
+        if self.kind is Kind.DELETE:
+            return DeleteOne(self.filter or {"_id": self.id})
         return UpdateOne(self.filter or {"_id": self.id}, self.document, upsert=True)
 
-    def apply(self, collection: Collection[Document]) -> None:
-        """On its own: the server's answer is about this statement alone."""
+    def apply(self, collection: Collection[Document]) -> int:
+        """On its own: the server's answer is about this statement alone. Returns the
+        documents it deleted."""
         if self.kind is Kind.INSERT:
             collection.insert_one(self.document)
         elif self.kind is Kind.REPLACE:
             collection.replace_one(self.filter or {"_id": self.id}, self.document, upsert=True)
+        elif self.kind is Kind.DELETE:
+            return collection.delete_one(self.filter or {"_id": self.id}).deleted_count
         else:
             collection.update_one(self.filter or {"_id": self.id}, self.document, upsert=True)
+        return 0
 
     def written_fields(self) -> Mapping[str, Any] | None:
         """The fields this statement sets, as far as a unique index can see them: the
         whole document, or a $set's fields (None: the fields left as stored matter too)."""
+        if self.kind is Kind.DELETE:
+            return None
         if self.kind is not Kind.UPDATE:
             return self.document if isinstance(self.document, Mapping) else None
         fields = self.document.get("$set")

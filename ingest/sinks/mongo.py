@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pymongo
+from bson.errors import BSONError
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -41,6 +42,7 @@ from pymongo.write_concern import WriteConcern
 from ingest.errors import ConfigError, SinkRefused, SinkUnavailable
 from ingest.sinks import modes
 from ingest.sinks.base import (
+    AFTER_FAILURE,
     DUPLICATE,
     INTERNAL_PREFIX,
     REPLICAS_COLLECTION,
@@ -53,14 +55,18 @@ from ingest.sinks.base import (
     rejected,
     retry,
 )
+from ingest.sinks.documents import id_key
 from ingest.sinks.isolation import BulkRefused, isolate, stop_after_first_retry
 from ingest.sinks.modes import Document
 from ingest.sinks.mongo_bulk import Target, bulk, failed_updates_readable, in_order
 from ingest.sinks.mongo_clashes import UniqueIndexes
 from ingest.sinks.mongo_errors import UNENCODABLE, cause, server_reason
 from ingest.sinks.mongo_guards import CheckBudget, mark_conflicts, write_guarded
+from ingest.sinks.mongo_operations import HELD_ELSEWHERE, Operations
+from ingest.sinks.mongo_tombstones import Tombstones
+from ingest.sinks.operations import DEFAULT_RECENT, rounds, version_path
 from ingest.sinks.versions import checked_version_field
-from producer.wire import Record, bson_problem
+from producer.wire import Record, bson_problem, record_id
 
 # Short timeouts for the operator tools and the startup check: a server that does not
 # answer is an error in seconds.
@@ -85,12 +91,14 @@ def connect(
     version_field: str | None = None,
     check_conflicts: bool = False,
     conflict_check_share: float | None = None,
+    recent_operations: int = DEFAULT_RECENT,
 ) -> MongoSink:
     """The sink for `uri` (no network until its first use). `w` and `journal` make the
     write concern (None: the URI's or the server's default). `version_field`: replace
     and merge write only over a lower version; `check_conflicts`: insert-once tells a
     duplicate with other content from a redelivery, within `conflict_check_share` of
-    the time when given (CheckBudget)."""
+    the time when given (CheckBudget); `recent_operations`: the operation ids each
+    document keeps (ingest/sinks/operations.py)."""
     timeout_ms = QUICK_TIMEOUT_MS if quick else 5000
     options: dict[str, Any] = {
         "serverSelectionTimeoutMS": timeout_ms,
@@ -111,7 +119,7 @@ def connect(
     return MongoSink(
         db, mode, write_concern=concern, where=f"MongoDB at {hosts(uri)}",
         version_field=version_field, check_conflicts=check_conflicts,
-        conflict_check_share=conflict_check_share,
+        conflict_check_share=conflict_check_share, recent_operations=recent_operations,
     )  # fmt: skip
 
 
@@ -132,6 +140,7 @@ class MongoSink:
         version_field: str | None = None,
         check_conflicts: bool = False,
         conflict_check_share: float | None = None,
+        recent_operations: int = DEFAULT_RECENT,
     ) -> None:
         self._db = database
         self.where = where  # "MongoDB at host:port", for messages
@@ -148,6 +157,11 @@ class MongoSink:
         self._guarded_in_bulk: bool | None = None
         self._probe_stored = False
         self._lock = threading.Lock()
+        path = version_path(self.version_field)
+        self.tombstones = Tombstones(database, path, self.version_field)
+        self.operations = Operations(
+            self.tombstones, path, self.version_field, recent_operations, self._indexes
+        )
 
     @property
     def database(self) -> str:
@@ -250,7 +264,12 @@ class MongoSink:
         """One bulk in the configured mode. Raises BulkRefused when the store (or the
         driver, for a document that cannot become BSON) fails it as a whole."""
         try:
-            return self._write_mode(collection, records, ordered=ordered)
+            if any(record.operation is not None for record in records):
+                return self._write_rounds(collection, records, ordered=ordered)
+            outcomes = self._write_mode(collection, records, ordered=ordered)
+            # After the write, whatever its kind: a delete's tombstone may outlive it.
+            self.tombstones.undo_outlived(collection, records, outcomes)
+            return outcomes
         except UNENCODABLE as exc:
             raise BulkRefused(bson_problem(exc, records[0].document)) from exc
         except AutoReconnect as exc:
@@ -259,6 +278,70 @@ class MongoSink:
             if not self._answers():
                 raise SinkUnavailable(f"{self.where} does not answer: {cause(exc)}") from exc
             raise  # it answers: the write stage contains this to the record that raises it
+
+    def _write_rounds(
+        self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
+    ) -> list[Outcome]:
+        """Documents and operations, each _id once a round (in the order they came):
+        the documents in the configured mode, the operations in a bulk of their own (an
+        unordered bulk_write sends one command per kind either way). Ordered (FIFO):
+        after an _id's record to retry, that _id's later records wait (AFTER_FAILURE)."""
+        outcomes: list[Outcome] = [AFTER_FAILURE] * len(records)
+        waiting: set[Any] = set()
+        for turn in rounds(records):
+            now = [i for i in turn if not ordered or _key(records[i]) not in waiting]
+            plain = [i for i in now if records[i].operation is None]
+            changes = [i for i in now if records[i].operation is not None]
+            if plain:
+                self._write_plain(collection, records, plain, outcomes)
+            if changes:
+                found = self.operations.write(collection, [records[i] for i in changes])
+                _fill(outcomes, changes, found)
+            # Before the next round: a later record of an _id meets what this one left.
+            written = [outcomes[i] for i in now]
+            self.tombstones.undo_outlived(collection, [records[i] for i in now], written)
+            _fill(outcomes, now, written)
+            if ordered:
+                waiting |= {_key(records[i]) for i in now if not outcomes[i].settled}
+        return outcomes
+
+    def _write_plain(
+        self,
+        collection: Collection[Document],
+        records: Sequence[Record],
+        plain: list[int],
+        outcomes: list[Outcome],
+    ) -> None:
+        """A round's documents; claimed like its operations where the server loses
+        concurrent updates (a guarded replace is an update too)."""
+
+        def write(held: list[int]) -> None:
+            indexes = [plain[n] for n in held]
+            found = self._write_mode(collection, [records[i] for i in indexes], ordered=False)
+            _fill(outcomes, indexes, found)
+
+        claims = self.operations.claims
+        if self.mode is WriteMode.INSERT_ONCE or not claims.required(self._db[CHECK_COLLECTION]):
+            write(list(range(len(plain))))
+            return
+        ids = [record_id(records[i]) for i in plain]
+        for n in claims.each_held(collection, ids, write):
+            outcomes[plain[n]] = HELD_ELSEWHERE
+
+    def sweep_tombstones(self, period_seconds: float) -> int:
+        """Tombstones older than the period expire: by a TTL index where the server
+        keeps one, else deleted now (how many is returned)."""
+        try:
+            return self.tombstones.sweep(period_seconds, self._server_now())
+        except PyMongoError as exc:
+            raise self._unavailable(exc) from exc
+
+    def _server_now(self) -> datetime.datetime:
+        """The server's clock (the tombstones' `at` is the server's $currentDate)."""
+        local = self._db.client.admin.command("hello").get("localTime")
+        if isinstance(local, datetime.datetime):
+            return local
+        return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
 
     def _write_mode(
         self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
@@ -376,6 +459,18 @@ class MongoSink:
             if "expireAfterSeconds" in index and len(keys) == 1:
                 return Retention(keys[0], int(index["expireAfterSeconds"]))
         return None
+
+
+def _key(record: Record) -> Any:
+    try:
+        return id_key(record_id(record))
+    except (BSONError, KeyError):
+        return id(record)
+
+
+def _fill(outcomes: list[Outcome], indexes: list[int], found: list[Outcome]) -> None:
+    for index, outcome in zip(indexes, found, strict=True):
+        outcomes[index] = outcome
 
 
 def _expire(collection: Collection[Document], retention: Retention) -> None:

@@ -35,6 +35,14 @@ UNREADABLE_REPLY = (KeyError, TypeError)
 PROBE_ID_PREFIX: Final = "ingest-bulk-probe-"
 
 
+@dataclass(slots=True)
+class Tally:
+    """What a bulk's reply counts beyond per-statement errors: the documents its deletes
+    removed (None: not known, e.g. statements sent again after an unreadable reply)."""
+
+    removed: int | None = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where statements go, and what a duplicate-key error on the same _id means there."""
@@ -45,22 +53,31 @@ class Target:
 
 
 def bulk(
-    target: Target, statements: Sequence[Statement], *, ordered: bool = False
+    target: Target,
+    statements: Sequence[Statement],
+    *,
+    ordered: bool = False,
+    tally: Tally | None = None,
 ) -> list[Outcome]:
     """One bulk write; per-statement outcomes (see mongo_errors for a bulk failed as a whole)."""
+    tally = tally if tally is not None else Tally()
     if not statements:
         return []  # pymongo refuses an empty bulk
     ops = [statement.op() for statement in statements]
     try:
-        target.collection.bulk_write(ops, ordered=ordered)
+        result = target.collection.bulk_write(ops, ordered=ordered)
     except BulkWriteError as exc:
+        removed = exc.details.get("nRemoved")
+        tally.removed = removed if isinstance(removed, int) else None
         return _outcomes(target, statements, exc.details, ordered=ordered)
     except UNENCODABLE:
         raise
     except UNREADABLE_REPLY:
+        tally.removed = None  # what the first try removed is not known
         return one_at_a_time(target, statements, ordered=ordered)
     except PyMongoError as exc:
         fail_bulk(exc)
+    tally.removed = result.deleted_count if result.acknowledged else None
     return [WRITTEN] * len(ops)
 
 

@@ -104,6 +104,9 @@ def explain(
         return Finding(Clash.SAME_ID)
     if statement.kind is Kind.INSERT and (found := _other_holder(collection, statement, indexes)):
         return found
+    if not indexes.of(collection):
+        # _id is the only unique key: it was stored, and a concurrent delete removed it.
+        return Finding(Clash.SAME_ID)
     return Finding(Clash.UNEXPLAINED, _unexplained(collection, error))
 
 

@@ -30,12 +30,13 @@ _MILLISECOND = datetime.timedelta(milliseconds=1)
 class VersionKind(enum.Enum):
     NUMBER = "a number"
     DATE = "a date"
+    OBJECT_ID = "an ObjectId"  # operations' default version (ingest/sinks/operations.py)
 
 
 @dataclass(frozen=True, slots=True)
 class Version:
     kind: VersionKind
-    value: int | float  # numbers as they are; dates in milliseconds since the epoch
+    value: int | float  # numbers as they are; dates in ms since the epoch; ObjectIds' bytes
 
 
 def checked_version_field(mode: WriteMode, field: str | None) -> str | None:

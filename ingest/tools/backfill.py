@@ -33,7 +33,7 @@ from ingest.flow.ceiling import TokenBucket
 from ingest.tools.checkpoint import Checkpoint
 from ingest.tools.ids import derive_object_id, timestamp_of
 from ingest.tools.readers import BadLine, SourceFile, discover, read
-from producer import RecordChecker, wire
+from producer import RecordChecker, operations, wire
 
 log = logging.getLogger("ingest.backfill")
 
@@ -52,6 +52,8 @@ class RecordSender(Protocol):
     """What backfill needs from producer.Producer."""
 
     def send(self, collection: str, document: Mapping[str, Any]) -> Any: ...
+
+    def send_operation(self, collection: str, operation: wire.Operation) -> Any: ...
 
     def flush(self, timeout: float | None = None) -> bool: ...
 
@@ -75,6 +77,7 @@ class Options:
     flush_timeout: float = 120.0
     max_message_bytes: int = 64 * 1024
     progress: bool = True
+    operations: bool = False  # JSON Lines of {"op": "insert" | "update" | "delete", ...}
 
 
 @dataclass
@@ -234,11 +237,48 @@ class Backfill:
         try:
             if self.options.dry_run and isinstance(document, RawBSONDocument):
                 _check_bson(document)  # a run sends the bytes as they are: look closer now
-            self.sender.send(collection, self._with_id(source, position, document))
+            if self.options.operations:
+                self._send_operation(source, collection, position, document)
+            else:
+                self.sender.send(collection, self._with_id(source, position, document))
         except (wire.WireError, ValueError) as exc:
             return str(exc)
         self.report.sent += 1
         return None
+
+    def _send_operation(
+        self, source: SourceFile, collection: str, position: int, line: Document
+    ) -> None:
+        """One line of --operations: an insert, an update or a delete. Its operation id
+        is derived like a missing _id, so a re-run applies nothing twice; ordered ones
+        need their "version" (a derived id orders nothing)."""
+        kind, fields = line.get("op"), set(line)
+        if (
+            kind == "insert"
+            and fields <= {"op", "document"}
+            and isinstance(line.get("document"), dict)
+        ):
+            self.sender.send(collection, self._with_id(source, position, line["document"]))
+            return
+        if kind not in ("update", "delete"):
+            raise ValueError('an operation line needs "op": "insert", "update" or "delete"')
+        allowed = {"op", "_id", "version"} | ({"update", "ordered"} if kind == "update" else set())
+        if fields - allowed or "_id" not in line:
+            raise ValueError(
+                f'a {kind} line has "_id" and may have {", ".join(sorted(allowed - {"op", "_id"}))}'
+            )
+        op_id = derive_object_id(source.source_id, position)
+        version = line.get("version")
+        if kind == "delete":
+            operation = operations.delete(line["_id"], version, operation_id=op_id)
+        else:
+            ordered = line.get("ordered")
+            operation = operations.update(line["_id"], line.get("update", {}), version, ordered,
+                                          operation_id=op_id)  # fmt: skip
+        if operation.version == op_id:
+            raise ValueError(f'an ordered {kind} from a file needs its "version"')
+        self.sender.send_operation(collection, operation)
+        self.report.ids_kept += 1
 
     def _with_id(self, source: SourceFile, position: int, document: Document) -> Document:
         if _has_id(document):

@@ -39,17 +39,29 @@ from .checks import (
 from .compression import DEFAULT_MAX_DECODED_BYTES, ENCODINGS, GZIP, IDENTITY, ZSTD
 from .errors import WireError
 from .grouping import bounded_groups
-from .jsonlines import decode_line, encode_record, iter_records, join_lines
+from .jsonlines import decode_line, encode_operation, encode_record, iter_records, join_lines
 from .messages import (
     bson_body,
     compress_body,
     decode_body,
     decode_message,
     format_of,
+    is_operation,
     json_line,
     readable,
     record_id,
     record_message,
+)
+from .operations import (
+    DELETE,
+    META_FIELD,
+    UPDATE,
+    Operation,
+    envelope,
+    read_envelope,
+    update_problem,
+    updated_paths,
+    version_problem,
 )
 from .pointers import (
     LEGACY_POINTER_CLASS,
@@ -71,6 +83,7 @@ from .sqs_errors import SqsErrorKind, classify_sqs_error, sqs_error_of
 __all__ = [
     "BSON_RECORDS",
     "DEFAULT_MAX_DECODED_BYTES",
+    "DELETE",
     "ENCODINGS",
     "ENCODING_ATTRIBUTE",
     "FORMATS",
@@ -85,6 +98,7 @@ __all__ = [
     "MAX_COLLECTION_NAME_BYTES",
     "MAX_DATABASE_NAME_BYTES",
     "MAX_NESTING_DEPTH",
+    "META_FIELD",
     "PARTITION_ATTRIBUTE",
     "PARTITION_OVERHEAD",
     "POINTER_ATTRIBUTES",
@@ -92,9 +106,11 @@ __all__ = [
     "QUEUE_URL_FORM",
     "RECORDS_ATTRIBUTE",
     "SIZE_ATTRIBUTE",
+    "UPDATE",
     "ZSTD",
     "Attributes",
     "BadRecord",
+    "Operation",
     "PayloadPointer",
     "Record",
     "SqsErrorKind",
@@ -114,9 +130,12 @@ __all__ = [
     "decode_line",
     "decode_message",
     "encode_document",
+    "encode_operation",
     "encode_record",
+    "envelope",
     "format_of",
     "framing_bytes",
+    "is_operation",
     "is_pointer",
     "is_queue_url",
     "iter_records",
@@ -129,11 +148,15 @@ __all__ = [
     "payload_attributes",
     "pointer_attributes",
     "pointer_body",
+    "read_envelope",
     "readable",
     "record_id",
     "record_message",
     "single_record_limit",
     "sqs_error_of",
     "string_attribute",
+    "update_problem",
+    "updated_paths",
+    "version_problem",
     "with_id",
 ]

@@ -6,7 +6,8 @@ A body, before its encoding (identity, gzip or zstd) and base64 (docs/wire-forma
     names   = a BSON document {"0": name, "1": name, ...}: the collections, by index
     record  = flags:u8  collection:u16le  [trace]  document
     trace   = length:u8, then that many ASCII bytes: a W3C traceparent (when flags bit 0)
-    document = one BSON document, its own int32 length first; `_id` should come first
+    document = one BSON document, its own int32 length first; `_id` should come first;
+              with flags bit 1, an operation's envelope (operations.py), not a document
 
 The consumer hands each document to the driver as the bytes it received (a
 RawBSONDocument): no dict is built on the hot path. Its checks (an `_id` present and not
@@ -34,10 +35,14 @@ from .checks import (
     known_collection,
 )
 from .errors import WireError
+from .operations import read_envelope
 from .records import BadRecord, Record
 
 TRACED: Final = 0x01  # flags bit 0: a trace context follows the collection index
-_KNOWN_FLAGS: Final = TRACED
+# Flags bit 1: the document is an operation (an update or a delete), not one to insert.
+# A consumer that predates operations refuses the bit as unknown: never misapplies it.
+OPERATION: Final = 0x02
+_KNOWN_FLAGS: Final = TRACED | OPERATION
 _ID_FIRST: Final = b"_id\x00"  # the key of the first element, when it is _id
 _ARRAY, _DOCUMENT, _OBJECT_ID, _STRING = 0x04, 0x03, 0x07, 0x02
 _INT32 = struct.Struct("<i")
@@ -91,18 +96,25 @@ def _size_or_depth_problem(raw: bytes, document: Mapping[str, Any]) -> str | Non
     return None
 
 
-def pack(records: Sequence[tuple[str, bytes, str | None]]) -> bytes:
-    """A body (before its encoding) for (collection, BSON document, trace) records."""
+def pack(
+    records: Sequence[tuple[str, bytes, str | None]], operations: Sequence[bool] = ()
+) -> bytes:
+    """A body (before its encoding) for (collection, BSON document, trace) records;
+    `operations[n]` true: record n is an operation's envelope."""
     index: dict[str, int] = {}
     parts: list[bytes] = []
-    for collection, document, trace in records:
+    for number, (collection, document, trace) in enumerate(records):
         position = index.setdefault(collection, len(index))
+        flags = OPERATION if number < len(operations) and operations[number] else 0
         if trace is None:
-            parts.append(bytes((0,)) + position.to_bytes(2, "little"))
+            parts.append(bytes((flags,)) + position.to_bytes(2, "little"))
         else:
             context = trace.encode("ascii")
             parts.append(
-                bytes((TRACED,)) + position.to_bytes(2, "little") + bytes((len(context),)) + context
+                bytes((flags | TRACED,))
+                + position.to_bytes(2, "little")
+                + bytes((len(context),))
+                + context
             )
         parts.append(document)
     if len(index) > 0xFFFF:
@@ -193,9 +205,10 @@ def _records(
                 known = f"this consumer knows {_KNOWN_FLAGS:#04x}"
                 items.append(_broken(number, f"unknown flags {flags:#04x} ({known})"))
                 break
-            length = raw[position]
-            trace = raw[position + 1 : position + 1 + length].decode("ascii", "replace")
-            position += 1 + length
+            if flags & TRACED:
+                length = raw[position]
+                trace = raw[position + 1 : position + 1 + length].decode("ascii", "replace")
+                position += 1 + length
         (size,) = _INT32.unpack_from(raw, position) if end - position >= 4 else (-1,)
         if not 5 <= size <= end - position:
             reason = f"its length prefix says {size} bytes, {end - position} remain"
@@ -206,7 +219,9 @@ def _records(
         while suspect < len(suspects) and suspects[suspect] < start:
             suspect += 1
         collection = checked[slot] if slot < len(checked) else None
-        if (
+        if flags & OPERATION:
+            items.append(_operation(number, names, checked, slot, document, trace))
+        elif (
             type(collection) is str
             and document[-1] == 0
             and document[5:9] == _ID_FIRST
@@ -252,6 +267,35 @@ def _record(
         except (BSONError, ValueError) as exc:
             problem = f"document is not valid BSON: {bson_problem(exc, {})}"
     return BadRecord(number, problem or "unreadable record", document, names[slot])
+
+
+def _operation(
+    number: int,
+    names: list[str],
+    checked: list[str | WireError],
+    slot: int,
+    document: bytes,
+    trace: str | None,
+) -> Record | BadRecord:
+    """An operation's envelope, decoded (operations are read whole, not on the bytes)."""
+    collection = checked[slot] if slot < len(checked) else None
+    name = names[slot] if slot < len(names) else None
+    try:
+        if collection is None:
+            raise WireError(f"collection index {slot}, but the message names {len(names)}")
+        if isinstance(collection, WireError):
+            raise collection
+        if len(document) > MAX_BSON_DOCUMENT_BYTES or document[-1] != 0:
+            raise WireError("operation is not valid BSON or over MongoDB's 16 MiB limit")
+        decoded = bson.decode(document)
+        check_keys_and_depth(decoded)
+        operation = read_envelope(decoded)
+    except WireError as exc:
+        return BadRecord(number, str(exc), document, name, operation=True)
+    except (BSONError, ValueError, OverflowError) as exc:
+        reason = f"operation is not valid BSON: {bson_problem(exc, {})}"
+        return BadRecord(number, reason, document, name, operation=True)
+    return Record(collection, RawBSONDocument(document), document, trace, operation)
 
 
 def raw_problem(document: bytes) -> str | None:

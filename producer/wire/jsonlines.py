@@ -1,7 +1,8 @@
 """Format 1: JSON Lines of relaxed MongoDB Extended JSON.
 
 A message body holds one record per line, each line a JSON object
-``{"c": "<collection>", "d": {<document as relaxed Extended JSON>}}``. A one-line
+``{"c": "<collection>", "d": {<document as relaxed Extended JSON>}}``, or for an update
+or a delete ``{"c": "<collection>", "o": {<its envelope>}}`` (operations.py). A one-line
 body is a single-record message, so the plain one-record-per-message style of other
 producers is the same format. Lines are decoded one by one, so one bad record in a
 packed message is rejected alone. See docs/wire-format.md."""
@@ -31,6 +32,7 @@ from .checks import (
     known_collection,
 )
 from .errors import WireError
+from .operations import read_envelope
 from .records import BadRecord, Record
 
 _JSON_OPTIONS: Final = json_util.RELAXED_JSON_OPTIONS
@@ -61,7 +63,16 @@ def encode_record(collection: str, document: Mapping[str, Any], trace: str | Non
     """One record as one line of relaxed Extended JSON (no newline). Text stays UTF-8
     (\\u escapes made CJK and emoji 2.6 times larger on the wire, and SQS bills by size),
     but for the characters an SQS body must not hold."""
-    record: dict[str, Any] = {"c": collection, "d": document}
+    return _encode_line({"c": collection, "d": document}, trace)
+
+
+def encode_operation(collection: str, envelope: Mapping[str, Any], trace: str | None = None) -> str:
+    """An operation as one line: its envelope under "o", and no "d", which a consumer
+    that predates operations requires (it refuses the line rather than insert it)."""
+    return _encode_line({"c": collection, "o": envelope}, trace)
+
+
+def _encode_line(record: dict[str, Any], trace: str | None) -> str:
     if trace is not None:
         record["t"] = trace  # the sender's span (W3C traceparent): the envelope, not the document
     try:
@@ -205,6 +216,8 @@ def decode_line(line: str) -> Record:
         raise WireError(f"not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")
+    if "o" in obj and "d" not in obj and "c" in obj:
+        return _operation_line(obj, line)
     if "c" not in obj or "d" not in obj:
         raise WireError("record must have 'c' (collection) and 'd' (document)")
     collection = known_collection(obj["c"])
@@ -214,10 +227,25 @@ def decode_line(line: str) -> Record:
         check_keys_and_depth(document)
     if len(line) * 8 > MAX_BSON_DOCUMENT_BYTES:
         check_bson_size(document)
+    return Record(collection, document, line, _trace(obj))
+
+
+def _trace(obj: dict[str, Any]) -> str | None:
     trace = obj.get("t")
     if not (isinstance(trace, str) and len(trace) <= MAX_TRACE_CHARS and trace.isascii()):
-        trace = None  # a trace context is a courtesy: a bad one never blocks a record
-    return Record(collection, document, line, trace)
+        return None  # a trace context is a courtesy: a bad one never blocks a record
+    return trace
+
+
+def _operation_line(obj: dict[str, Any], line: str) -> Record:
+    collection = known_collection(obj["c"])
+    envelope = obj["o"]
+    if not isinstance(envelope, dict):
+        raise WireError(f"operation ('o') must be a JSON object, got {type(envelope).__name__}")
+    check_keys_and_depth(envelope)
+    if len(line) * 8 > MAX_BSON_DOCUMENT_BYTES:
+        check_bson_size(envelope)
+    return Record(collection, envelope, line, _trace(obj), read_envelope(envelope))
 
 
 def iter_records(text: str) -> Iterator[Record | BadRecord]:

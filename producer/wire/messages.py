@@ -25,7 +25,7 @@ from .attributes import (
 )
 from .compression import DEFAULT_MAX_DECODED_BYTES, IDENTITY, compress, decompress
 from .errors import WireError
-from .jsonlines import encode_record, iter_records
+from .jsonlines import encode_operation, encode_record, iter_records
 from .pointers import SIZE_ATTRIBUTE, is_pointer, parse_pointer
 from .records import BadRecord, Record
 
@@ -108,7 +108,7 @@ def record_message(item: Record | BadRecord) -> tuple[str, Attributes]:
         return item.source, message_attributes(IDENTITY, 1, JSON_LINES)
     collection = item.collection or "?"
     trace = item.trace if isinstance(item, Record) else None
-    raw = bsonrecords.pack([(collection, item.source, trace)])
+    raw = bsonrecords.pack([(collection, item.source, trace)], [is_operation(item)])
     return bson_body(raw, IDENTITY), message_attributes(IDENTITY, 1, BSON_RECORDS)
 
 
@@ -152,12 +152,20 @@ def record_id(record: Record) -> Any:
     return record.document["_id"]
 
 
+def is_operation(item: Record | BadRecord) -> bool:
+    """Was it sent as an update or a delete (rather than a document to insert)?"""
+    if isinstance(item, Record):
+        return item.operation is not None
+    return item.operation
+
+
 def json_line(item: Record | BadRecord) -> str:
     """A record as one line of Extended JSON (for logs, callbacks and files people read);
     bytes that are not valid BSON are shown as hex."""
     if isinstance(item.source, str):
         return item.source
+    encode = encode_operation if is_operation(item) else encode_record
     try:
-        return encode_record(item.collection or "?", bson.decode(item.source))
+        return encode(item.collection or "?", bson.decode(item.source))
     except (BSONError, ValueError, WireError):
         return f"(not valid BSON) {item.source[:200].hex()}"

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .operations import Operation
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -13,6 +15,8 @@ class Record:
     document: Mapping[str, Any]  # a dict (format 1) or a RawBSONDocument (format 2): read-only
     source: str | bytes  # as sent: the JSON line (format 1) or the BSON document (format 2)
     trace: str | None = None  # the W3C traceparent of the span that sent it, if any
+    # An update or delete (`document` is then its envelope); None: a document to insert.
+    operation: Operation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,4 @@ class BadRecord:
     collection: str | None = None  # format 2, when its index named one
     # Format 2: the framing broke here, so the records after it could not be found.
     rest_unreadable: bool = False
+    operation: bool = False  # it was sent as an operation (a dead letter keeps the kind)

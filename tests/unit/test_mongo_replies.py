@@ -16,6 +16,7 @@ from ingest.errors import SinkUnavailable
 from ingest.sinks import mongo
 from ingest.sinks.base import OutcomeKind, WriteMode
 from ingest.sinks.mongo_bulk import failed_updates_readable
+from ingest.sinks.operations import TOMBSTONES_PREFIX
 from producer import wire
 from tests.support.scripted_mongo import documents, scripted_mongo
 
@@ -160,6 +161,8 @@ def _stored(versions: dict[Any, int]) -> Any:
 
     def find(request: Request) -> dict[str, Any]:
         wanted = request.doc.get("filter", {}).get("_id")
+        if str(request.doc.get("find")).startswith(TOMBSTONES_PREFIX):
+            wanted = None  # no document was deleted: no tombstone
         batch = [{"_id": wanted, "v": versions[wanted]}] if wanted in versions else []
         return {"cursor": {"id": 0, "firstBatch": batch, "ns": "db.events"}, "ok": 1}
 

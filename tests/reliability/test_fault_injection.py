@@ -276,7 +276,7 @@ def test_every_record_ends_under_injected_failures(
     settings = Settings(
         queue_urls=(queue.url,), database=mongo_db.name, wait_seconds=1, visibility_timeout=3,
         retry_base_seconds=0.1, retry_max_seconds=1, metrics_port=0, max_pollers=0,
-        shutdown_seconds=10, max_attempts=MAX_ATTEMPTS,
+        shutdown_seconds=10, max_attempts=MAX_ATTEMPTS, pollers=4, writers=8,
     )  # fmt: skip
     tracebacks = TracebackLog()
     logging.getLogger().addHandler(tracebacks)

@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 
 _SECRETS = [
@@ -68,6 +68,34 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class _Pace:
+    """At most one line per key every `interval` seconds, counting the ones held back."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[Hashable, float] = {}
+        self._held: dict[Hashable, int] = {}
+
+    def due(self, key: Hashable) -> int | None:
+        """None when the line must be held back; else how many were held back before it."""
+        with self._lock:
+            now = self._clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            if len(self._last) > 1000:  # bounded: a flood of distinct keys
+                self._last.clear()
+                self._held.clear()
+            self._last[key] = now
+            return self._held.pop(key, 0)
+
+    def more(self, held: int) -> str:
+        return f" ({held} more like it in the last {self.interval:.0f}s)" if held else ""
+
+
 class Throttled:
     """A warning at most every `interval` seconds; the next line says how many were held back."""
 
@@ -78,21 +106,12 @@ class Throttled:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self._held = 0
+        self._pace = _Pace(interval, clock)
 
     def warning(self, message: str) -> None:
-        with self._lock:
-            now = self._clock()
-            if self._last is not None and now - self._last < self._interval:
-                self._held += 1
-                return
-            held, self._held, self._last = self._held, 0, now
-        more = f" ({held} more like it in the last {self._interval:.0f}s)" if held else ""
-        self._logger.warning("%s%s", message, more)
+        held = self._pace.due(None)
+        if held is not None:
+            self._logger.warning("%s%s", message, self._pace.more(held))
 
 
 class Tracebacks:
@@ -107,27 +126,12 @@ class Tracebacks:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
-        self._interval = interval
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[tuple[str, str, str], float] = {}
-        self._held: dict[tuple[str, str, str], int] = {}
+        self._pace = _Pace(interval, clock)
 
     def report(self, where: str, exc: BaseException, what: str) -> None:
-        key = (where, type(exc).__name__, _raised_at(exc))
-        with self._lock:
-            now = self._clock()
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval:
-                self._held[key] = self._held.get(key, 0) + 1
-                return
-            if len(self._last) > 1000:  # bounded: a flood of distinct failures
-                self._last.clear()
-                self._held.clear()
-            self._last[key] = now
-            held = self._held.pop(key, 0)
-        more = f" ({held} more like it in the last {self._interval:.0f}s)" if held else ""
-        self._logger.error("%s%s", what, more, exc_info=exc)
+        held = self._pace.due((where, type(exc).__name__, _raised_at(exc)))
+        if held is not None:
+            self._logger.error("%s%s", what, self._pace.more(held), exc_info=exc)
 
 
 def _raised_at(exc: BaseException) -> str:

@@ -51,12 +51,10 @@ class Encoder:
         ObjectId if absent (like pymongo's insert_one). Raises RecordRefused
         (RecordTooLarge when it is too large for one message and there is no payload
         bucket): the format's WireError, as the producer's own error."""
-        try:
+        try:  # free on the hot path, unlike a context manager
             return self._item(collection, document, partition_key, trace)
-        except RecordRefused:
-            raise
         except WireError as exc:
-            raise RecordRefused(str(exc)) from None
+            raise _refused(exc) from None
 
     def _item(
         self,
@@ -94,10 +92,8 @@ class Encoder:
         Raises RecordRefused, as item() does."""
         try:
             return self._operation(collection, operation, partition_key, trace)
-        except RecordRefused:
-            raise
         except WireError as exc:
-            raise RecordRefused(str(exc)) from None
+            raise _refused(exc) from None
 
     def _operation(
         self,
@@ -206,3 +202,8 @@ class Encoder:
 _OFFLOAD_HINT: Final = (
     "set payload_bucket (or INGEST_PAYLOAD_BUCKET) to send larger records through S3"
 )
+
+
+def _refused(exc: WireError) -> RecordRefused:
+    """The format's WireError as the producer's RecordRefused (which is both)."""
+    return exc if isinstance(exc, RecordRefused) else RecordRefused(str(exc))

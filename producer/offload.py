@@ -38,6 +38,7 @@ from . import wire
 from .breaker import Breaker
 from .config import Config
 from .packing import Message
+from .retrying import retrying
 
 log = logging.getLogger("producer.offload")
 
@@ -139,23 +140,8 @@ class Offloader:
         )
 
     def _put_retrying(self, pointer: wire.PayloadPointer, payload: bytes) -> None:
-        from tenacity import (
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_random_exponential,
-        )
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self._config.max_attempts),
-            wait=wait_random_exponential(
-                multiplier=self._config.retry_initial_seconds, max=self._config.retry_max_seconds
-            ),
-            retry=retry_if_exception_type(_Later),
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
+            for attempt in retrying(self._config, _Later):
                 with attempt:
                     self._put(pointer, payload)
         except _Later as exc:

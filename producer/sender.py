@@ -25,6 +25,7 @@ from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters
 from .offload import Offloader
 from .packing import Message, Packer, batches
+from .retrying import retrying
 
 log = logging.getLogger("producer.sender")
 
@@ -343,28 +344,9 @@ class Sender:
 
     def _send_retrying(self, url: str, batch: list[Message]) -> list[Message]:
         """One SendMessageBatch with retries; returns entries still failing."""
-        # Imported here, on the sender thread: tenacity pulls in asyncio, which a
-        # WSGI app would otherwise pay for at import time.
-        from tenacity import (
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_random_exponential,
-        )
-
         left = batch
-        retrying = Retrying(
-            stop=stop_after_attempt(self._config.max_attempts),
-            # "Full jitter": a random wait up to the exponential bound, so that
-            # many producers throttled together do not retry together.
-            wait=wait_random_exponential(
-                multiplier=self._config.retry_initial_seconds, max=self._config.retry_max_seconds
-            ),
-            retry=retry_if_exception_type(_RetryLater),
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
+            for attempt in retrying(self._config, _RetryLater):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self._counters.add("retried", _records(left))

@@ -38,7 +38,7 @@ from . import wire
 from .breaker import Breaker
 from .config import Config
 from .packing import Message
-from .retrying import retrying
+from .retrying import LATER, UNREACHABLE, retrying, transport_failure
 
 log = logging.getLogger("producer.offload")
 
@@ -184,18 +184,14 @@ def _order_key(message: Message) -> str | None:
 
 def _classify(exc: Exception) -> Exception:
     """A failed put, by what S3 did: see the module's docstring."""
-    if isinstance(exc, ConnectionError):
+    failure = transport_failure(exc)
+    if failure == UNREACHABLE:
         return _Down(f"cannot reach S3: {exc}")
-    try:
-        from botocore import exceptions as boto
-    except ImportError:  # a fake client without botocore installed
-        return _Down(repr(exc))
-    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
-        return _Down(f"cannot reach S3: {exc}")
-    if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
+    if failure == LATER:
         return _Later(str(exc))
-    if isinstance(exc, boto.ClientError):
-        code, status = wire.sqs_error_of(exc.response)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError: S3 answered
+        code, status = wire.sqs_error_of(response)
         if wire.classify_sqs_error(code, status) is wire.SqsErrorKind.TRANSIENT:
             return _Later(f"{code}: {exc}")
         if code in REQUEST_FAULT_CODES:

@@ -30,3 +30,23 @@ def retrying(config: Config, later: type[BaseException]) -> Retrying:
         retry=retry_if_exception_type(later),
         reraise=True,
     )
+
+
+UNREACHABLE = "unreachable"  # no connection: the service is down for us
+LATER = "later"  # the connection broke or timed out mid-call: worth another try
+
+
+def transport_failure(exc: Exception) -> str | None:
+    """What a failed AWS call means short of an answer (UNREACHABLE or LATER), or None
+    when the service answered (a ClientError) or it is not botocore's (a fake client)."""
+    if isinstance(exc, ConnectionError):
+        return UNREACHABLE
+    try:
+        from botocore import exceptions as boto
+    except ImportError:  # a fake client without botocore installed
+        return None
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
+        return UNREACHABLE
+    if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
+        return LATER
+    return None

@@ -25,7 +25,7 @@ from .journal import Journal, JournalWriteError, SegmentReader
 from .metrics import Counters
 from .offload import Offloader
 from .packing import Message, Packer, batches
-from .retrying import retrying
+from .retrying import LATER, UNREACHABLE, retrying, transport_failure
 
 log = logging.getLogger("producer.sender")
 
@@ -484,18 +484,14 @@ def _answered(exc: Exception) -> bool:
 
 def _classify(exc: Exception) -> Exception:
     """Map a whole-call failure to "retry with backoff" or "queue unavailable"."""
-    if isinstance(exc, ConnectionError):
+    failure = transport_failure(exc)
+    if failure == UNREACHABLE:
         return _QueueDown(f"cannot reach SQS: {exc}")
-    try:
-        from botocore import exceptions as boto
-    except ImportError:  # a fake client without botocore installed
-        return _QueueDown(repr(exc))
-    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectTimeoutError):
-        return _QueueDown(f"cannot reach SQS: {exc}")
-    if isinstance(exc, boto.ReadTimeoutError | boto.ConnectionClosedError | boto.HTTPClientError):
+    if failure == LATER:
         return _RetryLater(exc)
-    if isinstance(exc, boto.ClientError):
-        code, status = wire.sqs_error_of(exc.response)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError: SQS answered
+        code, status = wire.sqs_error_of(response)
         kind = wire.classify_sqs_error(code, status)
         if kind is wire.SqsErrorKind.TRANSIENT:
             return _RetryLater(exc)

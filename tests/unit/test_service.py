@@ -1,21 +1,24 @@
-"""The whole consumer over the in-memory queue and sink."""
+"""The service (ingest/pipeline/service.py): the whole consumer, its stages wired,
+over the in-memory queue and sink: drained once, paused during an outage, stopped
+handing back what it holds."""
 
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Callable
 
+import pytest
 from bson import ObjectId
 
 from ingest.cli.options import service_options
-from ingest.metrics import Metrics
-from ingest.pipeline.jobs import report_depth
+from ingest.pipeline.receive import Poller
 from ingest.pipeline.service import Service
 from ingest.queues.base import REASON_ATTRIBUTE
 from ingest.queues.memory import MemoryQueue
 from ingest.settings import Settings
 from ingest.sinks.memory import MemorySink
 from producer import wire
+from tests.support.waiting import wait_until
 
 
 def fill(queue: MemoryQueue, messages: int, per_message: int) -> set[ObjectId]:
@@ -68,6 +71,7 @@ def test_redelivered_messages_collapse_into_one_document() -> None:
     assert service.metrics.records_duplicate._value.get() == 20
 
 
+@pytest.mark.timeout(120)
 def test_outage_pauses_receiving_then_resumes_without_dead_letters() -> None:
     dead = MemoryQueue(url="memory://dlq")
     queue = MemoryQueue(url="memory://q", dead_letter_queue=dead, max_receive_count=3)
@@ -76,28 +80,47 @@ def test_outage_pauses_receiving_then_resumes_without_dead_letters() -> None:
     sink.unavailable = True
     service = Service(service_options(settings(exit_when_idle=None)), {queue.url: queue}, sink)
     service.start()
-    time.sleep(1.5)
-    calls_during_outage = queue.receive_calls
-    time.sleep(1.5)
-    # Paused: at most a stray receive while the breaker opened, never a stream of them.
-    assert queue.receive_calls - calls_during_outage <= 2
-    assert len(dead) == 0
-    sink.unavailable = False
-    deadline = time.monotonic() + 10
-    while sink.count() < len(ids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    service.stop()
+    try:
+        assert wait_until(lambda: service.breaker.is_open)
+        calls_during_outage = queue.receive_calls
+        # Each poller goes round its paused loop (a wait on the breaker) three times more:
+        # long enough for a poller that did not pause to receive again and again.
+        assert wait_until(went_round(service.receive.pollers, times=3))
+        # Paused: at most a stray receive per poller as the breaker opened, never a stream.
+        assert queue.receive_calls - calls_during_outage <= len(service.receive.pollers)
+        assert len(dead) == 0
+        sink.unavailable = False
+        assert wait_until(lambda: sink.count() == len(ids))
+    finally:
+        service.stop()
     assert sink.count() == len(ids) and len(dead) == 0 and len(queue) == 0
 
 
+def went_round(pollers: list[Poller], times: int) -> Callable[[], bool]:
+    """A condition: every poller's loop has checked in `times` times since it was made."""
+    seen: dict[int, list[float]] = {id(p): [p.last_beat] for p in pollers}
+
+    def check() -> bool:
+        for poller in pollers:
+            beats = seen[id(poller)]
+            if poller.last_beat != beats[-1]:
+                beats.append(poller.last_beat)
+        return all(len(beats) > times for beats in seen.values())
+
+    return check
+
+
+@pytest.mark.timeout(60)
 def test_stop_hands_back_what_was_not_started() -> None:
     queue = MemoryQueue(url="memory://q")
     fill(queue, 50, 1)
+    writing = threading.Event()
     release_gate = threading.Event()
 
     class SlowSink(MemorySink):
         def write(self, records):  # type: ignore[no-untyped-def]
-            release_gate.wait(2)
+            writing.set()
+            release_gate.wait(10)
             return super().write(records)
 
     sink = SlowSink()
@@ -107,27 +130,15 @@ def test_stop_hands_back_what_was_not_started() -> None:
         sink,
     )
     service.start()
-    time.sleep(0.5)
-    release_gate.set()
-    service.stop(deadline_seconds=5)
+    try:
+        # The one writer is busy and the pollers have filled the inbox behind it.
+        assert writing.wait(10)
+        behind = 1 + service.options.inbox_batches  # the batch being written, a full inbox
+        assert wait_until(lambda: len(service.inflight) >= behind)
+    finally:
+        release_gate.set()
+        service.stop(deadline_seconds=5)
     # Whatever was written is deleted; everything else is visible again at once.
+    assert sink.count() >= 1
     assert len(queue) == 50 - sink.count()
-    assert queue.depth().in_flight == 0
-
-
-def test_report_depth_sets_the_dead_letter_gauge() -> None:
-    """What the service's queue-depth job (every 10 s) sets: the dashboard's and the
-    alerts' dead-letter depth, per source queue."""
-    dead = MemoryQueue(url="memory://dlq")
-    queue = MemoryQueue(url="memory://q", dead_letter_queue=dead)
-    plain = MemoryQueue(url="memory://plain")
-    for n in range(2):
-        dead.send(f"dead-{n}")
-    queue.send("waiting")
-    metrics = Metrics()
-    report_depth({queue.url: queue, plain.url: plain}, metrics)
-    registry = metrics.registry
-    assert registry.get_sample_value("ingest_dead_letter_messages", {"queue": queue.url}) == 2
-    assert registry.get_sample_value("ingest_queue_visible_messages", {"queue": queue.url}) == 1
-    # No dead-letter queue: no series (not a misleading 0).
-    assert registry.get_sample_value("ingest_dead_letter_messages", {"queue": plain.url}) is None
+    assert queue.depth().in_flight == 0 and len(service.inflight) == 0

@@ -85,6 +85,7 @@ def test_get_on_an_empty_lane_raises_empty() -> None:
         Inbox(maxsize=2).get(0, timeout=0)
 
 
+@pytest.mark.timeout(30)  # an outbox.get() that finds nothing would block
 def test_the_outbox_hands_messages_back_as_a_release_and_stops_each_acker() -> None:
     outbox = Outbox()
     held = [Message("q", "a", "r", ""), Message("q", "b", "r", "")]

@@ -60,6 +60,7 @@ def test_a_consumer_clock_behind_sqs_counts_zero_not_negative() -> None:
 # --------------------------------------------------------------- one receive
 
 
+@pytest.mark.timeout(30)  # an outbox.get() that finds nothing would block
 def test_a_receive_is_held_and_handed_on_and_a_redelivery_of_a_held_message_is_not() -> None:
     queue = MemoryQueue("memory://q")
     queue.send("a")
@@ -80,6 +81,7 @@ def test_a_receive_is_held_and_handed_on_and_a_redelivery_of_a_held_message_is_n
     assert sample(metrics, "ingest_duplicate_deliveries_total") == 1
 
 
+@pytest.mark.timeout(30)  # an outbox.get() that finds nothing would block
 def test_a_batch_that_cannot_be_handed_on_is_handed_back_and_the_failure_raised() -> None:
     queue = MemoryQueue("memory://q")
     queue.send("a")
@@ -95,6 +97,7 @@ def test_a_batch_that_cannot_be_handed_on_is_handed_back_and_the_failure_raised(
     assert handed_back is not None and [m.body for m in handed_back.release] == ["a"]
 
 
+@pytest.mark.timeout(30)  # an outbox.get() that finds nothing would block
 def test_a_poller_stopping_hands_back_what_it_could_not_place() -> None:
     queue = MemoryQueue("memory://q")
     queue.send("late")

@@ -279,6 +279,7 @@ def test_end_to_end_samples_from_the_future_or_long_ago_count_as_skew() -> None:
 # ------------------------------------------------------------------ the writers
 
 
+@pytest.mark.timeout(30)  # an outbox.get() that finds nothing would block
 def test_drain_hands_back_at_once_what_no_writer_started() -> None:
     inbox, outbox = Inbox(4), Outbox()
     stage = WriteStage(inbox, outbox, BatchWriter(MemorySink(), Metrics(), SinkBreaker()), 1)

@@ -15,7 +15,7 @@ from ingest.sinks.operations import OPS_FIELD, lookup
 from producer import operations, wire
 from producer.encode import Encoder
 from producer.packing import Packer
-from tests.contract.test_sink_contract import SinkFactory, make_sink, record
+from tests.support.sink_contract import SinkFactory, make_sink, record
 
 __all__ = ["make_sink"]  # the fixture, shared with the document contract
 

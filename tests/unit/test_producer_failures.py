@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from producer import BufferFull, Producer, wire
 from producer.journal import REJECTED_FILE, Journal, decode_entry
+from tests.support.frames import waiting_in
 from tests.support.producer_fakes import (
     DiskFillsUp,
     FakeSQS,
@@ -22,6 +22,7 @@ from tests.support.producer_fakes import (
     raise_error,
     stalled,
 )
+from tests.support.waiting import wait_until
 
 URL = "http://sqs.local/000000000000/q"
 FAST = {"retry_initial_seconds": 0.001, "retry_max_seconds": 0.01, "probe_seconds": 0.05}
@@ -33,15 +34,6 @@ def make(journal: Path, fake: FakeSQS, **options: Any) -> Producer:
 
 def numbers(fake: FakeSQS) -> list[int]:
     return [r.document["n"] for r in fake.records()]
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return bool(predicate())
 
 
 def send_many(producer: Producer, count: int, start: int = 0) -> None:
@@ -151,13 +143,25 @@ def test_crashed_process_segments_are_replayed_at_start(tmp_path: Path) -> None:
     assert numbers(fake) == list(range(7))
 
 
-def test_a_segment_locked_by_a_live_writer_is_not_replayed(tmp_path: Path) -> None:
+def test_a_segment_locked_by_a_live_writer_is_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer = Journal(tmp_path)
     writer.append([line_item('{"c":"e","d":{"_id":1,"n":1}}')])
+    claims: list[object] = []
+    claim = Journal.claim
+
+    def watched(journal: Journal) -> object:
+        claims.append(found := claim(journal))
+        return found
+
+    monkeypatch.setattr(Journal, "claim", watched)
     fake = FakeSQS()
     with make(tmp_path, fake) as producer:
-        time.sleep(0.3)
-        assert producer.stats().replayed == 0
+        # The replayer looked for a segment to replay, twice, and found it locked.
+        assert wait_until(lambda: len(claims) >= 2)
+        assert claims[:2] == [None, None]
+        assert producer.stats().replayed == 0 and fake.calls == []
         writer.seal()
         assert wait_until(lambda: producer.stats().replayed == 1)
     assert numbers(fake) == [1]
@@ -187,17 +191,30 @@ def test_overflow_raise(tmp_path: Path) -> None:
 def test_overflow_block_waits_then_raises(tmp_path: Path) -> None:
     fake = FakeSQS()
     options = {"max_buffered_bytes": 1024, "max_message_bytes": 1024, "overflow": "block"}
-    with stalled(fake, make(tmp_path, fake, block_timeout=0.2, **options)) as producer:
-        started = time.monotonic()
-        with pytest.raises(BufferFull):
-            send_many(producer, 20)
-        assert time.monotonic() - started >= 0.2
-        # When the sender frees room within block_timeout, a blocked send() goes through.
-        accepted = producer.stats().accepted
+    full = r"^buffer still full \(1024 bytes\) after 0.2s$"  # it waited for room, then gave up
+    with (
+        stalled(fake, make(tmp_path, fake, block_timeout=0.2, **options)) as producer,
+        pytest.raises(BufferFull, match=full),
+    ):
+        send_many(producer, 20)
+
+
+@pytest.mark.timeout(60)
+def test_a_blocked_send_goes_through_when_the_sender_frees_room(tmp_path: Path) -> None:
+    fake = FakeSQS()
+    options = {"max_buffered_bytes": 1024, "max_message_bytes": 1024, "overflow": "block"}
+    with stalled(fake, make(tmp_path, fake, block_timeout=60, **options)) as producer:
+        sending = threading.Thread(target=send_many, args=(producer, 20))
+        sending.start()
+        # The buffer is full and SQS hangs: send() waits for room.
+        assert wait_until(lambda: waiting_in(sending.ident, "put_waiting"))
+        assert producer.stats().accepted < 20
         assert fake.gate is not None
-        threading.Timer(0.05, fake.gate.set).start()
-        producer.send("events", {"n": 99})
-        assert producer.stats().accepted == accepted + 1
+        fake.gate.set()  # SQS answers: the sender frees room
+        sending.join(30)
+        assert not sending.is_alive() and producer.stats().accepted == 20
+        assert producer.flush(10)
+    assert sorted(numbers(fake)) == list(range(20)) and producer.stats().journaled == 0
 
 
 def test_overflow_journal_spills_and_replays(tmp_path: Path) -> None:
@@ -244,18 +261,20 @@ def journaled(directory: Path) -> list[Any]:
     return [decode_entry(text) for text in data.decode().splitlines()]
 
 
+@pytest.mark.timeout(60)  # a close() that ignored its timeout would hang here
 def test_close_timeout_journals_what_is_unsent(tmp_path: Path) -> None:
     fake = FakeSQS()
     fake.gate = threading.Event()  # SQS hangs
     producer = make(tmp_path, fake, probe_seconds=60)
     send_many(producer, 25)
-    started = time.monotonic()
-    producer.close(timeout=0.3)
-    assert time.monotonic() - started < 2
-    lines = sum(len(p.read_text().splitlines()) for p in tmp_path.glob("*.seg"))
-    assert lines == 25
-    assert producer.stats().journaled == 25
-    fake.gate.set()
+    try:
+        producer.close(timeout=0.3)  # returns while SQS still hangs
+        assert not fake.gate.is_set() and producer.closed
+        lines = sum(len(p.read_text().splitlines()) for p in tmp_path.glob("*.seg"))
+        assert lines == 25
+        assert producer.stats().journaled == 25
+    finally:
+        fake.gate.set()
 
 
 def test_botocore_connection_error_goes_to_the_journal_without_retries(tmp_path: Path) -> None:

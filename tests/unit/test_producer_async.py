@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
 from producer import AsyncProducer, ProducerClosed
 from tests.support.producer_fakes import FakeSQS
+from tests.support.watched_sqs import SENDER_THREAD, WatchedSQS
 
 URL = "http://sqs.local/000000000000/q"
 
 
 def test_async_producer_sends_and_flushes(tmp_path: Path) -> None:
-    fake = FakeSQS()
+    fake = WatchedSQS()
 
     async def main() -> None:
         async with AsyncProducer(URL, sqs_client=fake, journal_dir=tmp_path, linger_seconds=5) as p:
-            started = time.perf_counter()
             ids = [p.send("events", {"n": n}) for n in range(100)]
-            assert time.perf_counter() - started < 0.5
-            assert len(set(ids)) == 100
+            assert len(set(ids)) == 100 and fake.calls == []  # nothing sent on the loop's thread
             assert await p.flush(5)
             assert p.stats().sent == 100
         with pytest.raises(ProducerClosed):
@@ -30,11 +29,11 @@ def test_async_producer_sends_and_flushes(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert [r.document["n"] for r in fake.records()] == list(range(100))
+    assert fake.callers == {SENDER_THREAD}
 
 
+@pytest.mark.timeout(60)
 def test_flush_does_not_block_the_event_loop(tmp_path: Path) -> None:
-    import threading
-
     fake = FakeSQS()
     fake.gate = threading.Event()
 
@@ -47,13 +46,14 @@ def test_flush_does_not_block_the_event_loop(tmp_path: Path) -> None:
             nonlocal ticks
             while True:
                 ticks += 1
+                if ticks == 10:  # only a loop that keeps running while flush waits gets here
+                    fake.gate.set()
                 await asyncio.sleep(0.01)
 
         task = asyncio.create_task(ticker())
-        asyncio.get_running_loop().call_later(0.2, fake.gate.set)
-        assert await producer.flush(5)
+        assert await producer.flush(30)
         task.cancel()
-        assert ticks >= 10  # the loop kept running while flush waited
+        assert ticks >= 10 and fake.gate.is_set()
         await producer.close()
 
     asyncio.run(main())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import random
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ from bson.objectid import ObjectId
 
 from producer import Producer, ProducerClosed, RecordTooLarge, WireError, wire
 from tests.support.producer_fakes import FakeSQS
+from tests.support.waiting import wait_until
+from tests.support.watched_sqs import SENDER_THREAD, WatchedSQS
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -116,20 +117,21 @@ def test_record_exactly_at_the_limit_fits_one_message(tmp_path: Path) -> None:
     assert size == 4096
 
 
+@pytest.mark.timeout(60)
 def test_send_does_no_network_io_and_returns_while_sqs_hangs(tmp_path: Path) -> None:
-    fake = FakeSQS()
+    fake = WatchedSQS()
     fake.gate = threading.Event()  # every SQS call hangs until released
     producer = make(tmp_path, fake, linger_seconds=0)
     try:
-        started = time.perf_counter()
         for n in range(200):
             producer.send("events", {"n": n})
-        assert time.perf_counter() - started < 0.5
-        assert producer.stats().accepted == 200
+        # All 200 returned while SQS hangs: the only caller is the sender thread.
+        assert producer.stats().accepted == 200 and fake.callers <= {SENDER_THREAD}
         assert not producer.flush(0.2)  # nothing can be sent yet
         fake.gate.set()
         assert producer.flush(5)
         assert sorted(r.document["n"] for r in fake.records()) == list(range(200))
+        assert fake.callers == {SENDER_THREAD}
     finally:
         fake.gate.set()
         producer.close()
@@ -146,10 +148,7 @@ def test_linger_flushes_without_an_explicit_flush(tmp_path: Path) -> None:
     fake = FakeSQS()
     with make(tmp_path, fake, linger_seconds=0.05) as producer:
         producer.send("events", {"n": 1})
-        deadline = time.monotonic() + 3
-        while not fake.calls and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fake.calls, "linger elapsed but nothing was sent"
+        assert wait_until(lambda: fake.calls), "linger elapsed but nothing was sent"
         assert producer.stats().sent == 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ingest.errors import CheckpointError
 from ingest.flow.ceiling import TokenBucket
 from ingest.tools.checkpoint import Checkpoint
 from ingest.tools.ids import derive_object_id, timestamp_of
+from tests.support.clocks import FakeClock
 
 
 def test_derived_ids_are_stable_and_distinct() -> None:
@@ -49,8 +49,10 @@ def test_checkpoint_round_trip_and_queue_guard(tmp_path: Path) -> None:
 
 
 def test_the_backfill_rate_holds() -> None:
-    pacer = TokenBucket(2000, 20)  # what --rate 2000 builds
-    started = time.monotonic()
+    clock = FakeClock()
+    pacer = TokenBucket(2000, 20, clock=clock, sleep=clock.sleep)  # what --rate 2000 builds
+    started = clock.now
     for _ in range(400):
         pacer.acquire(1)
-    assert time.monotonic() - started >= 0.18  # 400 records at 2000/s: 0.2 s less one tick
+    # 400 records at 2000/s: 0.2 s, less the burst of 20 let through at once.
+    assert clock.now - started == pytest.approx((400 - 20) / 2000)

@@ -25,6 +25,7 @@ from ingest.settings import Settings
 from ingest.sinks.memory import MemorySink
 from producer import ConfigError, Producer, wire
 from tests.support.producer_fakes import FakeSQS
+from tests.support.waiting import wait_until
 
 BUCKET = "payloads"
 
@@ -165,24 +166,13 @@ def test_s3_down_hands_the_pointer_back_without_counting_attempts() -> None:
     service.start()
     try:
         seen = service.metrics.payload_failures
-        assert _wait(lambda: seen._value.get() >= 4)  # more receives than maxReceiveCount
+        assert wait_until(lambda: seen._value.get() >= 4)  # more receives than maxReceiveCount
         assert sink.count("events") == 1 and len(dead) == 0
         payloads.down = False
-        assert _wait(lambda: sink.count("events") == 3 and len(queue) == 0)
+        assert wait_until(lambda: sink.count("events") == 3 and len(queue) == 0)
     finally:
         service.stop()
     assert len(dead) == 0 and payloads.objects == {}
-
-
-def _wait(predicate: Any, timeout: float = 20) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def test_a_pointer_to_another_bucket_is_refused_when_the_bucket_is_named() -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,9 @@ from typing import Any
 import pytest
 
 from producer import Producer, forksafe, wire
+from tests.support.frames import waiting_in
 from tests.support.import_gate import GATE
+from tests.support.waiting import wait_until
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -86,9 +87,7 @@ def test_child_exit_flushes_its_records_via_atexit(tmp_path: Path) -> None:
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
-    deadline = time.monotonic() + 5
-    while not log.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(log.exists)
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child"]
     producer.close()
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child", "parent"]
@@ -113,19 +112,8 @@ class ImportingSQS:
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
 
-def _waiting_in_fork_hook(thread_id: int) -> bool:
-    frame = sys._current_frames().get(thread_id)
-    while frame is not None:
-        if frame.f_code.co_name == "hold_imports_still":
-            return True
-        frame = frame.f_back
-    return False
-
-
 def _release_once_fork_waits(forking_thread: int) -> None:
-    deadline = time.monotonic() + 10
-    while not _waiting_in_fork_hook(forking_thread) and time.monotonic() < deadline:
-        time.sleep(0.001)
+    wait_until(lambda: waiting_in(forking_thread, "hold_imports_still"), timeout=10)
     GATE.release.set()  # also when the fork did not wait: the test then fails, but ends
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from producer.journal import (
     encode_entry,
 )
 from tests.support.producer_fakes import DiskFillsUp, FakeSQS, line_item
+from tests.support.waiting import wait_until
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -92,10 +92,7 @@ def test_two_producers_sharing_a_journal_replay_each_record_once(tmp_path: Path)
     fakes = [FakeSQS(), FakeSQS()]
     producers = [Producer(URL, sqs_client=f, journal_dir=tmp_path) for f in fakes]
     try:
-        deadline = time.monotonic() + 10
-        while writer.segments() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not writer.segments()
+        assert wait_until(lambda: not writer.segments())
     finally:
         for producer in producers:
             producer.close()

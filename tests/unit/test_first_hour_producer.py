@@ -1,10 +1,9 @@
 """The producer in a web app's first hour: what Producer() refuses at construction,
-and how long close() takes when SQS never answers (a web server's graceful stop)."""
+and close() when SQS never answers (a web server's graceful stop)."""
 
 from __future__ import annotations
 
 import inspect
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from producer import ConfigError, Producer, ProducerError
 from producer.journal import Journal
 from tests.support.tcpproxy import SilentServer
+from tests.support.waiting import wait_until
 
 URL = "http://sqs.local/000000000000/q"
 DOCS = Path(__file__).parents[2] / "docs" / "producer.md"
@@ -55,9 +55,13 @@ def test_close_defaults_to_ten_seconds_and_docs_say_so() -> None:
     assert "`close(timeout=10.0)`" in DOCS.read_text()
 
 
-def test_close_with_an_endpoint_that_never_answers_ends_within_its_default(
+@pytest.mark.timeout(60)  # a close() that waited on the endpoint would hang here
+def test_close_with_an_endpoint_that_never_answers_returns_and_journals_the_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A web server's graceful stop: close() gives up on an endpoint that never answers
+    at its timeout (10 s by default, above; a short one here) and loses nothing.
+    (How long it takes against its timeout is measured by `python -m bench.probes`.)"""
     with SilentServer() as silent:
         for name, value in {
             "AWS_ENDPOINT_URL_SQS": f"http://127.0.0.1:{silent.port}",
@@ -68,13 +72,9 @@ def test_close_with_an_endpoint_that_never_answers_ends_within_its_default(
         producer = Producer(url, journal_dir=tmp_path / "journal")
         for n in range(5):
             producer.send("events", {"n": n})
-        deadline = time.monotonic() + 5
-        while not silent.connections and time.monotonic() < deadline:
-            time.sleep(0.05)  # the sender thread is now waiting for an answer
-        assert silent.connections
-        started = time.monotonic()
-        producer.close()
-        took = time.monotonic() - started
-    # Well inside gunicorn's 30 s graceful timeout; nothing lost: all five journaled.
-    assert 9.0 <= took <= 14.0, took
+        # The sender thread is now waiting for an answer that never comes.
+        assert wait_until(lambda: silent.connections > 0)
+        producer.close(timeout=0.5)
+        assert producer.closed and silent.connections > 0
+    # Nothing lost: all five journaled, for the next producer with this journal_dir.
     assert Journal(tmp_path / "journal").pending_records() == 5

@@ -1,29 +1,36 @@
 """A user's first hour with the `ingest` command, the steps that need no running
 servers: each runs the installed command in a clean environment (own HOME, no AWS or
-INGEST variables from outside) and checks the exit code, the few lines printed, that
-no traceback shows, and the time taken. Servers that refuse are closed loopback
-ports; servers that never answer are a local listener that accepts and stays silent
-(tests/reliability/tcpproxy.py). Test names avoid the words the unit-test filter of
-`make test-unit` skips."""
+INGEST variables from outside) and checks the exit code, the few lines printed and
+that no traceback shows. Servers that refuse are closed loopback ports; servers that
+never answer are a local listener that accepts and stays silent
+(tests/support/tcpproxy.py). A command that hangs fails on the subprocess timeout; how
+long a step takes is not asserted here (the commands' own timeouts are 4 s a server)."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.support.tcpproxy import SilentServer, closed_port
-from tests.support.user_steps import LOCAL_AWS, clean_env, ingest
+from tests.support.user_steps import LOCAL_AWS, Outcome, clean_env, ingest
 
-# Generous bounds a loaded 2-core machine meets: a mistake found in the settings is
-# one line in well under a second here; a server that never answers takes the 4 s
-# check timeout.
-AT_ONCE = 10.0
-SHORT_TIMEOUT = 15.0
+
+def expect(outcome: Outcome, code: int, *needles: str, lines: int = 1) -> None:
+    """Exit `code`, at most `lines` lines on stderr holding each needle, no traceback."""
+    outcome.expect(code, *needles, within=math.inf, lines=lines)
+
+
+def together(*steps: Callable[[], Outcome]) -> list[Outcome]:
+    """Steps that wait on servers run at the same time: the test takes the longest."""
+    with ThreadPoolExecutor(len(steps)) as pool:
+        return list(pool.map(lambda step: step(), steps))
 
 
 @pytest.fixture
@@ -76,14 +83,14 @@ def test_no_region_is_one_line_naming_both_ways_to_set_it(
         if step == ["run"]
         else ingest(*args, env=env, cwd=tmp_path)
     )
-    outcome.expect(2, "AWS_DEFAULT_REGION", "--region", within=AT_ONCE)
+    expect(outcome, 2, "AWS_DEFAULT_REGION", "--region")
 
 
 def test_no_region_is_a_configuration_mistake_for_check_too(home: Path) -> None:
     env = clean_env(home, _endpoints(closed_port()))
     del env["AWS_DEFAULT_REGION"]
     outcome = ingest("check", env=env)
-    outcome.expect(2, "checks failed", within=SHORT_TIMEOUT)
+    expect(outcome, 2, "checks failed")
     assert "FAIL  sqs: no AWS region: set AWS_DEFAULT_REGION" in outcome.stdout
 
 
@@ -97,31 +104,36 @@ def test_no_region_is_a_configuration_mistake_for_check_too(home: Path) -> None:
 )
 def test_operator_commands_name_the_endpoint_and_the_cause(step: list[str], home: Path) -> None:
     port = closed_port()
-    refused = ingest(*step, env=clean_env(home, _endpoints(port)))
-    refused.expect(1, f"http://127.0.0.1:{port}", "Could not connect", within=AT_ONCE)
-    if step[-1] in ("init", "show"):  # the same code path for the others: spare the time
-        with SilentServer() as silent:
-            hung = ingest(*step, env=clean_env(home, _endpoints(silent.port)))
-        hung.expect(1, f"http://127.0.0.1:{silent.port}", "Read timeout", within=SHORT_TIMEOUT)
+    if step[-1] not in ("init", "show"):  # the same code path as those two for a hung server
+        refused = ingest(*step, env=clean_env(home, _endpoints(port)))
+        expect(refused, 1, f"http://127.0.0.1:{port}", "Could not connect")
+        return
+    with SilentServer() as silent:
+        refused, hung = together(
+            lambda: ingest(*step, env=clean_env(home, _endpoints(port))),
+            lambda: ingest(*step, env=clean_env(home, _endpoints(silent.port))),
+        )
+    expect(refused, 1, f"http://127.0.0.1:{port}", "Could not connect")
+    expect(hung, 1, f"http://127.0.0.1:{silent.port}", "Read timeout")
 
 
-def test_run_fails_within_ten_seconds_when_the_queue_endpoint_never_answers(
+def test_run_fails_naming_the_queue_endpoint_that_never_answers(
     home: Path, silent: SilentServer
 ) -> None:
     env = clean_env(home, _endpoints(silent.port))
     outcome = ingest("run", "--metrics-port", "0", env=env)
-    outcome.expect(1, f"no answer from http://127.0.0.1:{silent.port}", "Read timeout", within=10)
+    expect(outcome, 1, f"no answer from http://127.0.0.1:{silent.port}", "Read timeout")
 
 
 def test_status_exits_1_and_its_json_carries_both_errors(home: Path) -> None:
     port = closed_port()
     env = clean_env(home, _endpoints(port))
-    text = ingest("status", env=env)
+    text, as_json = together(
+        lambda: ingest("status", env=env), lambda: ingest("status", "--json", env=env)
+    )
     assert text.code == 1 and "Traceback" not in text.stdout + text.stderr
-    assert text.seconds <= SHORT_TIMEOUT
     assert text.stdout.count("error: ") == 2, text.stdout
-    as_json = ingest("status", "--json", env=env)
-    assert as_json.code == 1 and as_json.seconds <= SHORT_TIMEOUT
+    assert as_json.code == 1 and "Traceback" not in as_json.stdout + as_json.stderr
     report = json.loads(as_json.stdout)
     assert report["ok"] is False
     (queue_error, store_error) = report["errors"]
@@ -137,14 +149,15 @@ def test_status_exits_1_and_its_json_carries_both_errors(home: Path) -> None:
 def test_status_against_servers_that_never_answer(home: Path, silent: SilentServer) -> None:
     outcome = ingest("status", "--json", env=clean_env(home, _endpoints(silent.port)))
     assert outcome.code == 1 and "Traceback" not in outcome.stderr
-    assert outcome.seconds <= 2 * SHORT_TIMEOUT
-    assert len(json.loads(outcome.stdout)["errors"]) == 2
+    (queue_error, store_error) = json.loads(outcome.stdout)["errors"]
+    assert f"no answer from http://127.0.0.1:{silent.port}" in queue_error
+    assert "Read timeout" in queue_error and "timed out" in store_error
 
 
 def test_check_prints_one_line_per_check_against_unreachable_servers(home: Path) -> None:
     port = closed_port()
     outcome = ingest("check", env=clean_env(home, _endpoints(port)))
-    outcome.expect(1, "2 of 3 checks failed", within=SHORT_TIMEOUT)
+    expect(outcome, 1, "2 of 3 checks failed")
     assert outcome.stdout.splitlines() == [
         "ok    settings: valid",
         f"FAIL  sqs: SQS GetQueueAttributes on http://127.0.0.1:{port}/000000000000/q: "
@@ -157,7 +170,7 @@ def test_check_prints_one_line_per_check_against_unreachable_servers(home: Path)
 
 def test_check_against_servers_that_never_answer(home: Path, silent: SilentServer) -> None:
     outcome = ingest("check", env=clean_env(home, _endpoints(silent.port)))
-    outcome.expect(1, "2 of 3 checks failed", within=2 * SHORT_TIMEOUT)
+    expect(outcome, 1, "2 of 3 checks failed")
     failed = [line for line in outcome.stdout.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 2 and "Read timeout" in failed[0] and "timed out" in failed[1]
 
@@ -167,7 +180,7 @@ def test_backfill_checks_the_queue_answers_before_reading(home: Path, tmp_path: 
     port = closed_port()
     outcome = ingest("backfill", str(tmp_path / "ops.jsonl"), "--collection", "ops",
                      env=clean_env(home, _endpoints(port)), cwd=tmp_path)  # fmt: skip
-    outcome.expect(1, f"no answer from http://127.0.0.1:{port}", within=AT_ONCE)
+    expect(outcome, 1, f"no answer from http://127.0.0.1:{port}")
     assert not (tmp_path / ".ingest-backfill").exists()  # no checkpoint, no journal
 
 
@@ -176,7 +189,7 @@ def test_backfill_checks_the_queue_answers_before_reading(home: Path, tmp_path: 
 
 def test_metrics_port_out_of_range(home: Path, silent: SilentServer) -> None:
     outcome = ingest("run", "--metrics-port", "99999", env=clean_env(home, _endpoints(silent.port)))
-    outcome.expect(2, "--metrics-port=99999: must be between 0 and 65535", within=AT_ONCE)
+    expect(outcome, 2, "--metrics-port=99999: must be between 0 and 65535")
     assert silent.connections == 0
 
 
@@ -185,15 +198,14 @@ def test_metrics_port_in_use(home: Path, silent: SilentServer) -> None:
         port = taken.getsockname()[1]
         env = clean_env(home, _endpoints(silent.port))
         outcome = ingest("run", "--metrics-port", str(port), env=env)
-    outcome.expect(2, f"--metrics-port {port}: Address already in use", within=AT_ONCE)
+    expect(outcome, 2, f"--metrics-port {port}: Address already in use")
     assert silent.connections == 0  # found before SQS or MongoDB was contacted
 
 
 def test_metrics_host_not_an_address(home: Path, silent: SilentServer) -> None:
     env = clean_env(home, _endpoints(silent.port))
     outcome = ingest("run", "--metrics-host", "256.1.1.1", env=env)
-    outcome.expect(2, "--metrics-host=256.1.1.1: '256.1.1.1' is not an IPv4 address",
-                   within=AT_ONCE)  # fmt: skip
+    expect(outcome, 2, "--metrics-host=256.1.1.1: '256.1.1.1' is not an IPv4 address")  # fmt: skip
     assert silent.connections == 0
 
 
@@ -249,7 +261,7 @@ def test_a_mistaken_value_is_refused_before_anything_is_contacted(
     env = clean_env(home, {**_endpoints(silent.port), **variables})
     args = [arg.replace("{input}", str(tmp_path / "ops.jsonl")) for arg in args]
     outcome = ingest(*args, env=env, cwd=tmp_path)
-    outcome.expect(2, message, within=AT_ONCE)
+    expect(outcome, 2, message)
     assert silent.connections == 0  # nothing sent, nothing changed
     assert not (tmp_path / ".ingest-backfill").exists()
 
@@ -259,10 +271,10 @@ def test_a_mistaken_flag_is_named_as_the_flag_not_its_variable(
 ) -> None:
     env = clean_env(home, _endpoints(silent.port))
     outcome = ingest("run", "--target-write-latency", "fast", env=env)
-    outcome.expect(2, "--target-write-latency=fast: 'fast' is not a duration", within=AT_ONCE)
+    expect(outcome, 2, "--target-write-latency=fast: 'fast' is not a duration")
     assert "INGEST_TARGET_WRITE_LATENCY" not in outcome.stderr
     from_variable = ingest("run", env={**env, "INGEST_TARGET_WRITE_LATENCY": "fast"})
-    from_variable.expect(2, "INGEST_TARGET_WRITE_LATENCY=fast", within=AT_ONCE)
+    expect(from_variable, 2, "INGEST_TARGET_WRITE_LATENCY=fast")
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
@@ -294,8 +306,7 @@ def test_dry_run_with_bad_lines_needs_no_queue_and_says_valid(home: Path, tmp_pa
     source.write_text('{"a": 1}\nnot json\n{"b": 2}\n{"$set": 1}\n')
     outcome = ingest("backfill", str(source), "--collection", "ops", "--dry-run",
                      env=clean_env(home), cwd=tmp_path)  # fmt: skip
-    outcome.expect(1, "2 bad lines", f"bad line {source}:2: not valid", f"bad line {source}:4",
-                   within=AT_ONCE, lines=3)  # fmt: skip
+    expect(outcome, 1, "2 bad lines", f"bad line {source}:2: not valid", f"bad line {source}:4", lines=3)  # fmt: skip
     summary = json.loads(outcome.stdout)
     assert summary["valid"] == 2 and "sent" not in summary and summary["bad_lines"] == 2
     assert summary["dry_run"] is True

@@ -22,6 +22,7 @@ from ingest.queues.base import (
 from ingest.queues.memory import MemoryService
 from ingest.queues.sqs import SqsService
 from producer import wire
+from tests.support.waiting import wait_until
 
 Pair = tuple[MessageQueue, MessageQueue]  # (queue, its dead-letter queue)
 
@@ -91,9 +92,15 @@ def test_deleted_messages_do_not_come_back(queues: Pair) -> None:
     queue, _ = queues
     for i in range(12):
         queue.send(f"m{i}")
-    got = receive_all(queue, 12, visibility=1)
-    assert queue.delete(got) == []
-    time.sleep(1.2)
+    queue.send("kept")
+    got = receive_all(queue, 13, visibility=1)
+    (kept,) = [m for m in got if m.body == "kept"]
+    assert queue.delete([m for m in got if m is not kept]) == []
+    # Its second of invisibility starts after all the others': once it is back, any
+    # deleted message that SQS had kept would be back too.
+    assert queue.change_visibility([(kept, 1)]) == []
+    again = receive_all(queue, 1)
+    assert [m.body for m in again] == ["kept"]
     assert queue.receive(10, 0, 30) == []
 
 
@@ -125,14 +132,14 @@ def test_depth_counts_visible_and_in_flight(queues: Pair) -> None:
     queue, _ = queues
     for i in range(3):
         queue.send(f"d{i}")
-    receive_all(queue, 1)[:1]
-    deadline = time.monotonic() + 5
-    depth = queue.depth()
-    while depth.visible + depth.in_flight != 3 and time.monotonic() < deadline:
-        time.sleep(0.2)  # SQS's counts are approximate and lag a little
+    receive_all(queue, 1)
+
+    # SQS's counts are approximate and lag a little.
+    def counted() -> bool:
         depth = queue.depth()
-    assert depth.visible + depth.in_flight == 3
-    assert depth.in_flight >= 1
+        return depth.visible + depth.in_flight == 3 and depth.in_flight >= 1
+
+    assert wait_until(counted)
 
 
 def test_resend_sends_a_fresh_copy_with_its_attempts_and_deletes_nothing(queues: Pair) -> None:
@@ -220,10 +227,8 @@ def test_purge_empties_the_queue(queues: Pair) -> None:
     queue, _ = queues
     queue.send_batch([Outgoing(f"p{n}") for n in range(5)])
     queue.purge()
-    deadline = time.monotonic() + 10
-    while queue.depth().total and time.monotonic() < deadline:
-        time.sleep(0.2)  # SQS takes up to a minute on AWS; ElasticMQ at once
-    assert queue.depth().total == 0 and queue.receive(10, 0, 30) == []
+    assert wait_until(lambda: queue.depth().total == 0)  # up to a minute on AWS
+    assert queue.receive(10, 0, 30) == []
 
 
 def test_a_move_task_moves_every_dead_letter_back(service: QueueService) -> None:
@@ -232,9 +237,7 @@ def test_a_move_task_moves_every_dead_letter_back(service: QueueService) -> None
         [Outgoing(f"d{n}", wire.message_attributes(wire.IDENTITY, 1)) for n in range(4)]
     )
     handle = service.start_move(dead.url, queue.url)
-    deadline = time.monotonic() + 20
-    while (task := service.move_status(dead.url, handle)).status == "RUNNING":
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    assert wait_until(lambda: service.move_status(dead.url, handle).status != "RUNNING")
+    task = service.move_status(dead.url, handle)
     assert (task.status, task.moved) == ("COMPLETED", 4)
     assert sorted(m.body for m in receive_all(queue, 4)) == ["d0", "d1", "d2", "d3"]

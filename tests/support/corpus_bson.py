@@ -112,7 +112,7 @@ def _framing_cases() -> list[BsonCase]:
                  Expect.DEAD, "length prefix says", ("trunc-before",), whole=True,
                  attributes=attrs()),
         BsonCase("a length prefix that lies", body(names, good("lie-before"), frame(1, lying),
-                 good("lie-after")), Expect.DEAD, "", ("lie-before",), whole=True,
+                 good("lie-after")), Expect.DEAD, "its length prefix says", ("lie-before",), whole=True,
                  attributes=attrs()),
         BsonCase("unknown flags", body(names, good("flags-before"), frame(1, doc, flags=0x80)),
                  Expect.DEAD, "unknown flags", ("flags-before",), whole=True, attributes=attrs()),

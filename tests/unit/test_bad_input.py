@@ -32,6 +32,8 @@ def test_corpus_has_at_least_forty_kinds_of_bad_input() -> None:
     names = [case.name for case in CASES]
     assert len(set(names)) == len(names)
     assert sum(case.expect is Expect.DEAD for case in CASES) >= 40
+    # Each refused case names its own reason (an empty one would match any).
+    assert all(case.reason for case in CASES if case.expect is Expect.DEAD)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)

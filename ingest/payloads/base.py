@@ -34,8 +34,8 @@ class PayloadStore(Protocol):
 
 def refused_size(pointer: PayloadPointer, size: int, max_bytes: int) -> PayloadRefused:
     return PayloadRefused(
-        f"payload {pointer.url} is {size} bytes, over the {max_bytes} a message may "
-        "decode to (INGEST_MAX_DECODED_BYTES)"
+        f"payload {pointer.url} is {size} bytes; a message body may be at most {max_bytes}"
+        " bytes here (INGEST_MAX_DECODED_BYTES of records, in base64)"
     )
 
 

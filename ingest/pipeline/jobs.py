@@ -17,6 +17,7 @@ from ingest.metrics import Metrics
 from ingest.queues.base import MessageQueue
 
 log = logging.getLogger(__name__)
+_INSTANCES = 8
 
 
 class Jobs:
@@ -36,9 +37,11 @@ class Jobs:
             finally:
                 busy.release()
 
-        # Two instances at most: the second one only finds the lock taken and returns.
+        # One runs; the others only find the lock taken and return. Room for several of
+        # those: on a loaded machine a skipped one may not have returned before the
+        # next is due, and APScheduler warns when it cannot start one.
         self._scheduler.add_job(
-            run, "interval", seconds=seconds, id=name, max_instances=2, coalesce=True
+            run, "interval", seconds=seconds, id=name, max_instances=_INSTANCES, coalesce=True
         )
 
     def start(self) -> None:

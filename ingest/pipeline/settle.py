@@ -107,6 +107,9 @@ class Settler:
         letters = self._bad_letters(item)
         pairs = list(zip(item.records, outcomes, strict=True))
         letters += [_letter(message, r, o.reason) for r, o in pairs if o.kind in self._dead_kinds]
+        whole = [letter for letter in letters if letter.body is message.body]
+        if whole:  # the message goes as it came: its records' own letters would repeat them
+            letters = whole[:1]
         failing = [(r, o) for r, o in pairs if o.kind is OutcomeKind.RETRY]
         blocked = any(o.kind is OutcomeKind.BLOCKED for _, o in pairs)
         if item.failure is None and not failing:

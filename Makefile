@@ -8,13 +8,13 @@ STACK := bash scripts/stack.sh
 # Every target that talks to servers loads the stack's environment first.
 WITH_ENV := eval "$$($(STACK) env)" &&
 
-.PHONY: help venv stack-up stack-down stack-status stack-env demo test test-unit lint bench bench-quick reliability soak demo-peak container-check clean
+.PHONY: help venv stack-up stack-down stack-status stack-env demo test test-unit lint bench bench-quick reliability soak fault-soak demo-peak container-check clean
 
 help:
 	@echo "make demo      run the whole pipeline end to end on local servers"
 	@echo "make test      unit and integration tests (starts the local stack)"
 	@echo "make stack-up | stack-down | stack-status | stack-env"
-	@echo "make lint | bench | bench-quick | reliability | soak MINUTES=30 | demo-peak"
+	@echo "make lint | bench | bench-quick | reliability | soak MINUTES=30 | fault-soak MINUTES=60 | demo-peak"
 	@echo "make container-check  the image and docker-compose.yml built and run for real (root)"
 
 $(VENV)/.installed: pyproject.toml
@@ -70,6 +70,11 @@ reliability: venv stack-up
 
 soak: venv stack-up
 	$(WITH_ENV) $(PY) -m scripts.soak --minutes $(MINUTES)
+
+# Two consumers at 80% of a shared ceiling, a fault every 5 minutes (kill, MongoDB paused,
+# SQS down): one JSON line; run on a quiet machine, outside CI.
+fault-soak: venv stack-up
+	$(WITH_ENV) $(PY) -m scripts.fault_soak --minutes $(MINUTES)
 
 # Peak shaving: a burst at 5x the ceiling into SQS, MongoDB sees the ceiling; draws docs/peak-shaving.png.
 demo-peak: venv stack-up

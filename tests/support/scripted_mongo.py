@@ -24,7 +24,7 @@ HELLO: dict[str, Any] = {
 }  # fmt: skip
 
 Reply = Mapping[str, Any]
-Script = Callable[[Request], Reply]
+Script = Callable[[Request], Reply | None]  # None: the script answered (or hung up) itself
 
 
 @dataclass
@@ -41,7 +41,9 @@ class ScriptedMongo:
             self.requests.append(dict(request.doc))
         script = self.scripts.get(name)
         if script is not None:
-            request.reply(dict(script(request)))
+            reply = script(request)
+            if reply is not None:
+                request.reply(dict(reply))
         elif name == "find":  # a probe's read: nothing stored
             request.reply({"cursor": {"id": 0, "firstBatch": [], "ns": "db.c"}, "ok": 1})
         elif name in ("hello", "ismaster", "isMaster"):

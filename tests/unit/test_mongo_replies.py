@@ -12,9 +12,9 @@ import pytest
 from bson import ObjectId
 from mockupdb import Request
 
-from ingest.errors import SinkUnavailable
+from ingest.errors import SinkRefused, SinkUnavailable
 from ingest.sinks import mongo
-from ingest.sinks.base import OutcomeKind, WriteMode
+from ingest.sinks.base import OutcomeKind, Retention, WriteMode
 from ingest.sinks.mongo_bulk import failed_updates_readable
 from ingest.sinks.operations import TOMBSTONES_PREFIX
 from producer import wire
@@ -224,3 +224,58 @@ def test_mongodb_shows_it_reads_a_refused_guarded_upsert_in_a_bulk() -> None:
     with scripted_mongo(update=update, find=find) as (uri, _):
         sink = mongo.connect(uri, "db", quick=True)
         assert failed_updates_readable(sink._db["_ingest_check"]) is True
+
+
+# https://www.mongodb.com/docs/manual/core/index-ttl/ (expireAfterSeconds on a date field;
+# an existing index's period is changed with collMod, not by creating it again)
+def _index_list(*indexes: dict[str, Any]) -> Any:
+    def list_indexes(request: Request) -> dict[str, Any]:
+        batch = [{"v": 2, "key": {"_id": 1}, "name": "_id_"}, *indexes]
+        return {"cursor": {"id": 0, "firstBatch": batch, "ns": "db.events"}, "ok": 1}
+
+    return list_indexes
+
+
+def test_expiry_on_mongodb_creates_a_ttl_index_on_the_field() -> None:
+    with scripted_mongo(listIndexes=_index_list()) as (uri, script):
+        mongo.connect(uri, "db", quick=True).expire(["events"], Retention("at", 3600))
+    [created] = script.asked("createIndexes")
+    assert created["indexes"] == [{"key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 3600}]
+    assert script.asked("collMod") == []
+
+
+def test_expiry_on_mongodb_changes_an_existing_indexs_period_by_collmod() -> None:
+    old = {"v": 2, "key": {"at": 1}, "name": "at_1", "expireAfterSeconds": 60}
+    with scripted_mongo(listIndexes=_index_list(old)) as (uri, script):
+        mongo.connect(uri, "db", quick=True).expire(["events"], Retention("at", 3600))
+    [changed] = script.asked("collMod")
+    assert changed["collMod"] == "events"
+    assert changed["index"] == {"keyPattern": {"at": 1}, "expireAfterSeconds": 3600}
+    assert script.asked("createIndexes") == []
+
+
+def test_expiry_refused_by_mongodb_gives_its_reason_without_a_ferretdb_hint() -> None:
+    refusal = {"ok": 0, "code": 67, "codeName": "CannotCreateIndex",
+               "errmsg": "TTL indexes are single-field indexes"}  # fmt: skip
+    with scripted_mongo(listIndexes=_index_list(), createIndexes=lambda r: refusal) as (uri, _):
+        sink = mongo.connect(uri, "db", quick=True)
+        with pytest.raises(SinkRefused) as refused:
+            sink.expire(["events"], Retention("at", 3600))
+    message = str(refused.value)
+    assert "refused to expire events by at" in message
+    assert "TTL indexes are single-field indexes" in message
+    assert "FerretDB" not in message
+
+
+def test_a_record_mongodb_hangs_up_on_each_time_is_refused_without_a_ferretdb_hint() -> None:
+    """The server answers queries but closes the connection on this record's insert:
+    the record's fault, said without FerretDB's hint (this server is not FerretDB)."""
+
+    def hang_up(request: Request) -> None:
+        request.hangup()
+
+    with scripted_mongo(insert=hang_up) as (uri, _):
+        sink = mongo.connect(uri, "db", quick=True)
+        [outcome] = sink.write(records({"_id": 1}))
+    assert outcome.kind is OutcomeKind.REJECTED
+    assert outcome.reason == "the database closed the connection each time this record was written"

@@ -79,3 +79,19 @@ def duplicate_or_conflict(record: Record, stored: Mapping[str, Any]) -> Outcome:
         f" with this _id (stored sha256:{theirs}, this record sha256:{mine});"
         " insert-once keeps the first"
     )
+
+
+def merge_refusal(record: Record) -> str | None:
+    """Merge writes fields with $set, which reads a dot in a name as a path: {"a.b": 1}
+    would be stored as {"a": {"b": 1}}, a document the sender never sent (insert and
+    replace store the name as it is, or the server refuses it). Refused, not reshaped."""
+    if record.operation is not None:  # an update's own operators: paths are meant
+        return None
+    dotted = next((key for key in record.document if "." in key), None)
+    if dotted is None:
+        return None
+    return (
+        f"field {dotted[:60]!r} has a '.': the merge write mode sets fields with $set, "
+        "which takes a dot for a path into a nested document; send the nested document "
+        "(or use the insert or replace write mode)"
+    )

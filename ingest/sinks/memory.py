@@ -25,7 +25,7 @@ from ingest.sinks.base import (
     WriteMode,
     rejected,
 )
-from ingest.sinks.documents import duplicate_or_conflict, id_key
+from ingest.sinks.documents import duplicate_or_conflict, id_key, merge_refusal
 from ingest.sinks.isolation import BulkRefused, isolate
 from ingest.sinks.memory_updates import UpdateRefused, apply_update
 from ingest.sinks.mongo_errors import UNENCODABLE
@@ -141,6 +141,9 @@ class MemorySink:
             return rejected(reason)
         if record.operation is not None:
             return self._operate(record, record.operation)
+        refusal = merge_refusal(record) if self.mode is WriteMode.MERGE else None
+        if refusal:
+            return rejected(refusal)
         version = read_version(record.document, self.version_field) if self.version_field else None
         if isinstance(version, str):
             return rejected(version)

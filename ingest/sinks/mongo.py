@@ -55,7 +55,7 @@ from ingest.sinks.base import (
     rejected,
     retry,
 )
-from ingest.sinks.documents import id_key
+from ingest.sinks.documents import id_key, merge_refusal
 from ingest.sinks.isolation import BulkRefused, isolate, stop_after_first_retry
 from ingest.sinks.modes import Document
 from ingest.sinks.mongo_bulk import Target, bulk, failed_updates_readable, in_order
@@ -346,6 +346,10 @@ class MongoSink:
     def _write_mode(
         self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
     ) -> list[Outcome]:
+        if self.mode is WriteMode.MERGE:
+            refusals = [merge_refusal(record) for record in records]
+            if any(refusals):
+                return self._write_mergeable(collection, records, refusals, ordered=ordered)
         if self.version_field is not None:
             return write_guarded(
                 collection, records, self.mode, self.version_field,
@@ -358,6 +362,23 @@ class MongoSink:
             outcomes = self._unordered(collection, records)
         if self._check_conflicts:
             mark_conflicts(collection, records, outcomes, self._check_budget)
+        return outcomes
+
+    def _write_mergeable(
+        self,
+        collection: Collection[Document],
+        records: Sequence[Record],
+        refusals: Sequence[str | None],
+        *,
+        ordered: bool,
+    ) -> list[Outcome]:
+        """The records merge can write, written; the others refused with their reason."""
+        outcomes = [rejected(reason) if reason else WRITTEN for reason in refusals]
+        kept = [i for i, reason in enumerate(refusals) if not reason]
+        if kept:
+            written = self._write_mode(collection, [records[i] for i in kept], ordered=ordered)
+            for index, outcome in zip(kept, written, strict=True):
+                outcomes[index] = outcome
         return outcomes
 
     def _target(self, collection: Collection[Document], mode: WriteMode) -> Target:

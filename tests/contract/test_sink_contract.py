@@ -78,6 +78,26 @@ def test_merge_mode_sets_fields(make_sink: SinkFactory) -> None:
     assert stored is not None and (stored["a"], stored["b"], stored["c"]) == (1, 2, 3)
 
 
+@pytest.mark.parametrize("version_field", [None, "v"])
+@pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
+def test_merge_refuses_a_dotted_field_name_rather_than_nest_it(
+    make_sink: SinkFactory, version_field: str | None, ordered: bool
+) -> None:
+    """$set would store {"a.b": 1} as {"a": {"b": 1}}: the record is refused alone,
+    with a reason, and nothing of it is stored; its neighbours are written."""
+    sink, find = make_sink(WriteMode.MERGE, version_field=version_field)
+    before = record("events", v=1, x=1)
+    dotted = {"_id": ObjectId(), "v": 1, "a.b": 1}
+    batch = [before, wire.decode_line(wire.encode_record("events", dotted)),
+             record("events", v=1, y=2)]  # fmt: skip
+    outcomes = sink.write_ordered(batch) if ordered else sink.write(batch)
+    assert [o.kind for o in outcomes] == [OutcomeKind.WRITTEN, OutcomeKind.REJECTED,
+                                          OutcomeKind.WRITTEN]  # fmt: skip
+    assert outcomes[1].reason.startswith("field 'a.b' has a '.': the merge write mode sets")
+    assert find("events", dotted["_id"]) is None
+    assert find("events", batch[2].document["_id"]) is not None
+
+
 def test_types_survive_the_write(make_sink: SinkFactory) -> None:
     import datetime
 

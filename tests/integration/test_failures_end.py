@@ -156,3 +156,28 @@ def test_names_mongodb_refuses_written_into_messages_by_hand_are_dead_lettered_a
         shown = repr(name)
         assert sum(shown in reason for reason in reasons) == 2, (name, reasons)
     assert crashes([consumer]) == 0
+
+
+def test_merge_dead_letters_a_dotted_field_name_alone_instead_of_nesting_it(
+    sqs_client: Any, make_queue: Any, mongo_db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    """$set takes a dot for a path: once, {"a.b": 1} was stored as {"a": {"b": 1}} in
+    merge mode, silently, while insert and replace refused it."""
+    queue = make_queue(visibility_timeout=20)
+    records = [{"_id": ObjectId(), "n": n} for n in range(50)]
+    dotted = records[17]
+    dotted["profile.email"] = "a@example.com"
+    _send(queue.url, tmp_path / "journal", records)
+    consumer = Consumer(queue.url, mongo_uri, mongo_db.name, tmp_path / "c.log", 20,
+                        extra_args=["--write-mode", "merge"])  # fmt: skip
+    letters: list[dict[str, Any]] = []
+    with running([consumer]):
+        assert wait_until(lambda: _letters(sqs_client, queue.dead_letter_url, letters) >= 1, 60)
+        assert wait_until(lambda: mongo_db.users.count_documents({}) >= 49, 30)
+    assert mongo_db.users.count_documents({}) == 49
+    assert mongo_db.users.find_one({"_id": dotted["_id"]}) is None
+    (letter,) = letters
+    assert _reason(letter).startswith(
+        "field 'profile.email' has a '.': the merge write mode sets fields with $set"
+    )
+    assert crashes([consumer]) == 0

@@ -39,10 +39,13 @@ class Jobs:
 
         # One runs; the others only find the lock taken and return. Room for several of
         # those: on a loaded machine a skipped one may not have returned before the
-        # next is due, and APScheduler warns when it cannot start one.
+        # next is due, and APScheduler warns when it cannot start one. A run that starts
+        # late still runs (no grace limit): APScheduler would warn "was missed by" for
+        # each one that a busy machine delays past a second, and skip it.
         self._scheduler.add_job(
-            run, "interval", seconds=seconds, id=name, max_instances=_INSTANCES, coalesce=True
-        )
+            run, "interval", seconds=seconds, id=name, max_instances=_INSTANCES,
+            coalesce=True, misfire_grace_time=None,
+        )  # fmt: skip
 
     def start(self) -> None:
         self._scheduler.start()

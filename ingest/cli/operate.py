@@ -12,8 +12,17 @@ from ingest.cli.connect import payload_store, queue_service, queues, store
 from ingest.flow.replicas import MISSED_HEARTBEATS
 
 
+def _queue_name(_ctx: click.Context, _param: click.Parameter, name: str) -> str:
+    from ingest.queues.base import queue_name_problem
+
+    problem = queue_name_problem(name)
+    if problem:
+        raise click.BadParameter(problem)
+    return name
+
+
 @click.command()
-@click.option("--queue-name", default="ingest-records", show_default=True)
+@click.option("--queue-name", default="ingest-records", show_default=True, callback=_queue_name)
 @click.option("--visibility-timeout", type=click.IntRange(0, 43200), default=30, show_default=True)
 @click.option("--max-receive-count", type=click.IntRange(1, 1000), default=5, show_default=True,
               help="Receives before SQS moves a message to the dead-letter queue")  # fmt: skip

@@ -240,6 +240,30 @@ def resend_attributes(
     return kept
 
 
+_QUEUE_NAME_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
+)
+_QUEUE_NAME_MAX: Final = 80
+
+
+def queue_name_problem(name: str) -> str | None:
+    """What SQS would refuse in a queue name `create` makes, with its dead-letter
+    queue's name: 1-80 letters, digits, '-' and '_', a FIFO queue's ending '.fifo'."""
+    stem = name.removesuffix(".fifo")
+    if not stem or not set(stem) <= _QUEUE_NAME_CHARS:
+        return (
+            f"queue name {name[:90]!r}: SQS takes only letters, digits, '-' and '_' "
+            "(and '.fifo' at the end of a FIFO queue's name)"
+        )
+    longest = max(len(name), len(dead_letter_name(name)))
+    if longest > _QUEUE_NAME_MAX:
+        return (
+            f"queue name {name[:90]!r}: SQS takes at most {_QUEUE_NAME_MAX} characters, "
+            f"and its dead-letter queue's name {dead_letter_name(name)!r} needs {longest}"
+        )
+    return None
+
+
 def dead_letter_name(name: str) -> str:
     """The dead-letter queue `create` makes beside queue `name`: `<name>-dlq`, FIFO kept."""
     fifo = name.endswith(".fifo")

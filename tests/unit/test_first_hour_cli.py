@@ -227,6 +227,12 @@ MISTAKES = [
         (["dlq", "show", "--limit", "-1"], {}, "Invalid value for '--limit': -1 is not in the range x>=1"),
         (["check", "--queue-url", "ftp://host/000000000000/q"], {},
          "--queue-url=ftp://host/000000000000/q: 'ftp://host/000000000000/q' is not a queue URL"),
+        # Once: ElasticMQ's client failed on it and init said SQS gave "no answer".
+        (["init", "--queue-name", "audit log"], {},
+         "Invalid value for '--queue-name': queue name 'audit log': SQS takes only letters, "
+         "digits, '-' and '_'"),
+        (["init", "--queue-name", "q" * 78], {},
+         f"SQS takes at most 80 characters, and its dead-letter queue's name '{'q' * 78}-dlq' needs 82"),
 ]
 # fmt: on
 
@@ -234,7 +240,6 @@ MISTAKES = [
 @pytest.mark.parametrize(
     ("args", "variables", "message"),
     MISTAKES,
-    # Named without the words `make test-unit` filters out ("sqs", "mongo").
     ids=[
         "max-write-rate",
         "visibility-timeout",
@@ -247,6 +252,8 @@ MISTAKES = [
         "checkpoint-every",
         "dlq-limit",
         "queue-url-scheme",
+        "queue-name-chars",
+        "queue-name-length",
     ],
 )
 def test_a_mistaken_value_is_refused_before_anything_is_contacted(

@@ -11,10 +11,14 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import zstandard
 
 from producer import wire
+
+if TYPE_CHECKING:
+    from tests.support.corpus_bson import BsonCase
 
 MiB = 1024 * 1024
 GOOD_COLLECTION = "corpus_good"
@@ -50,7 +54,7 @@ def is_ferretdb(db: object) -> bool:
     return "ferretdbVersion" in db.client.admin.command("buildInfo")  # type: ignore[attr-defined]
 
 
-def letter_reason(case: Case, ferretdb: bool) -> str:
+def letter_reason(case: Case | BsonCase, ferretdb: bool) -> str:
     """What the case's one dead letter must say on this server; empty: no letter."""
     if case.expect is Expect.DEAD:
         return case.reason

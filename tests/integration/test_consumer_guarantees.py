@@ -12,7 +12,7 @@ from ingest.cli.options import service_options
 from ingest.pipeline.service import Service
 from ingest.queues.sqs import SqsQueue
 from ingest.settings import Settings
-from ingest.sinks.base import Outcome, WriteMode, retry
+from ingest.sinks.base import Outcome, OutcomeKind, WriteMode, retry
 from ingest.sinks.mongo import MongoSink
 from producer import wire
 from tests.support.queues import QueuePair
@@ -115,19 +115,38 @@ def test_an_empty_queue_does_not_slow_a_full_one(
 
 
 class FlakyOnce(MongoSink):
-    """Real MongoDB; the first write of some records reports a transient error."""
+    """Real MongoDB; the first write of some records reports a transient error. It keeps
+    the order in which versions were stored per group (the records of each ordered bulk
+    the server took), and what the server holds after each bulk."""
 
     def __init__(self, db: Any, flaky: set[int]) -> None:
         super().__init__(db, WriteMode.REPLACE)
+        self.db = db
         self.flaky = flaky
+        self.applied: dict[str, list[int]] = {}  # group -> versions, in the order stored
+        self.misread: list[tuple[str, int, int]] = []  # (group, last stored, what is held)
 
     def write_ordered(self, records: Sequence[wire.Record]) -> list[Outcome]:
         for index, record in enumerate(records):
             if record.document["v"] in self.flaky:
                 self.flaky.discard(record.document["v"])
-                done = super().write_ordered(records[:index]) if index else []
+                done = self._observed(records[:index]) if index else []
                 return done + [retry("injected write conflict")] * (len(records) - index)
-        return super().write_ordered(records)
+        return self._observed(records)
+
+    def _observed(self, records: Sequence[wire.Record]) -> list[Outcome]:
+        outcomes = super().write_ordered(records)
+        last: dict[str, tuple[Any, int]] = {}
+        for record, outcome in zip(records, outcomes, strict=True):
+            if outcome.kind is OutcomeKind.WRITTEN:
+                group, v = record.document["g"], record.document["v"]
+                self.applied.setdefault(group, []).append(v)
+                last[group] = (record.document["_id"], v)
+        for group, (oid, v) in last.items():  # the server holds the bulk's last version
+            held = self.db.events.find_one({"_id": oid})["v"]
+            if held != v:
+                self.misread.append((group, v, held))
+        return outcomes
 
 
 def test_fifo_order_per_group_holds_in_replace_mode_under_retries(
@@ -147,6 +166,9 @@ def test_fifo_order_per_group_holds_in_replace_mode_under_retries(
         pair.url, write_mode=WriteMode.REPLACE, retry_base_seconds=0.5, retry_max_seconds=1
     )
     run_until_idle(Service(service_options(s), {pair.url: queue}, sink), timeout=90)
+    # Every version stored once, in the order sent, and the server held each bulk's last.
+    assert sink.applied == {group: list(range(1, 16)) for group in ids}
+    assert sink.misread == []
     for group, oid in ids.items():
         assert mongo_db.events.find_one({"_id": oid})["v"] == 15, group
     assert not sink.flaky  # every injected failure happened and was retried

@@ -112,6 +112,25 @@ def send_bodies(sqs_client: Any, url: str, bodies: Iterable[Body]) -> int:
     return sent
 
 
+def send_each(sqs_client: Any, url: str, bodies: Sequence[Body]) -> list[str]:
+    """Sends the bodies (ten to a call); returns their SQS message ids, in order: the
+    `ingest-source-message-id` of the dead letters they cause."""
+    ids: list[str] = []
+    for start in range(0, len(bodies), 10):
+        entries: list[dict[str, Any]] = []
+        for n, (body, attributes) in enumerate(bodies[start : start + 10]):
+            entry: dict[str, Any] = {"Id": str(n), "MessageBody": body}
+            if attributes:
+                entry["MessageAttributes"] = attributes
+            entries.append(entry)
+        response = sqs_client.send_message_batch(QueueUrl=url, Entries=entries)
+        if response.get("Failed"):
+            raise AssertionError(f"SQS refused test messages: {response['Failed']}")
+        by_entry = {done["Id"]: done["MessageId"] for done in response["Successful"]}
+        ids += [by_entry[str(n)] for n in range(len(entries))]
+    return ids
+
+
 def _send_batch(sqs_client: Any, url: str, entries: list[dict[str, Any]]) -> int:
     response = sqs_client.send_message_batch(QueueUrl=url, Entries=entries)
     if response.get("Failed"):

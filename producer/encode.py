@@ -66,7 +66,9 @@ class Encoder:
         self._check_route(collection, partition_key)
         if not isinstance(document, Mapping):
             raise WireError(f"document must be a dict, got {type(document).__name__}")
-        if "_id" not in document:
+        # None counts as absent: a model dumped with `_id: None` means "no id yet", and
+        # kept, every such record would collapse into MongoDB's one null _id.
+        if document.get("_id") is None:
             if not isinstance(document, dict):
                 raise WireError("document has no _id, and it is not a dict one can be added to")
             document["_id"] = ObjectId()

@@ -43,6 +43,20 @@ def test_send_keeps_a_caller_set_id(tmp_path: Path) -> None:
     assert [r.document["_id"] for r in fake.records()] == ["order-17"]
 
 
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_an_id_of_none_is_stamped_like_an_absent_one(tmp_path: Path, version: str) -> None:
+    """A model dumped with `_id: None` (no id yet): kept, all such records would be one
+    document with a null _id in MongoDB, the others lost as its duplicates."""
+    fake = FakeSQS()
+    with make(tmp_path, fake, wire_format=version) as producer:
+        docs: list[dict[str, object]] = [{"_id": None, "n": n} for n in range(3)]
+        returned = [producer.send("events", doc) for doc in docs]
+        assert producer.flush(5)
+    assert all(isinstance(_id, ObjectId) for _id in returned) and len(set(returned)) == 3
+    assert [doc["_id"] for doc in docs] == returned
+    assert [r.document["_id"] for r in fake.records()] == returned
+
+
 def test_later_mutation_by_the_caller_does_not_change_what_is_sent(tmp_path: Path) -> None:
     fake = FakeSQS()
     with make(tmp_path, fake, linger_seconds=10) as producer:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import bson
 from bson.errors import BSONError
@@ -291,8 +291,10 @@ class Backfill:
             timestamp = timestamp_of(document[self.options.time_field])
         oid = derive_object_id(source.source_id, position, timestamp)
         self.report.ids_derived += 1
-        if isinstance(document, RawBSONDocument):  # a mongodump document stays BSON
-            return RawBSONDocument(wire.with_id(bytes(document.raw), oid))
+        if isinstance(document, RawBSONDocument):
+            if "_id" not in document:  # a mongodump document stays BSON
+                return RawBSONDocument(wire.with_id(bytes(document.raw), oid))
+            document = dict(document)  # its _id is null: replaced, not put beside it
         document["_id"] = oid
         return document
 
@@ -363,10 +365,15 @@ def _check_bson(document: RawBSONDocument) -> None:
         raise wire.WireError(f"document is not valid BSON: {wire.bson_problem(exc, {})}") from exc
 
 
+_BSON_NULL: Final = 0x0A
+
+
 def _has_id(document: Document) -> bool:
+    """A null _id counts as none, as send() counts it: kept, it would be stamped
+    afresh on each run, and a re-run would not be idempotent."""
     if isinstance(document, RawBSONDocument) and document.raw[5:9] == b"_id\x00":
-        return True  # the common shape, read without decoding the document
-    return "_id" in document
+        return document.raw[4] != _BSON_NULL  # the common shape, read without decoding
+    return document.get("_id") is not None
 
 
 def _as_text(document: Document) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import bson
 import pytest
 from moto import mock_aws
 
@@ -59,8 +60,9 @@ def _ids_in_queue(client: Any, url: str) -> list[str]:
 
 
 def _options(tmp_path: Path, url: str, **extra: Any) -> Options:
-    return Options(path=tmp_path / "in.jsonl", checkpoint=tmp_path / "cp.json", queue_url=url,
-                   collection="ops", checkpoint_every=100, progress=False, **extra)  # fmt: skip
+    extra.setdefault("path", tmp_path / "in.jsonl")
+    return Options(checkpoint=tmp_path / "cp.json", queue_url=url, collection="ops",
+                   checkpoint_every=100, progress=False, **extra)  # fmt: skip
 
 
 def _producer(client: Any, url: str, tmp_path: Path) -> Producer:
@@ -118,3 +120,26 @@ def test_a_jsonl_file_without_collection_is_refused(sqs: tuple[Any, str], tmp_pa
                       dry_run=True, progress=False)  # fmt: skip
     with pytest.raises(BackfillError, match="pass --collection"):
         Backfill(options, None).run()
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "bson"])
+def test_a_null_id_is_derived_like_a_missing_one_so_reruns_send_the_same_ids(
+    kind: str, sqs: tuple[Any, str], tmp_path: Path
+) -> None:
+    """Kept, a null _id would be stamped afresh by send() on every run."""
+    client, url = sqs
+    documents = [{"_id": None, "n": i} for i in range(3)] + [{"_id": "kept", "n": 3}]
+    source = tmp_path / f"in.{kind}"
+    if kind == "jsonl":
+        source.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    else:
+        source.write_bytes(b"".join(bson.encode(d) for d in documents))
+    runs = []
+    for _ in range(2):
+        (tmp_path / "cp.json").unlink(missing_ok=True)
+        producer = _producer(client, url, tmp_path)
+        Backfill(_options(tmp_path, url, path=source), producer).run()
+        producer.close()
+        runs.append(sorted(_ids_in_queue(client, url)))
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 4 and "kept" in runs[0] and "None" not in runs[0]

@@ -21,7 +21,7 @@ from .buffer import Buffer, Item
 from .config import Config, with_environment
 from .encode import Encoder
 from .errors import BufferFull, ConfigError, ProducerClosed
-from .journal import Journal, JournalWriteError, default_journal_dir
+from .journal import Journal, JournalWriteError, default_journal_dir, destination_of
 from .lifecycle import Closing
 from .metrics import Counters, Stats
 from .offload import Offloader
@@ -73,6 +73,11 @@ class Producer(Closing):
         self._closed = False
         self._setup()
         _live.add(self)
+        if others := self._journal.others():
+            log.warning(
+                "%d journal segments in %s are for other queues: a Producer of those "
+                "queues with this journal_dir sends them", others, self.journal_dir,
+            )  # fmt: skip
         if self._journal.pending():
             left = self._journal.pending_records()
             log.info("%d journaled records in %s: replaying them", left, self.journal_dir)
@@ -94,7 +99,10 @@ class Producer(Closing):
             level=config.compression_level,
             version=config.wire_format,
         )
-        self._journal = Journal(self.journal_dir, fsync=config.journal_fsync)
+        self._journal = Journal(
+            self.journal_dir, fsync=config.journal_fsync,
+            destination=destination_of(config.queue_urls),
+        )  # fmt: skip
         self._buffer = Buffer(config.max_buffered_bytes, full_bytes=0)
         router = Router(config.queue_urls, self._make_breaker)
         offloader = None

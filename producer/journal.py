@@ -1,7 +1,9 @@
 """The journal: append-only segment files that hold records SQS could not take.
 
-A segment is a file ``<time_ns>-<pid>-<seq>.seg`` of lines
-``<json [partition_key, id_key]> TAB <record line>``. Names sort in write order.
+A segment is a file ``<time_ns>-<pid>-<seq>-<destination>.seg`` of lines
+``<json [partition_key, id_key]> TAB <record line>``. Names sort in write order; the
+destination (a hash of the producer's queue URLs) keeps producers of different queues
+that share a directory from replaying each other's records into the wrong queue.
 Whoever writes or replays a segment holds an exclusive flock on it, so several
 processes (gunicorn workers) can share one directory: a writer creates its
 segment under a hidden temporary name, locks it, then renames it into place,
@@ -47,11 +49,16 @@ DEFAULT_SEGMENT_BYTES: Final = 16 * 1024 * 1024
 OPERATION_MARK: Final = "operation"  # a format-2 entry's fifth header field
 
 
+def destination_of(queue_urls: Sequence[str]) -> str:
+    """A short name for where a producer sends: its segments carry it, so a journal_dir
+    shared by producers of different queues replays each record to its own queue."""
+    return hashlib.sha256("\n".join(queue_urls).encode()).hexdigest()[:12]
+
+
 def default_journal_dir(queue_urls: Sequence[str]) -> Path:
     """$XDG_STATE_HOME (or ~/.local/state)/sqs-mongo-ingest/journal/<hash of the queue urls>."""
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    digest = hashlib.sha256("\n".join(queue_urls).encode()).hexdigest()[:12]
-    return Path(state) / "sqs-mongo-ingest" / "journal" / digest
+    return Path(state) / "sqs-mongo-ingest" / "journal" / destination_of(queue_urls)
 
 
 def encode_entry(item: Item) -> str:
@@ -107,13 +114,17 @@ class Journal:
         *,
         fsync: str = "always",
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        destination: str = "",
     ) -> None:
+        """`destination`: destination_of(the producer's queue URLs); "" for a view of
+        every segment (an inspection, or a journal only one producer uses)."""
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"journal_fsync must be one of {FSYNC_POLICIES}, got {fsync!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync == "always"
         self.segment_bytes = segment_bytes
+        self.destination = destination
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
@@ -181,7 +192,8 @@ class Journal:
 
     def _open_segment(self) -> None:
         self._seq += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
+        tag = f"-{self.destination}" if self.destination else ""
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq:06d}{tag}{SEGMENT_SUFFIX}"
         temporary = self.directory / f".{name}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         path = self.directory / name
@@ -214,6 +226,18 @@ class Journal:
     # ---------------------------------------------------------------- replay
 
     def segments(self) -> list[Path]:
+        """This producer's segments: those of its destination, and untagged ones (written
+        before segments carried one); every one for a journal without a destination."""
+        return [path for path in self._all_segments() if self._ours(path.name)]
+
+    def others(self) -> int:
+        """Segments left for producers of other queues, which this one never replays."""
+        return sum(1 for path in self._all_segments() if not self._ours(path.name))
+
+    def _ours(self, name: str) -> bool:
+        return not self.destination or _destination(name) in ("", self.destination)
+
+    def _all_segments(self) -> list[Path]:
         try:
             names = sorted(e.name for e in os.scandir(self.directory) if _is_segment(e.name))
         except FileNotFoundError:
@@ -358,6 +382,12 @@ def _pos_path(path: Path) -> Path:
 
 def _is_segment(name: str) -> bool:
     return name.endswith(SEGMENT_SUFFIX) and not name.startswith(".")
+
+
+def _destination(name: str) -> str:
+    """`<time>-<pid>-<seq>[-<destination>].seg`: the destination, "" when untagged."""
+    parts = name.removesuffix(SEGMENT_SUFFIX).split("-")
+    return parts[3] if len(parts) > 3 else ""
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -116,6 +116,29 @@ def test_unreachable_sqs_journals_then_a_new_producer_replays_in_order(tmp_path:
     assert numbers(up) == list(range(500))
 
 
+def test_a_journal_dir_shared_by_producers_of_two_queues_sends_each_record_to_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once, the next Producer on a journal_dir replayed whatever it found: records
+    journaled for one queue went to another (and so, perhaps, to another database)."""
+    other = "http://sqs.local/000000000000/other"
+    down = FakeSQS(unreachable={URL})
+    with make(tmp_path, down, probe_seconds=60) as producer:
+        send_many(producer, 20)
+        assert producer.flush(5)
+        assert producer.stats().journaled == 20
+    up = FakeSQS()
+    with Producer(other, sqs_client=up, journal_dir=tmp_path) as neighbour:
+        neighbour.send("events", {"n": 1000})
+        assert neighbour.flush(5)
+        assert neighbour.stats().replayed == 0
+    assert [r.document["n"] for r in up.records(other)] == [1000] and up.records(URL) == []
+    assert "1 journal segments in" in caplog.text and "are for other queues" in caplog.text
+    with make(tmp_path, up) as owner:
+        assert wait_until(lambda: owner.stats().replayed == 20)
+    assert [r.document["n"] for r in up.records(URL)] == list(range(20))
+
+
 def test_journal_replays_in_the_same_producer_when_sqs_recovers(tmp_path: Path) -> None:
     fake = FakeSQS(unreachable={URL})
     with make(tmp_path, fake, breaker_reset_seconds=0.05) as producer:

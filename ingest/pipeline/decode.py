@@ -31,7 +31,9 @@ def decode(
     decoded = DecodedMessage(message)
     try:
         body, attributes = _body(message, max_decoded_bytes, payloads)
-        items = wire.decode_message(body, attributes, max_decoded_bytes=max_decoded_bytes)
+        items = wire.decode_message(
+            body, attributes, max_decoded_bytes=max_decoded_bytes, sent_at=message.sent_at
+        )
     except (wire.WireError, PayloadRefused) as exc:
         decoded.error = str(exc)
         return decoded

@@ -35,9 +35,8 @@ from ingest.sinks.operations import (
     against,
     consumer_problem,
     lookup,
-    outlives,
+    stands_over,
     version_path,
-    write_version,
 )
 from ingest.sinks.versions import against_stored, checked_version_field, read_version
 from producer.wire import DELETE, Operation, Record, bson_problem, record_id
@@ -178,7 +177,7 @@ class MemorySink:
         tombstone = self.tombstones[record.collection].get(key)
         if tombstone is None:
             return False
-        return not outlives(write_version(record, self.version_field), tombstone)
+        return not stands_over(record, self.version_field, tombstone)
 
     def _operate(self, record: Record, operation: Operation) -> Outcome:
         """An update or a delete, with MongoSink's outcomes (ingest/sinks/operations.py)."""

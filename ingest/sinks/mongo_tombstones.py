@@ -34,9 +34,8 @@ from ingest.sinks.operations import (
     TOMBSTONES_PREFIX,
     is_delete,
     judge_tombstone,
-    outlives,
+    stands_over,
     tombstones_of,
-    write_version,
 )
 from ingest.sinks.versions import guard
 from producer.wire import Operation, Record, record_id
@@ -103,9 +102,7 @@ class Tombstones:
         for index in candidates:
             target = record_id(records[index])
             tombstone = found.get(id_key(target))
-            if tombstone is None or outlives(
-                write_version(records[index], self._version_field), tombstone
-            ):
+            if tombstone is None or stands_over(records[index], self._version_field, tombstone):
                 continue
             undone = collection.delete_one({"_id": target, **guard(self._path, tombstone["v"])})
             if undone.deleted_count:
@@ -119,7 +116,8 @@ class Tombstones:
         even FerretDB's scan for $in reads only those."""
         companion = self.companion(collection)
         return {
-            id_key(found["_id"]): found for found in companion.find({"_id": {"$in": ids}}, {"v": 1})
+            id_key(found["_id"]): found
+            for found in companion.find({"_id": {"$in": ids}}, {"v": 1, "at": 1})
         }
 
     # ---------------------------------------------------------------- expiry

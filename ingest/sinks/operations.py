@@ -152,6 +152,25 @@ def outlives(version: Any, tombstone: Mapping[str, Any]) -> bool:
     return version is not None and compare(version, tombstone.get("v")) == 1
 
 
+def stands_over(record: Record, version_field: str | None, tombstone: Mapping[str, Any]) -> bool:
+    """Does this write stand over the tombstone? One with a version, when it is higher.
+    One without (a plain send()), when SQS took it after the delete was applied: such
+    writes are ordered by arrival, so a document sent again after its delete comes
+    back, while a late redelivery of one sent before the delete does not."""
+    version = write_version(record, version_field)
+    if version is not None or record.operation is not None:
+        return outlives(version, tombstone)
+    deleted_at = _epoch(tombstone.get("at"))
+    return record.sent_at is not None and deleted_at is not None and record.sent_at > deleted_at
+
+
+def _epoch(at: Any) -> float | None:
+    """A tombstone's `at`: the server's date (naive UTC), or a float (the memory twin's)."""
+    if isinstance(at, datetime.datetime):
+        return (at if at.tzinfo else at.replace(tzinfo=datetime.UTC)).timestamp()
+    return float(at) if isinstance(at, int | float) else None
+
+
 def rounds(records: Sequence[Record]) -> list[list[int]]:
     """Indexes in rounds: each _id at most once a round, in the order they came."""
     seen: dict[Any, int] = {}

@@ -132,11 +132,11 @@ def framing_bytes(collection: str, trace: str | None) -> int:
 # ------------------------------------------------------------------ decoding
 
 
-def unpack(raw: bytes) -> list[Record | BadRecord]:
-    """The records of a decoded body. Raises WireError when not even the collection
-    table can be read; a record that breaks the framing ends the list."""
+def unpack(raw: bytes, sent_at: float | None = None) -> list[Record | BadRecord]:
+    """The records of a decoded body (`sent_at`: see Record). Raises WireError when not
+    even the collection table can be read; a record that breaks the framing ends the list."""
     names, position = _names(raw)
-    items = _records(raw, position, names, _dollar_suspects(raw, position))
+    items = _records(raw, position, names, _dollar_suspects(raw, position), sent_at)
     if not items:
         raise WireError("message holds no records")
     return items
@@ -185,7 +185,7 @@ def _dollar_suspects(raw: bytes, start: int) -> list[int]:
 
 
 def _records(
-    raw: bytes, position: int, names: list[str], suspects: list[int]
+    raw: bytes, position: int, names: list[str], suspects: list[int], sent_at: float | None
 ) -> list[Record | BadRecord]:
     # One loop, the common record inline: at 1 KB a record, a function call or a
     # dataclass check per record costs as much as the checks themselves.
@@ -220,7 +220,7 @@ def _records(
             suspect += 1
         collection = checked[slot] if slot < len(checked) else None
         if flags & OPERATION:
-            items.append(_operation(number, names, checked, slot, document, trace))
+            items.append(_operation(number, names, checked, slot, document, trace, sent_at))
         elif (
             type(collection) is str
             and document[-1] == 0
@@ -230,9 +230,11 @@ def _records(
             and size <= MAX_BSON_DOCUMENT_BYTES
             and document.count(_DOCUMENT) + document.count(_ARRAY) < MAX_NESTING_DEPTH
         ):
-            items.append(Record(collection, RawBSONDocument(document), document, trace))
+            items.append(
+                Record(collection, RawBSONDocument(document), document, trace, None, sent_at)
+            )
         else:
-            items.append(_record(number, names, checked, slot, document, trace))
+            items.append(_record(number, names, checked, slot, document, trace, sent_at))
     return items
 
 
@@ -252,6 +254,7 @@ def _record(
     slot: int,
     document: bytes,
     trace: str | None,
+    sent_at: float | None,
 ) -> Record | BadRecord:
     """A record the fast path was not sure of: why it is bad, or a closer look says good."""
     if slot >= len(names):
@@ -263,7 +266,7 @@ def _record(
         problem = str(collection)
     if problem is None and isinstance(collection, str):
         try:
-            return Record(collection, RawBSONDocument(document), document, trace)
+            return Record(collection, RawBSONDocument(document), document, trace, None, sent_at)
         except (BSONError, ValueError) as exc:
             problem = f"document is not valid BSON: {bson_problem(exc, {})}"
     return BadRecord(number, problem or "unreadable record", document, names[slot])
@@ -276,6 +279,7 @@ def _operation(
     slot: int,
     document: bytes,
     trace: str | None,
+    sent_at: float | None,
 ) -> Record | BadRecord:
     """An operation's envelope, decoded (operations are read whole, not on the bytes)."""
     collection = checked[slot] if slot < len(checked) else None
@@ -295,7 +299,7 @@ def _operation(
     except (BSONError, ValueError, OverflowError) as exc:
         reason = f"operation is not valid BSON: {bson_problem(exc, {})}"
         return BadRecord(number, reason, document, name, operation=True)
-    return Record(collection, RawBSONDocument(document), document, trace, operation)
+    return Record(collection, RawBSONDocument(document), document, trace, operation, sent_at)
 
 
 def raw_problem(document: bytes) -> str | None:

@@ -202,8 +202,8 @@ def _parse_date(value: str, obj: dict[str, Any]) -> Any:
 _loads = json.JSONDecoder(object_hook=_object_hook).decode
 
 
-def decode_line(line: str) -> Record:
-    """Decode and validate one record line."""
+def decode_line(line: str, sent_at: float | None = None) -> Record:
+    """Decode and validate one record line (`sent_at`: see Record)."""
     try:
         obj = _loads(line)
     except WireError:
@@ -217,7 +217,7 @@ def decode_line(line: str) -> Record:
     if not isinstance(obj, dict):
         raise WireError(f"record must be a JSON object, got {type(obj).__name__}")
     if "o" in obj and "d" not in obj and "c" in obj:
-        return _operation_line(obj, line)
+        return _operation_line(obj, line, sent_at)
     if "c" not in obj or "d" not in obj:
         raise WireError("record must have 'c' (collection) and 'd' (document)")
     collection = known_collection(obj["c"])
@@ -227,7 +227,7 @@ def decode_line(line: str) -> Record:
         check_keys_and_depth(document)
     if len(line) * 8 > MAX_BSON_DOCUMENT_BYTES:
         check_bson_size(document)
-    return Record(collection, document, line, _trace(obj))
+    return Record(collection, document, line, _trace(obj), None, sent_at)
 
 
 def _trace(obj: dict[str, Any]) -> str | None:
@@ -237,7 +237,7 @@ def _trace(obj: dict[str, Any]) -> str | None:
     return trace
 
 
-def _operation_line(obj: dict[str, Any], line: str) -> Record:
+def _operation_line(obj: dict[str, Any], line: str, sent_at: float | None) -> Record:
     collection = known_collection(obj["c"])
     envelope = obj["o"]
     if not isinstance(envelope, dict):
@@ -245,15 +245,15 @@ def _operation_line(obj: dict[str, Any], line: str) -> Record:
     check_keys_and_depth(envelope)
     if len(line) * 8 > MAX_BSON_DOCUMENT_BYTES:
         check_bson_size(envelope)
-    return Record(collection, envelope, line, _trace(obj), read_envelope(envelope))
+    return Record(collection, envelope, line, _trace(obj), read_envelope(envelope), sent_at)
 
 
-def iter_records(text: str) -> Iterator[Record | BadRecord]:
+def iter_records(text: str, sent_at: float | None = None) -> Iterator[Record | BadRecord]:
     """Decode every line of a JSON Lines body; bad lines come back as BadRecord."""
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield decode_line(line)
+            yield decode_line(line, sent_at)
         except WireError as exc:
             yield BadRecord(number, str(exc), line)

@@ -90,12 +90,15 @@ def decode_message(
     attributes: Mapping[str, Any] | None = None,
     *,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    sent_at: float | None = None,
 ) -> list[Record | BadRecord]:
-    """Decode a whole message, either format. Raises WireError if nothing in it is readable."""
+    """Decode a whole message, either format (`sent_at`: when SQS took it, noted on each
+    Record). Raises WireError if nothing in it is readable."""
     if format_of(attributes) == BSON_RECORDS:
         encoding = attribute_value(attributes, ENCODING_ATTRIBUTE) or IDENTITY
-        return bsonrecords.unpack(_bson_bytes(body, encoding, max_decoded_bytes))
-    items = list(iter_records(decode_body(body, attributes, max_decoded_bytes=max_decoded_bytes)))
+        return bsonrecords.unpack(_bson_bytes(body, encoding, max_decoded_bytes), sent_at)
+    text = decode_body(body, attributes, max_decoded_bytes=max_decoded_bytes)
+    items = list(iter_records(text, sent_at))
     if not items:
         raise WireError("message holds no records")
     return items

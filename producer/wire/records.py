@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .operations import Operation
@@ -17,6 +17,9 @@ class Record:
     trace: str | None = None  # the W3C traceparent of the span that sent it, if any
     # An update or delete (`document` is then its envelope); None: a document to insert.
     operation: Operation | None = None
+    # When SQS took the message carrying it (epoch seconds, SQS's SentTimestamp), noted
+    # by the consumer as it decodes; not part of the format. None where unknown.
+    sent_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

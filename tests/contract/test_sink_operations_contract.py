@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -112,6 +113,27 @@ def test_a_delete_keeps_older_writes_from_bringing_the_document_back(
     newer = operations.update(doc, {"$set": {"name": "back"}}, version=11)
     assert kinds(sink.write(as_records(encoder, "users", newer))) == [WRITTEN]
     assert find("users", doc)["name"] == "back"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", [WriteMode.INSERT_ONCE, WriteMode.REPLACE, WriteMode.MERGE])
+def test_a_write_without_a_version_passes_a_tombstone_only_if_sqs_took_it_after_the_delete(
+    make_sink: SinkFactory, encoder: Encoder, mode: WriteMode
+) -> None:
+    """Writes without a version are ordered by arrival: a redelivery of a message sent
+    before the delete stays out; a document sent again after it comes back (once, it
+    was dropped as stale for the tombstones' whole period)."""
+    sink, find = make_sink(mode)
+    sink.write([record("users", _id="u1", name="ann")])
+    assert kinds(sink.write(as_records(encoder, "users", operations.delete("u1")))) == [WRITTEN]
+    now = time.time()
+
+    def sent(at: float, name: str) -> wire.Record:
+        return wire.decode_line(wire.encode_record("users", {"_id": "u1", "name": name}), at)
+
+    assert kinds(sink.write([sent(now - 3600, "redelivered")])) == [STALE]
+    assert find("users", "u1") is None
+    assert kinds(sink.write([sent(now + 5, "again")])) == [WRITTEN]
+    assert find("users", "u1")["name"] == "again"  # type: ignore[index]
 
 
 def test_a_delete_older_than_the_stored_version_is_stale(

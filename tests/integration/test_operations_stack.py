@@ -3,7 +3,8 @@ processes, every message at least twice, shuffled (FIFO: in order, by its group)
 
 - counters: $inc of random amounts, each counted exactly once;
 - versioned $set updates: each document ends at its highest version's state;
-- deletes, then older writes delivered late: none reappears; the tombstones go after
+- deletes, then older writes delivered late (older versions, SQS's redeliveries): none
+  reappears; a document sent again after its delete does; the tombstones go after
   their period (FerretDB keeps no TTL index: `ingest run`'s sweep);
 - inserts, updates and deletes over many _ids: the same as applying them in version
   order, once each, in memory;
@@ -135,35 +136,67 @@ def test_versioned_updates_end_at_the_highest_version(
     assert crashes(pool) == 0
 
 
+def _hold(sqs_client: Any, url: str, count: int) -> list[str]:
+    """Receive `count` messages and keep them in flight (receipt handles): SQS gives
+    them again, with their first SentTimestamp, when their visibility is ended."""
+    held: list[str] = []
+    while len(held) < count:
+        got = sqs_client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600, WaitTimeSeconds=1
+        ).get("Messages", [])
+        held += [m["ReceiptHandle"] for m in got]
+    return held
+
+
+def _redeliver(sqs_client: Any, url: str, held: list[str]) -> None:
+    for handle in held:
+        sqs_client.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0
+        )
+
+
 def test_deleted_documents_stay_deleted_and_their_tombstones_expire(
     make_queue: Any, mongo_db: Any, mongo_uri: str, sqs_client: Any, tmp_path: Path
 ) -> None:
+    """Late writes of a deleted document: versioned updates older than the delete, and
+    SQS's redeliveries of the messages that created it (sent before the delete). None
+    brings it back. A document sent again after its delete does come back: writes
+    without a version are ordered by when SQS took them."""
     queue = make_queue(visibility_timeout=10)
     ids = [ObjectId() for _ in range(DELETED)]
     created: list[Op] = [("users", {"_id": i, "name": "ann"}) for i in ids]
     deleted: list[Op] = [("users", operations.delete(i, version=10)) for i in ids]
     late: list[Op] = []
-    for i in ids:  # older writes of every kind, delivered after the delete
+    for i in ids:  # older updates of every kind, delivered after the delete
         late.append(("users", operations.update(i, {"$set": {"name": "late"}}, version=9)))
         late.append(("users", operations.update(i, {"$inc": {"logins": 1}})))
-        late.append(("users", {"_id": i, "name": "ann"}))
+    again = ids[:10]
+    recreated: list[Op] = [("users", {"_id": i, "name": "back"}) for i in again]
     tombstones = mongo_db["_ingest_tombstones.users"]
     period = 20.0
+    creations = bodies(created, 50, SEED)  # each message twice: its first copies ...
+    once = creations[: len(creations) // 2]
+    send_bodies(sqs_client, queue.url, once)
+    held = _hold(sqs_client, queue.url, len(once))  # ... held until after the delete
+    send_bodies(sqs_client, queue.url, creations[len(once) :])
     pool = consumers(
         queue.url, mongo_uri, mongo_db.name, tmp_path, "--tombstone-seconds", str(period)
     )
     with running(pool):
-        send_bodies(sqs_client, queue.url, bodies(created, 50, SEED))
         assert wait_until(lambda: mongo_db.users.count_documents({}) == len(ids), 120, 0.5)
         send_bodies(sqs_client, queue.url, bodies(deleted, 50, SEED + 1))
         assert wait_until(lambda: mongo_db.users.count_documents({}) == 0, 120, 0.5)
         assert tombstones.count_documents({}) == len(ids)
+        _redeliver(sqs_client, queue.url, held)
         send_bodies(sqs_client, queue.url, bodies(late, 60, SEED + 2))
         assert wait_until(drained(sqs_client, queue.url), 120, 0.5), "the late writes did not drain"
         assert mongo_db.users.count_documents({}) == 0, "a late write brought a document back"
+        send_bodies(sqs_client, queue.url, bodies(recreated, 5, SEED + 3))
+        assert wait_until(lambda: mongo_db.users.count_documents({}) == len(again), 60, 0.5)
         # After their period, the sweep deletes them (FerretDB refuses a TTL index).
         assert wait_until(lambda: tombstones.count_documents({}) == 0, period + 60, 1.0)
-    assert mongo_db.users.find_one() is None
+    stored = {d["_id"]: d["name"] for d in mongo_db.users.find()}
+    assert stored == {i: "back" for i in again}
     assert not drain_queue(sqs_client, queue.dead_letter_url)
     assert crashes(pool) == 0
 

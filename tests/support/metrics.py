@@ -29,17 +29,23 @@ def _text(port: int) -> str | None:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Every unlabelled sample of one read of the consumer's /metrics on 127.0.0.1:`port`
-    (values read together are of one moment); {} when the endpoint does not answer."""
+    """Every sample of one read of the consumer's /metrics on 127.0.0.1:`port` (values
+    read together are of one moment), by name, a labelled one as `name{label="value"}`
+    (labels sorted); {} when the endpoint does not answer."""
     text = _text(port)
     if text is None:
         return {}
     return {
-        found.name: float(found.value)
+        _key(found.name, found.labels): float(found.value)
         for family in text_string_to_metric_families(text)
         for found in family.samples
-        if not found.labels
     }
+
+
+def _key(name: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
 def sample(port: int, name: str, **labels: str) -> float | None:

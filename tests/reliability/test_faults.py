@@ -195,9 +195,9 @@ def test_sqs_stopped_while_web_app_threads_send(
                 thread.start()
             outages = scale(1, 2)
             for _ in range(outages):
-                time.sleep(rng.uniform(1.5, 4))
+                time.sleep(rng.uniform(1.5, 4))  # when the fault lands (seeded), mid-traffic
                 proxy.refuse()
-                time.sleep(scale(6, 30) + rng.uniform(0, 2))
+                time.sleep(scale(6, 30) + rng.uniform(0, 2))  # the fault's duration
                 proxy.passthrough()
             stop.set()
             for thread in threads:
@@ -227,9 +227,9 @@ def test_consumer_frozen_past_visibility_beside_another(
     with running(consumers), Feeder(sqs_client, queue.url, ledger):
         for _ in range(pauses):
             frozen = rng.choice(consumers)
-            time.sleep(rng.uniform(1.5, 3))
+            time.sleep(rng.uniform(1.5, 3))  # when the fault lands (seeded), mid-traffic
             frozen.signal(signal.SIGSTOP)
-            time.sleep(visibility + rng.uniform(2, scale(4, 10)))
+            time.sleep(visibility + rng.uniform(2, scale(4, 10)))  # the fault's duration
             frozen.signal(signal.SIGCONT)
     with running(consumers[:1]):
         result = wait_for_all(mongo_db[ledger.collection], ledger, timeout=90)
@@ -250,18 +250,19 @@ def test_slow_and_cut_network_to_mongodb_and_sqs(
         )  # fmt: skip
         with running([consumer]), Feeder(sqs_client, queue.url, ledger):
             for _ in range(rounds):
+                # Each sleep below is a fault's duration (or when it lands, seeded).
                 time.sleep(rng.uniform(1, 2))
                 to_mongo.delay(rng.choice([50, 200, 500]))
                 to_sqs.delay(rng.choice([50, 200, 500]))
-                time.sleep(scale(3, 8))
+                time.sleep(scale(3, 8))  # slow network
                 to_mongo.cut()
                 to_sqs.cut()
-                time.sleep(rng.uniform(0.5, 2))
+                time.sleep(rng.uniform(0.5, 2))  # cut
                 to_mongo.refuse()
-                time.sleep(scale(2, 6))
+                time.sleep(scale(2, 6))  # MongoDB refused
                 to_mongo.passthrough()
                 to_sqs.refuse()
-                time.sleep(scale(2, 6))
+                time.sleep(scale(2, 6))  # SQS refused
                 to_sqs.passthrough()
             to_mongo.passthrough()
             to_sqs.passthrough()

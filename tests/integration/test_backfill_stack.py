@@ -10,11 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.waiting import wait_until
 
 LINES = int(os.environ.get("BACKFILL_CHECK_LINES", "20000"))
 INGEST = str(Path(sys.executable).parent / "ingest")
@@ -64,11 +65,12 @@ def test_interrupted_backfill_resumes_and_reruns_add_nothing(
     # About 8 s at this rate, so SIGINT lands near the middle.
     first = subprocess.Popen([*backfill, "--rate", str(LINES // 8)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while _checkpoint_position(checkpoint) < LINES // 2:
+
+    def halfway() -> bool:
         assert first.poll() is None, first.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, "backfill made no progress"
-        time.sleep(0.05)
+        return _checkpoint_position(checkpoint) >= LINES // 2
+
+    assert wait_until(halfway, 120, 0.05), "backfill made no progress"
     first.send_signal(signal.SIGINT)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 130, err[-2000:]

@@ -41,7 +41,7 @@ def _feed(sqs_client: Any, url: str, ledger: Ledger, stop: threading.Event) -> N
         bodies = pack(ledger.records(200), per_message=25, encoding=encoding)
         bodies += poison_bodies(ledger, 1)
         send_bodies(sqs_client, url, bodies)
-        time.sleep(0.4)
+        time.sleep(0.4)  # pacing the feeder's waves, not a wait for anything
 
 
 def _mixed_message(ledger: Ledger) -> tuple[str, dict[str, dict[str, str]]]:
@@ -68,7 +68,8 @@ def test_sigkill_mid_run_loses_nothing_and_writes_once(
     with running([consumer]):
         feeder.start()
         for _ in range(kills):
-            time.sleep(rng.uniform(0.8, 3.5))  # consumer startup alone takes ~1 s
+            # When the kill lands (seeded): at startup (~1 s) or mid-work, on purpose.
+            time.sleep(rng.uniform(0.8, 3.5))
             consumer.kill()
             consumer.start()
         stop.set()

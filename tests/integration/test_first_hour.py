@@ -1,8 +1,8 @@
 """A user's first hour, the steps that need the local stack: the installed `ingest`
 command as a user runs it, with the stack's SQS and MongoDB, and a TCP proxy in front
 of one of them to take it away and bring it back (the shared servers are never
-stopped). Each checks the exit code, the lines printed, that no traceback shows and
-the time taken, with bounds a loaded 2-core machine meets."""
+stopped). Each checks the exit code, the lines printed and that no traceback shows;
+timeouts are hang guards, how fast is for bench/."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ import pytest
 
 from producer import wire
 from producer.journal import Journal
+from tests.support.metrics import scrape
 from tests.support.queues import drain_queue
 from tests.support.tcpproxy import TcpProxy
 from tests.support.user_steps import INGEST, clean_env, ingest, probe
+from tests.support.waiting import wait_until
 
 
 def _free_port() -> int:
@@ -43,10 +45,14 @@ def _stack_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def _wait_for(predicate: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what} within {seconds:.0f}s"
-        time.sleep(0.2)
+    assert wait_until(predicate, seconds, 0.2), f"{what} within {seconds:.0f}s"
+
+
+def _depths(sqs_client: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages in a queue, as SQS counts them."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    found = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return int(found[names[0]]), int(found[names[1]])
 
 
 # ----------------------------------------------------------- MongoDB unreachable
@@ -69,18 +75,30 @@ def test_run_with_the_database_unreachable_says_so_once_retries_and_resumes(
         try:
             _wait_for(lambda: "mongodb" in probe(metrics_port, "/readyz", timeout=2)[1].get("checks", {}),
                       30, "/readyz answers past starting")  # fmt: skip
-            # /readyz answers from kept state: at once, whatever MongoDB does.
+            # /readyz answers from kept state, whatever MongoDB does (the 2 s timeout is a
+            # hang guard; how fast it answers is measured by `python -m bench.probes`).
             answers = [probe(metrics_port, "/readyz", timeout=2) for _ in range(20)]
             assert all(status == 503 for status, _, _ in answers)
             assert f"MongoDB at 127.0.0.1:{proxy.port}" in answers[0][1]["checks"]["mongodb"]
-            timings = sorted(took for _, _, took in answers)
-            assert timings[17] <= 0.05 and timings[-1] <= 0.5, timings
             assert probe(metrics_port, "/healthz", timeout=2)[0] == 200  # paused on purpose: alive
             # A record waits in SQS meanwhile; nothing is received, nothing dead-lettered.
             body = wire.encode_record("events", {"_id": "first-hour", "n": 1})
             sqs_client.send_message(QueueUrl=queue.url, MessageBody=body,
                                     MessageAttributes=wire.message_attributes(wire.IDENTITY, 1))  # fmt: skip
-            time.sleep(8)  # several probe intervals of the backoff (1, 2, 4 s ...)
+            # Until the consumer's own depth report (every 10 s) shows the record waiting:
+            # it has looked at the queue since, with its pollers going round all along.
+            seen: dict[str, float] = {}
+
+            def reported_waiting() -> bool:
+                nonlocal seen
+                seen = scrape(metrics_port)
+                return seen.get(f'ingest_queue_visible_messages{{queue="{queue.url}"}}', 0) >= 1
+
+            _wait_for(reported_waiting, 30, "the consumer's depth report shows the record")
+            assert seen["ingest_messages_received_total"] == 0, seen  # nothing received
+            assert seen[f'ingest_dead_letter_messages{{queue="{queue.url}"}}'] == 0, seen
+            assert _depths(sqs_client, queue.url) == (1, 0)  # visible, none taken
+            assert _depths(sqs_client, queue.dead_letter_url) == (0, 0)  # nothing dead-lettered
             proxy.passthrough()
             _wait_for(
                 lambda: probe(metrics_port, "/readyz", timeout=2)[0] == 200, 45, "ready again"
@@ -97,8 +115,12 @@ def test_run_with_the_database_unreachable_says_so_once_retries_and_resumes(
                      r"(reset|refused|closed)", down[0], re.IGNORECASE), down  # fmt: skip
     assert "probing every 1-30s" in down[0]
     warnings = [line for line in stderr.splitlines() if " WARNING " in line]
-    assert len(warnings) <= 3, stderr  # down, answers again, and at most one more
     assert any("MongoDB answers again" in line for line in warnings)
+    # Down once, answers again once; beside them only the replica heartbeat's (one a
+    # heartbeat, as many as the outage lasted heartbeats): nothing at every probe.
+    others = [line for line in warnings if line != down[0] and "answers again" not in line]
+    assert all("replica heartbeat failed" in line for line in others), stderr
+    assert sum("answers again" in line for line in warnings) == 1, stderr
 
 
 # ------------------------------------------------------------- backfill, SQS away
@@ -135,13 +157,12 @@ def test_backfill_ctrl_c_with_the_queue_gone_ends_in_seconds_and_resumes(
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
         _wait_for(checkpoint.exists, 30, "a first checkpoint")
         proxy.refuse()  # SQS goes away mid-run
-        time.sleep(3)
-        interrupted_at = time.monotonic()
+        time.sleep(3)  # the fault's duration before the Ctrl-C: the backfill runs into it
         run.send_signal(signal.SIGINT)
+        # Ends by itself: the timeout is a hang guard (how long the producer's close
+        # takes against an SQS that does not answer is measured by `python -m bench.probes`).
         out, err = run.communicate(timeout=60)
-        took = time.monotonic() - interrupted_at
         assert run.returncode == 130, err
-        assert took <= 12, (took, err)
         assert "Traceback" not in err
         last = err.strip().splitlines()[-1]
         held = Journal(journal).pending_records()
@@ -169,8 +190,8 @@ def test_check_passes_on_a_good_setup_and_fails_without_a_redrive_policy(
 ) -> None:
     queue = make_queue()
     env = _stack_env(tmp_path, INGEST_DATABASE=mongo_db.name)
-    good = ingest("check", "--queue-url", queue.url, env=env)
-    assert good.code == 0 and good.stderr == "" and good.seconds <= 20, good
+    good = ingest("check", "--queue-url", queue.url, env=env, timeout=60)  # a hang guard
+    assert good.code == 0 and good.stderr == "", good
     assert [line.split(": ", 1)[0] for line in good.stdout.splitlines()] == [
         "ok    settings",
         f"ok    queue {queue.url}",

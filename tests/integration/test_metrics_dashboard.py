@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Producer, wire
 from tests.support.metrics import exposed_names
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "docker" / "grafana" / "dashboards" / "ingest.json"
@@ -82,17 +82,20 @@ def parse_samples(text: str) -> tuple[list[Sample], set[str]]:
 
 
 def _wait_ready(consumer: subprocess.Popen[str], port: int) -> bytes:
-    deadline = time.monotonic() + 30
-    while True:
+    ready: list[bytes] = []
+
+    def answers() -> bool:
         assert consumer.poll() is None, consumer.communicate()[1][-2000:]
         try:
             status, body = _get(f"http://127.0.0.1:{port}/readyz")
-            if status == 200:
-                return body
         except OSError:
-            pass
-        assert time.monotonic() < deadline, "consumer never became ready"
-        time.sleep(0.2)
+            return False
+        if status == 200:
+            ready.append(body)
+        return status == 200
+
+    assert wait_until(answers, 30, 0.2), "consumer never became ready"
+    return ready[-1]
 
 
 def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
@@ -121,10 +124,9 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
         old = ObjectId.from_datetime(datetime(1971, 6, 1, tzinfo=UTC))
         sqs_client.send_message(QueueUrl=queue.url,
                                 MessageBody=wire.encode_record("checks", {"_id": old, "n": 0}))  # fmt: skip
-        deadline = time.monotonic() + 60
-        while mongo_db["checks"].count_documents({"_id": old}) == 0:
-            assert time.monotonic() < deadline, "the 1971 record was not written"
-            time.sleep(0.3)
+        assert wait_until(lambda: mongo_db["checks"].count_documents({"_id": old}), 60, 0.3), (
+            "the 1971 record was not written"
+        )
 
         with Producer(queue.url, journal_dir=str(tmp_path / "journal")) as producer:
             for n in range(RECORDS):
@@ -134,25 +136,27 @@ def test_every_panel_has_data_after_a_live_run_and_status_reads_readyz(
             producer.send("checks", {"_id": "twice", "n": 2})  # a conflicting duplicate
             producer.flush()
 
-        deadline = time.monotonic() + 90
-        while mongo_db["events"].count_documents({}) < RECORDS:
+        def written() -> bool:
             assert consumer.poll() is None, consumer.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "the records were not written"
-            time.sleep(0.5)
+            return bool(mongo_db["events"].count_documents({}) >= RECORDS)
+
+        assert wait_until(written, 90, 0.5), "the records were not written"
         assert mongo_db["events"].count_documents({}) == RECORDS
         assert "not_allowed" not in mongo_db.list_collection_names()
 
         # The depth gauges are read every 10 s: wait for one reading after the writes.
-        deadline = time.monotonic() + 40
-        while True:
+        samples: list[Any] = []
+        dead: list[float] = []
+
+        def depth_read() -> bool:
+            nonlocal samples, dead
             text = _get(f"http://127.0.0.1:{port}/metrics")[1].decode()
-            samples, _ = parse_samples(text)
+            samples = parse_samples(text)[0]
             dead = [s.value for s in samples
                     if s.name == "ingest_dead_letter_messages" and s.labels == {"queue": queue.url}]  # fmt: skip
-            if dead == [2.0]:
-                break
-            assert time.monotonic() < deadline, f"dead-letter depth {dead} (want [2.0])"
-            time.sleep(1)
+            return dead == [2.0]
+
+        assert wait_until(depth_read, 40, 1.0), f"dead-letter depth {dead} (want [2.0])"
         values = {s.name: s.value for s in samples if not s.labels}
         assert values["ingest_write_ceiling_records_per_second"] == float(WRITE_CEILING)
         assert values["ingest_live_replicas"] == 1

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ from producer import Producer
 from tests.support import ROOT
 from tests.support.queues import received_records
 from tests.support.servers import free_port as unused_port
+from tests.support.waiting import wait_until
 
 FORKS = 20
 WINDOW_MS = 500
@@ -39,6 +39,7 @@ FORKING_APP = textwrap.dedent(
     assert "boto3" not in sys.modules  # the app itself never imported it
     first_send = time.monotonic()
     producer.send("events", {"_id": f"{tag}-parent"})
+    # The sweep's deliberate delay: the fork lands this long after the first send.
     time.sleep(max(0.0, first_send + int(delay_ms) / 1000 - time.monotonic()))
     client_built = producer._client is not None
     pid = os.fork()
@@ -124,7 +125,7 @@ DOOMED_SIBLING = textwrap.dedent(
     assert producer.flush(30)
     assert producer.stats().journaled == count, producer.stats()
     print("journaled", flush=True)
-    time.sleep(60)  # killed here
+    time.sleep(60)  # killed here: not a wait for anything, the parent SIGKILLs this child
     """
 )
 
@@ -165,10 +166,3 @@ def _journal_and_die(url: str, journal: Path, count: int) -> None:
     finally:
         sibling.send_signal(signal.SIGKILL)
         sibling.wait(10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from producer.journal import Journal, decode_entry
 from tests.support import ROOT
 from tests.support.queues import received_records
 from tests.support.servers import free_port as unused_port
+from tests.support.waiting import wait_until
 
 RECORDS = 5000
 SMALL_DISK = "512k"
@@ -126,9 +126,7 @@ def test_a_full_journal_counts_every_record_once_and_delivers_what_it_kept(
 
     # SQS answers again: a new producer on that journal delivers exactly what it holds.
     with Producer(queue.url, sqs_client=sqs_client, journal_dir=small_disk) as again:
-        deadline = time.monotonic() + 120
-        while again.stats().replayed < len(on_disk) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: again.stats().replayed >= len(on_disk), 120, 0.05)
         assert again.stats().replayed == len(on_disk)
     received = [str(r.document["_id"]) for r in received_records(sqs_client, queue.url)]
     assert sorted(received) == sorted(on_disk)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from producer import Producer, wire
 from tests.support import ROOT
 from tests.support.queues import drain_queue, received_records
 from tests.support.servers import free_port as unused_port
+from tests.support.waiting import wait_until
 
 
 def unreachable_client() -> Any:
@@ -93,9 +93,7 @@ def _replayed_in_order(sqs_client: Any, url: str, journal: Path, expected: int) 
     the numbers it sent, in the order it sent them."""
     recording = RecordingClient(sqs_client)
     with Producer(url, sqs_client=recording, journal_dir=journal) as producer:
-        deadline = time.monotonic() + 60
-        while producer.stats().replayed < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: producer.stats().replayed >= expected, 60, 0.05)
         assert producer.stats().replayed == expected
     return recording.sent
 
@@ -135,7 +133,7 @@ CRASHING_APP = textwrap.dedent(
     assert producer.flush(30)
     assert producer.stats().journaled == 1000, producer.stats()
     print("journaled", flush=True)
-    time.sleep(60)  # killed here, never closing the producer
+    time.sleep(60)  # killed here, never closing the producer (the parent SIGKILLs it)
     """
 )
 

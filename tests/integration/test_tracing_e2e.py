@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from ingest.cli.options import service_options
 from ingest.pipeline.service import Service
 from ingest.settings import Settings
 from ingest.tracing import SPAN_NAME
+from tests.support.waiting import wait_until
 
 _WEB_APP = textwrap.dedent(
     """
@@ -75,9 +75,7 @@ def test_the_write_span_links_to_the_web_requests_span(
     )
     service.start()
     try:
-        deadline = time.monotonic() + 30
-        while mongo_db.orders.count_documents({}) < 1 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: mongo_db.orders.count_documents({}) >= 1, 30, 0.2)
     finally:
         service.stop(deadline_seconds=10)
     (write,) = [s for s in exporter.get_finished_spans() if s.name == SPAN_NAME]

@@ -17,6 +17,7 @@ import boto3
 from botocore.config import Config
 from pymongo import MongoClient
 
+from ingest.settings import Settings
 from producer import Producer
 from tests.support.harness import (
     SEED,
@@ -31,6 +32,7 @@ from tests.support.harness import (
     wait_for_all,
     wait_until,
 )
+from tests.support.metrics import sample, scrape
 from tests.support.queues import QueuePair, drain_queue
 from tests.support.servers import PrivateFerretDB, PrivatePostgres, free_port, port_open
 from tests.support.tcpproxy import TcpProxy
@@ -61,8 +63,10 @@ def _sqs_endpoint() -> tuple[str, int]:
 def test_mongodb_stopped_then_started(
     sqs_client: Any, make_queue: Any, mongo_db: Any, tmp_path: Path
 ) -> None:
-    """maxReceiveCount stays at 5: if the consumer kept receiving while MongoDB is
-    down, SQS would move good messages to the dead-letter queue."""
+    """While MongoDB is down the pollers stop receiving: once the breaker is open the
+    consumer's receive count grows by no more than the receives already under way, while
+    the feeder's messages wait in SQS. (maxReceiveCount stays at 5: a consumer that kept
+    receiving would also move good messages to the dead-letter queue.)"""
     queue = make_queue(visibility_timeout=10, max_receive_count=5)
     ledger = Ledger("events")
     ferret = PrivateFerretDB(tmp_path / "ferretdb", tmp_path / "ferretdb.log")
@@ -71,15 +75,24 @@ def test_mongodb_stopped_then_started(
         # Read and clean up through the private FerretDB: another FerretDB process
         # caches its catalogue and would not see this database.
         db = MongoClient(ferret.uri, serverSelectionTimeoutMS=20000)[mongo_db.name]
-        consumer = Consumer(queue.url, ferret.uri, db.name, tmp_path / "c.log", 10)
+        port = free_port()
+        consumer = Consumer(queue.url, ferret.uri, db.name, tmp_path / "c.log", 10,
+                            extra_args=["--metrics-port", str(port)])  # fmt: skip
         try:
             with running([consumer]), Feeder(sqs_client, queue.url, ledger):
                 for _ in range(outages):
-                    time.sleep(rng.uniform(1.5, 4))
+                    # The fault lands after a random (seeded) amount of writing.
+                    _written_more(port, rng.randint(200, 1000))
                     ferret.stop()
-                    time.sleep(scale(8, 30) + rng.uniform(0, 2))
-                    ferret.start()
-                time.sleep(1)
+                    try:
+                        opened = _breaker_opened(port, timeout=60)
+                        # The fault's duration, from the breaker opening, watched throughout.
+                        _hold_receiving_nothing(port, opened, scale(6, 30) + rng.uniform(0, 2))
+                        assert _visible(sqs_client, queue.url) > 0, "no message waited"
+                    finally:
+                        ferret.start()
+                    assert wait_until(lambda: sample(port, "ingest_sink_breaker_open") == 0, 60)
+                _written_more(port, 200)  # resumed: the feeder's later waves are written too
             # the consumer stopped with the feeder: run it again to drain what came late
             with running([consumer]):
                 result = wait_for_all(db[ledger.collection], ledger, timeout=120)
@@ -88,6 +101,66 @@ def test_mongodb_stopped_then_started(
             db.client.close()
     assert consumer.starts == 2
     _settle(result, [consumer], sqs_client, queue, outages)
+
+
+#: The most messages the pollers can hold under way at one moment, from the consumer's own
+#: settings (these tests keep its defaults): as many pollers as scaling allows, one
+#: receive of at most max_messages each.
+_SETTINGS = Settings()
+UNDER_WAY = max(_SETTINGS.pollers, _SETTINGS.max_pollers) * _SETTINGS.max_messages
+_RECEIVED = "ingest_messages_received_total"
+_OPEN = "ingest_sink_breaker_open"
+
+
+def _written_more(port: int, records: int, timeout: float = 60) -> None:
+    """Until the consumer has written `records` more records than now."""
+    start = sample(port, "ingest_records_written_total") or 0.0
+    assert wait_until(
+        lambda: (sample(port, "ingest_records_written_total") or 0.0) >= start + records,
+        timeout, 0.1,
+    ), f"the consumer did not write {records} more records within {timeout:.0f}s"  # fmt: skip
+
+
+def _breaker_opened(port: int, timeout: float) -> dict[str, float]:
+    """Waits until the consumer says its breaker is open; its metrics of that moment."""
+    seen: dict[str, float] = {}
+
+    def is_open() -> bool:
+        nonlocal seen
+        seen = scrape(port)
+        return seen.get(_OPEN) == 1
+
+    assert wait_until(is_open, timeout, 0.1), f"the breaker did not open within {timeout:.0f}s"
+    return seen
+
+
+def _hold_receiving_nothing(port: int, opened: dict[str, float], seconds: float) -> None:
+    """For `seconds` (the outage's length) the breaker stays open and the receive count
+    grows by no more than the receives under way when it opened (each poller asks the
+    breaker before every receive)."""
+    problem = ""
+
+    def broken() -> bool:
+        nonlocal problem
+        now = scrape(port)
+        received = now.get(_RECEIVED, opened[_RECEIVED]) - opened[_RECEIVED]
+        if now and now.get(_OPEN) != 1:
+            problem = "the breaker closed while MongoDB was down"
+        elif received > UNDER_WAY:
+            problem = (
+                f"{received:.0f} messages received while MongoDB was down and the breaker "
+                f"open (at most {UNDER_WAY}: one receive under way per poller when it opened)"
+            )
+        return bool(problem)
+
+    assert not wait_until(broken, seconds, 0.25), problem
+
+
+def _visible(sqs_client: Any, url: str) -> int:
+    attributes = sqs_client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
 
 
 def test_sqs_stopped_while_web_app_threads_send(
@@ -122,9 +195,9 @@ def test_sqs_stopped_while_web_app_threads_send(
                 thread.start()
             outages = scale(1, 2)
             for _ in range(outages):
-                time.sleep(rng.uniform(1.5, 4))
+                time.sleep(rng.uniform(1.5, 4))  # when the fault lands (seeded), mid-traffic
                 proxy.refuse()
-                time.sleep(scale(6, 30) + rng.uniform(0, 2))
+                time.sleep(scale(6, 30) + rng.uniform(0, 2))  # the fault's duration
                 proxy.passthrough()
             stop.set()
             for thread in threads:
@@ -154,9 +227,9 @@ def test_consumer_frozen_past_visibility_beside_another(
     with running(consumers), Feeder(sqs_client, queue.url, ledger):
         for _ in range(pauses):
             frozen = rng.choice(consumers)
-            time.sleep(rng.uniform(1.5, 3))
+            time.sleep(rng.uniform(1.5, 3))  # when the fault lands (seeded), mid-traffic
             frozen.signal(signal.SIGSTOP)
-            time.sleep(visibility + rng.uniform(2, scale(4, 10)))
+            time.sleep(visibility + rng.uniform(2, scale(4, 10)))  # the fault's duration
             frozen.signal(signal.SIGCONT)
     with running(consumers[:1]):
         result = wait_for_all(mongo_db[ledger.collection], ledger, timeout=90)
@@ -177,18 +250,19 @@ def test_slow_and_cut_network_to_mongodb_and_sqs(
         )  # fmt: skip
         with running([consumer]), Feeder(sqs_client, queue.url, ledger):
             for _ in range(rounds):
+                # Each sleep below is a fault's duration (or when it lands, seeded).
                 time.sleep(rng.uniform(1, 2))
                 to_mongo.delay(rng.choice([50, 200, 500]))
                 to_sqs.delay(rng.choice([50, 200, 500]))
-                time.sleep(scale(3, 8))
+                time.sleep(scale(3, 8))  # slow network
                 to_mongo.cut()
                 to_sqs.cut()
-                time.sleep(rng.uniform(0.5, 2))
+                time.sleep(rng.uniform(0.5, 2))  # cut
                 to_mongo.refuse()
-                time.sleep(scale(2, 6))
+                time.sleep(scale(2, 6))  # MongoDB refused
                 to_mongo.passthrough()
                 to_sqs.refuse()
-                time.sleep(scale(2, 6))
+                time.sleep(scale(2, 6))  # SQS refused
                 to_sqs.passthrough()
             to_mongo.passthrough()
             to_sqs.passthrough()
@@ -223,31 +297,13 @@ def test_postgresql_paused_under_ferretdb_is_an_outage_not_bad_records(
             try:
                 paused_at = time.monotonic()
                 assert port_open(ferret.port)  # FerretDB is up: only its backend hangs
-                assert wait_until(lambda: _gauge(port, "ingest_sink_breaker_open") == 1, pause)
-                # Its probes read a stored document: none answers before the resume.
-                while time.monotonic() - paused_at < pause:
-                    assert _gauge(port, "ingest_sink_breaker_open") == 1
-                    time.sleep(0.5)
+                opened = _breaker_opened(port, pause)
+                # Its probes read a stored document: none answers before the resume, and
+                # the pollers receive nothing for the rest of the pause (its duration).
+                _hold_receiving_nothing(port, opened, pause - (time.monotonic() - paused_at))
             finally:
                 postgres.resume()
         with running([consumer]):
             result = wait_for_all(db[ledger.collection], ledger, timeout=180)
         db.client.close()
     _settle(result, [consumer], sqs_client, queue, 1)
-
-
-def _gauge(port: int, name: str) -> float:
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return -1.0

@@ -20,13 +20,39 @@ def exposed_names(text: str) -> set[str]:
     return names
 
 
+def _text(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of one read of the consumer's /metrics on 127.0.0.1:`port` (values
+    read together are of one moment), by name, a labelled one as `name{label="value"}`
+    (labels sorted); {} when the endpoint does not answer."""
+    text = _text(port)
+    if text is None:
+        return {}
+    return {
+        _key(found.name, found.labels): float(found.value)
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+    }
+
+
+def _key(name: str, labels: dict[str, str]) -> str:
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
 def sample(port: int, name: str, **labels: str) -> float | None:
     """One sample's value from the consumer's /metrics on 127.0.0.1:`port`; None when
     the endpoint does not answer or has no such sample."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
+    text = _text(port)
+    if text is None:
         return None
     for family in text_string_to_metric_families(text):
         for found in family.samples:

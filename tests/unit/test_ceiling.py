@@ -92,7 +92,7 @@ def test_late_wake_ups_do_not_bunch_bulks_into_one_second() -> None:
     rng = random.Random(3)
 
     def late_sleep(seconds: float) -> None:
-        time.sleep(seconds + rng.choice([0.0, 0.0, 0.03]))
+        time.sleep(seconds + rng.choice([0.0, 0.0, 0.03]))  # the injected late wake-up
 
     clock = GrantClock()
     bucket = TokenBucket(1000, 10, clock=clock, sleep=late_sleep)

@@ -253,10 +253,27 @@ class MongoSink:
                 ) -> list[Outcome]:
                     return self._write_bulk(into, part, ordered=ordered)
 
-                found = isolate(group, bulk, self._answers, ordered=ordered)
+                refused = self._refused_by_mode(group)
+                if not refused:
+                    found = isolate(group, bulk, self._answers, ordered=ordered)
+                else:
+                    found = [refused.get(i, WRITTEN) for i in range(len(group))]
+                    kept = [i for i in range(len(group)) if i not in refused]
+                    part = [group[i] for i in kept]  # none left: no empty bulk
+                    written = isolate(part, bulk, self._answers, ordered=ordered) if part else []
+                    for index, outcome in zip(kept, written, strict=True):
+                        found[index] = outcome
             for index, outcome in zip(indexes, found, strict=True):
                 outcomes[index] = outcome
         return stop_after_first_retry(outcomes) if ordered else outcomes
+
+    def _refused_by_mode(self, records: Sequence[Record]) -> dict[int, Outcome]:
+        """Records this write mode cannot write as sent (merge: a dotted field name),
+        refused once before any bulk, by their index."""
+        if self.mode is not WriteMode.MERGE:
+            return {}
+        reasons = {i: merge_refusal(record) for i, record in enumerate(records)}
+        return {i: rejected(reason) for i, reason in reasons.items() if reason}
 
     def _write_bulk(
         self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
@@ -346,10 +363,6 @@ class MongoSink:
     def _write_mode(
         self, collection: Collection[Document], records: Sequence[Record], *, ordered: bool
     ) -> list[Outcome]:
-        if self.mode is WriteMode.MERGE:
-            refusals = [merge_refusal(record) for record in records]
-            if any(refusals):
-                return self._write_mergeable(collection, records, refusals, ordered=ordered)
         if self.version_field is not None:
             return write_guarded(
                 collection, records, self.mode, self.version_field,
@@ -362,23 +375,6 @@ class MongoSink:
             outcomes = self._unordered(collection, records)
         if self._check_conflicts:
             mark_conflicts(collection, records, outcomes, self._check_budget)
-        return outcomes
-
-    def _write_mergeable(
-        self,
-        collection: Collection[Document],
-        records: Sequence[Record],
-        refusals: Sequence[str | None],
-        *,
-        ordered: bool,
-    ) -> list[Outcome]:
-        """The records merge can write, written; the others refused with their reason."""
-        outcomes = [rejected(reason) if reason else WRITTEN for reason in refusals]
-        kept = [i for i, reason in enumerate(refusals) if not reason]
-        if kept:
-            written = self._write_mode(collection, [records[i] for i in kept], ordered=ordered)
-            for index, outcome in zip(kept, written, strict=True):
-                outcomes[index] = outcome
         return outcomes
 
     def _target(self, collection: Collection[Document], mode: WriteMode) -> Target:

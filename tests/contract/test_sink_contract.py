@@ -96,6 +96,9 @@ def test_merge_refuses_a_dotted_field_name_rather_than_nest_it(
     assert outcomes[1].reason.startswith("field 'a.b' has a '.': the merge write mode sets")
     assert find("events", dotted["_id"]) is None
     assert find("events", batch[2].document["_id"]) is not None
+    alone = [batch[1]]  # nothing else to write: no empty bulk sent
+    outcomes = sink.write_ordered(alone) if ordered else sink.write(alone)
+    assert [o.kind for o in outcomes] == [OutcomeKind.REJECTED]
 
 
 def test_types_survive_the_write(make_sink: SinkFactory) -> None:

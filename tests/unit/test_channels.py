@@ -93,8 +93,8 @@ def test_the_outbox_hands_messages_back_as_a_release_and_stops_each_acker() -> N
     outbox.release(held)
     outbox.put(Settlement(delete=held[:1]))
     outbox.close(2)
-    released = outbox.get()
+    released = outbox.get(timeout=20)
     assert released is not None and released.release == held and not released.delete
-    deleted = outbox.get()
+    deleted = outbox.get(timeout=20)
     assert deleted is not None and deleted.delete == held[:1]
     assert outbox.get() is None and outbox.get() is None

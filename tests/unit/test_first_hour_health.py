@@ -41,7 +41,7 @@ class StuckQueue(MemoryQueue):
         self, max_messages: int, wait_seconds: int, visibility_timeout: int
     ) -> list[Message]:
         self.entered.set()
-        self.release.wait()
+        self.release.wait(60)
         return []
 
 

@@ -189,7 +189,7 @@ def test_many_threads_send_concurrently(tmp_path: Path) -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(60)
         assert producer.flush(10)
     got = sorted(r.document["n"] for r in fake.records())
     assert got == sorted(i * 1000 + n for i in range(8) for n in range(250))

@@ -132,39 +132,49 @@ class Producer(Closing):
         # Built on the sender thread at first use, so import and setup cost
         # nothing on the request path, and a forked child builds its own.
         if self._client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self._client = boto3.client(
-                "sqs",
-                config=BotoConfig(
-                    retries={"total_max_attempts": 1},  # the sender retries, with backoff
-                    connect_timeout=2,
-                    read_timeout=10,
-                    max_pool_connections=4,
-                    # We build every entry ourselves; validating ~2,500 fields per
-                    # batch in Python would only hold the GIL longer against send().
-                    parameter_validation=False,
-                ),
-            )
+            with forksafe.building_client():
+                self._client = self._build_sqs_client()
         return self._client
+
+    @staticmethod
+    def _build_sqs_client() -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "sqs",
+            config=BotoConfig(
+                retries={"total_max_attempts": 1},  # the sender retries, with backoff
+                connect_timeout=2,
+                read_timeout=10,
+                max_pool_connections=4,
+                # We build every entry ourselves; validating ~2,500 fields per
+                # batch in Python would only hold the GIL longer against send().
+                parameter_validation=False,
+            ),
+        )
 
     def _get_s3_client(self) -> Any:
         # Like the SQS client: on the sender thread, at the first record past the queue.
         if self._s3_client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            self._s3_client = boto3.client(
-                "s3",
-                config=BotoConfig(
-                    retries={"total_max_attempts": 1},  # the offloader retries, with backoff
-                    connect_timeout=2,
-                    read_timeout=30,  # a put of up to ~22 MB (16 MiB of BSON in base64)
-                    max_pool_connections=2,
-                ),
-            )
+            with forksafe.building_client():
+                self._s3_client = self._build_s3_client()
         return self._s3_client
+
+    @staticmethod
+    def _build_s3_client() -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "s3",
+            config=BotoConfig(
+                retries={"total_max_attempts": 1},  # the offloader retries, with backoff
+                connect_timeout=2,
+                read_timeout=30,  # a put of up to ~22 MB (16 MiB of BSON in base64)
+                max_pool_connections=2,
+            ),
+        )
 
     # ---------------------------------------------------------------- sending
 
@@ -367,7 +377,7 @@ def _hold_imports_before_fork() -> None:
 
 
 def _reset_all_in_child() -> None:
-    forksafe.release_after_fork()
+    forksafe.after_fork_in_child()
     for producer in list(_live):
         producer._after_fork()
 
@@ -375,7 +385,7 @@ def _reset_all_in_child() -> None:
 atexit.register(_close_all_at_exit)
 os.register_at_fork(
     before=_hold_imports_before_fork,
-    after_in_parent=forksafe.release_after_fork,
+    after_in_parent=forksafe.after_fork_in_parent,
     after_in_child=_reset_all_in_child,
 )
 

@@ -11,7 +11,14 @@ from then until the fork has happened, so that none starts one in between.
 The import lock is what CPython itself takes around fork(): a thread that begins
 an import waits for it before touching sys.modules, while an import already under
 way keeps running (and may need the lock for a nested import: hence we never wait
-while holding it)."""
+while holding it).
+
+The sender thread's first client build is the other step a fork must not split:
+OpenSSL's SSL_CTX_new runs without the GIL and takes OpenSSL's own locks, and a
+child forked meanwhile inherits them held, so its own first SSL context hangs for
+good (measured: 1 fork in about 120, landing 100-320 ms after the first send on a
+loaded machine, sent nothing and journaled everything at close()). So a client is
+built inside `building_client()`, and a fork waits for that too."""
 
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from types import FrameType
 from typing import Final
 
@@ -30,7 +37,15 @@ log = logging.getLogger("producer")
 _IMPORT_SYSTEM: Final = frozenset({"importlib._bootstrap", "importlib._bootstrap_external"})
 _POLL_SECONDS: Final = 0.001
 
-_holding = threading.local()  # per forking thread: did its before-fork hook take the lock?
+_holding = threading.local()  # per forking thread: which locks did its before-fork hook take?
+_building = threading.Lock()  # held while a thread builds an AWS client
+
+
+@contextlib.contextmanager
+def building_client() -> Iterator[None]:
+    """Builds a client (imports, SSL context, credential chain) with no fork in between."""
+    with _building:
+        yield
 
 
 def importing(thread_ids: Collection[int]) -> bool:
@@ -72,9 +87,36 @@ def release_after_fork() -> None:
 
 
 def before_fork(thread_ids: Collection[int], timeout: float) -> None:
-    if thread_ids and not hold_imports_still(thread_ids, timeout):
+    """Waits (up to `timeout` in all) until no client is being built and none of
+    `thread_ids` is inside an import, then holds both still until the fork is done."""
+    deadline = time.monotonic() + timeout
+    _holding.building = _building.acquire(timeout=timeout)
+    if not _holding.building:
+        log.warning(
+            "forking while the producer builds its AWS client after %ss: "
+            "the child may hang in its first SSL context",
+            timeout,
+        )
+    remaining = max(0.0, deadline - time.monotonic())
+    if thread_ids and not hold_imports_still(thread_ids, remaining):
         log.warning(
             "forking while the producer's sender thread is still importing after %ss: "
             "the child may inherit half-imported modules",
             timeout,
         )
+
+
+def after_fork_in_parent() -> None:
+    release_after_fork()
+    if getattr(_holding, "building", False):
+        _holding.building = False
+        _building.release()
+
+
+def after_fork_in_child() -> None:
+    """The child starts with a fresh build lock: the one it inherited may be held by a
+    thread that did not come along."""
+    global _building
+    release_after_fork()
+    _holding.building = False
+    _building = threading.Lock()

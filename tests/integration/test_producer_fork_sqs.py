@@ -93,7 +93,8 @@ def test_fork_sweep_every_worker_forked_after_the_first_send_delivers(
     # The sweep reached the sender's start-up: some forks came before its client existed.
     assert any(not r["client_built_at_fork"] for r in reports), reports
     undelivered = [
-        f"fork at {r['delay_ms']} ms: child exit {r['child_exit']}, {r.get('child')}"
+        f"fork at {r['delay_ms']} ms: child exit {r['child_exit']}, {r.get('child')}, "
+        f"stderr: {r['stderr'][-1500:]!r}"
         for r in reports
         if r["child_exit"] != 0
         or (r["child"]["sent"], r["child"]["journaled"], r["child"]["failed"])

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from producer import Producer, forksafe, wire
+from producer import core as producer_core
 from tests.support.frames import waiting_in
 from tests.support.import_gate import GATE
-from tests.support.waiting import wait_until
+from tests.support.waiting import child_exit_code, wait_until
 
 URL = "http://sqs.local/000000000000/q"
 
@@ -57,8 +58,7 @@ def test_child_sends_its_own_records_only(tmp_path: Path) -> None:
             code = 0 if producer.flush(5) and producer.stats().accepted == 2 else 3
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_exit_code(pid) == 0
     assert producer.flush(5)
     producer.close()
     sent = [json.loads(line) for line in log.read_text().splitlines()]
@@ -86,7 +86,7 @@ def test_child_exit_flushes_its_records_via_atexit(tmp_path: Path) -> None:
             atexit._run_exitfuncs()  # what a normal interpreter exit does
         finally:
             os._exit(0)
-    os.waitpid(pid, 0)
+    assert child_exit_code(pid) == 0
     assert wait_until(log.exists)
     assert [json.loads(line)[1] for line in log.read_text().splitlines()] == ["child"]
     producer.close()
@@ -136,11 +136,11 @@ def test_a_fork_waits_for_the_sender_threads_import_to_finish(
     if pid == 0:
         complete = getattr(sys.modules.get(module), "complete", False)
         os._exit(0 if complete else 1)
-    helper.join()
-    _, status = os.waitpid(pid, 0)
+    helper.join(30)
+    exit_code = child_exit_code(pid)
     assert producer.flush(10)
     producer.close()
-    assert os.waitstatus_to_exitcode(status) == 0, "the child got a half-imported module"
+    assert exit_code == 0, "the child got a half-imported module"
     assert not _imp.lock_held()  # the fork gave the import lock back
 
 
@@ -166,3 +166,64 @@ def test_the_wait_for_imports_is_bounded_and_leaves_the_import_lock_free(
     assert _imp.lock_held()
     forksafe.release_after_fork()
     assert not _imp.lock_held()
+
+
+def test_a_fork_waits_for_the_sender_to_finish_building_its_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked while the sender builds its boto3 client, the child inherited OpenSSL's
+    locks held and hung in its own first SSL context. The fork waits for the build."""
+    entered, release = threading.Event(), threading.Event()
+    built: list[bool] = []
+
+    def slow_build() -> PidLoggingSQS:
+        entered.set()
+        release.wait(30)
+        built.append(True)
+        return PidLoggingSQS(tmp_path / "sent.log")
+
+    monkeypatch.setattr(Producer, "_build_sqs_client", staticmethod(slow_build))
+    producer = Producer(URL, journal_dir=tmp_path / "j")
+    producer.send("events", {"who": "parent"})
+    assert entered.wait(10)  # the sender thread is inside the build now
+    forking = threading.get_ident()
+
+    def release_once_fork_waits() -> None:
+        wait_until(lambda: waiting_in(forking, "before_fork"), timeout=10)
+        release.set()  # also when the fork did not wait: the test then fails, but ends
+
+    helper = threading.Thread(target=release_once_fork_waits)
+    helper.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if built else 1)
+    helper.join(30)
+    exit_code = child_exit_code(pid)
+    assert producer.flush(10)
+    producer.close()
+    assert exit_code == 0, "the fork split the client's build"
+
+
+def test_a_child_forked_after_the_wait_gave_up_can_still_build_a_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(producer_core, "FORK_WAIT_SECONDS", 0.1)
+    holder_in, holder_out = threading.Event(), threading.Event()
+
+    def hold_the_build() -> None:
+        with forksafe.building_client():
+            holder_in.set()
+            holder_out.wait(30)
+
+    holder = threading.Thread(target=hold_the_build)
+    holder.start()
+    try:
+        assert holder_in.wait(10)
+        pid = os.fork()  # its wait gives up: the holder keeps building
+        if pid == 0:
+            with forksafe.building_client():  # the holder did not come along: a fresh lock
+                os._exit(0)
+        assert child_exit_code(pid, timeout=10) == 0
+    finally:
+        holder_out.set()
+        holder.join(30)

@@ -286,7 +286,10 @@ def test_a_consumer_killed_between_write_and_delete_loses_and_duplicates_nothing
     [key] = bucket_keys(s3_client, payload_bucket)
     sqs_endpoint = os.environ["AWS_ENDPOINT_URL_SQS"].rsplit(":", 1)
     with TcpProxy("127.0.0.1", int(sqs_endpoint[1].strip("/"))) as slow_sqs:
-        slow_sqs.delay(1500)  # the delete after the write takes seconds: a wide window
+        # The delete after the write takes seconds: a wide window. Only the delete: every
+        # call held made the consumer's start-up check and long polls time out on a busy
+        # machine, and the record was never written.
+        slow_sqs.delay(3000, requests_containing=b"DeleteMessage")
         consumer = Consumer(
             queue.url, mongo_uri, mongo_db.name, tmp_path / "c.log", VISIBILITY,
             extra_env={"INGEST_PAYLOAD_BUCKET": payload_bucket,

@@ -5,6 +5,7 @@ switched at run time from the test's own thread, which no packaged proxy here of
 
     with TcpProxy("127.0.0.1", 27017) as proxy:   # listens on proxy.port
         proxy.delay(200)     # every chunk waits 200 ms each way
+        proxy.delay(1500, requests_containing=b"DeleteMessageBatch")  # only those calls
         proxy.refuse()       # cut open connections; new ones are reset at once
         proxy.passthrough()
 """
@@ -30,6 +31,7 @@ class TcpProxy:
         self.port = listen_port
         self.mode = PASS
         self.delay_seconds = 0.0
+        self.delay_only: bytes | None = None
         self.connections_made = 0
         self._loop = asyncio.new_event_loop()
         self._links: set[asyncio.StreamWriter] = set()
@@ -44,10 +46,13 @@ class TcpProxy:
         return self
 
     def passthrough(self) -> None:
-        self.mode, self.delay_seconds = PASS, 0.0
+        self.mode, self.delay_seconds, self.delay_only = PASS, 0.0, None
 
-    def delay(self, milliseconds: float) -> None:
+    def delay(self, milliseconds: float, *, requests_containing: bytes | None = None) -> None:
+        """Each chunk waits `milliseconds`; with `requests_containing`, only a chunk sent
+        to the server that contains it (an HTTP request's headers name its operation)."""
         self.mode, self.delay_seconds = DELAY, milliseconds / 1000
+        self.delay_only = requests_containing
 
     def cut(self) -> None:
         """Reset every open connection; new ones are accepted (clients reconnect)."""
@@ -103,16 +108,21 @@ class TcpProxy:
         self.connections_made += 1
         self._links.update((client_w, server_w))
         try:
-            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+            await asyncio.gather(
+                self._pipe(client_r, server_w, upstream=True),
+                self._pipe(server_r, client_w, upstream=False),
+            )
         finally:
             for writer in (client_w, server_w):
                 self._links.discard(writer)
                 _reset(writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         try:
             while data := await reader.read(65536):
-                if self.delay_seconds:
+                if self._held(data, upstream):
                     await asyncio.sleep(self.delay_seconds)
                 if self.mode == REFUSE:
                     return
@@ -122,6 +132,11 @@ class TcpProxy:
                 writer.write_eof()
         except (ConnectionError, OSError):
             return
+
+    def _held(self, data: bytes, upstream: bool) -> bool:
+        if not self.delay_seconds:
+            return False
+        return self.delay_only is None or (upstream and self.delay_only in data)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

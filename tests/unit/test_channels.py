@@ -93,8 +93,8 @@ def test_the_outbox_hands_messages_back_as_a_release_and_stops_each_acker() -> N
     outbox.release(held)
     outbox.put(Settlement(delete=held[:1]))
     outbox.close(2)
-    released = outbox.get(timeout=20)
+    released = outbox.get()
     assert released is not None and released.release == held and not released.delete
-    deleted = outbox.get(timeout=20)
+    deleted = outbox.get()
     assert deleted is not None and deleted.delete == held[:1]
     assert outbox.get() is None and outbox.get() is None

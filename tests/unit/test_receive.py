@@ -93,7 +93,7 @@ def test_a_batch_that_cannot_be_handed_on_is_handed_back_and_the_failure_raised(
     w = wiring(inbox=Broken(4))
     with pytest.raises(RuntimeError):
         Poller(queue, w, "p").poll_once()
-    handed_back = w.outbox.get(timeout=20)
+    handed_back = w.outbox.get()
     assert handed_back is not None and [m.body for m in handed_back.release] == ["a"]
 
 
@@ -106,7 +106,7 @@ def test_a_poller_stopping_hands_back_what_it_could_not_place() -> None:
     poller = Poller(queue, w, "p")
     poller.stopping.set()  # shutting down while the inbox is full
     assert poller.poll_once() == 1
-    handed_back = w.outbox.get(timeout=20)
+    handed_back = w.outbox.get()
     assert handed_back is not None and [m.body for m in handed_back.release] == ["late"]
 
 

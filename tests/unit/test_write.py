@@ -288,6 +288,6 @@ def test_drain_hands_back_at_once_what_no_writer_started() -> None:
     assert inbox.put(waiting[:1], never, lambda: None) == []
     assert inbox.put(waiting[1:], never, lambda: None) == []
     stage.drain()  # the writers were never started: nothing was taken
-    handed_back = outbox.get(timeout=20)
+    handed_back = outbox.get()
     assert handed_back is not None and handed_back.release == waiting
     assert inbox.empty()

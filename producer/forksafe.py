@@ -16,7 +16,7 @@ while holding it).
 The sender thread's first client build is the other step a fork must not split:
 OpenSSL's SSL_CTX_new runs without the GIL and takes OpenSSL's own locks, and a
 child forked meanwhile inherits them held, so its own first SSL context hangs for
-good (measured: 1 fork in about 120, landing 100-320 ms after the first send on a
+good (measured: about 1 fork in 90, landing 100-320 ms after the first send on a
 loaded machine, sent nothing and journaled everything at close()). So a client is
 built inside `building_client()`, and a fork waits for that too."""
 

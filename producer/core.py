@@ -11,7 +11,7 @@ import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bson.objectid import ObjectId
 
@@ -138,20 +138,10 @@ class Producer(Closing):
 
     @staticmethod
     def _build_sqs_client() -> Any:
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        return boto3.client(
-            "sqs",
-            config=BotoConfig(
-                retries={"total_max_attempts": 1},  # the sender retries, with backoff
-                connect_timeout=2,
-                read_timeout=10,
-                max_pool_connections=4,
-                # We build every entry ourselves; validating ~2,500 fields per
-                # batch in Python would only hold the GIL longer against send().
-                parameter_validation=False,
-            ),
+        # We build every entry ourselves; validating ~2,500 fields per batch in
+        # Python would only hold the GIL longer against send().
+        return _boto3_client(
+            "sqs", read_timeout=10, max_pool_connections=4, parameter_validation=False
         )
 
     def _get_s3_client(self) -> Any:
@@ -163,18 +153,8 @@ class Producer(Closing):
 
     @staticmethod
     def _build_s3_client() -> Any:
-        import boto3
-        from botocore.config import Config as BotoConfig
-
-        return boto3.client(
-            "s3",
-            config=BotoConfig(
-                retries={"total_max_attempts": 1},  # the offloader retries, with backoff
-                connect_timeout=2,
-                read_timeout=30,  # a put of up to ~22 MB (16 MiB of BSON in base64)
-                max_pool_connections=2,
-            ),
-        )
+        # A put of up to ~22 MB (16 MiB of BSON in base64) gets 30 s.
+        return _boto3_client("s3", read_timeout=30, max_pool_connections=2)
 
     # ---------------------------------------------------------------- sending
 
@@ -364,6 +344,16 @@ def _close_all_at_exit() -> None:
                 producer.close(timeout=producer.config.exit_flush_timeout)
             except Exception:
                 log.exception("flush at exit failed")
+
+
+def _boto3_client(service: Literal["sqs", "s3"], **config: Any) -> Any:
+    """A client that tries each call once (the sender and the offloader retry, with
+    backoff) and gives up on a silent endpoint in seconds."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    once = BotoConfig(retries={"total_max_attempts": 1}, connect_timeout=2, **config)
+    return boto3.client(service, config=once)
 
 
 # A fork waits at most this long for the sender threads to finish their imports: only

@@ -9,6 +9,7 @@ import os
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,22 @@ class ImportingSQS:
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
 
-def _release_once_fork_waits(forking_thread: int) -> None:
-    wait_until(lambda: waiting_in(forking_thread, "hold_imports_still"), timeout=10)
-    GATE.release.set()  # also when the fork did not wait: the test then fails, but ends
+def _fork_once_it_waits(where: str, release: threading.Event, child: Callable[[], bool]) -> int:
+    """Forks; `release` is set once the fork waits in the function `where`. The child
+    exits 0 when `child()` holds; returns its exit code."""
+    forking = threading.get_ident()
+
+    def release_once_fork_waits() -> None:
+        wait_until(lambda: waiting_in(forking, where), timeout=10)
+        release.set()  # also when the fork did not wait: the test then fails, but ends
+
+    helper = threading.Thread(target=release_once_fork_waits)
+    helper.start()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if child() else 1)
+    helper.join(30)
+    return child_exit_code(pid)
 
 
 def test_a_fork_waits_for_the_sender_threads_import_to_finish(
@@ -130,14 +144,11 @@ def test_a_fork_waits_for_the_sender_threads_import_to_finish(
     producer = Producer(URL, sqs_client=ImportingSQS(module), journal_dir=tmp_path / "j")
     producer.send("events", {"who": "parent"})
     assert GATE.entered.wait(10)  # the sender thread is inside the import now
-    helper = threading.Thread(target=_release_once_fork_waits, args=(threading.get_ident(),))
-    helper.start()
-    pid = os.fork()
-    if pid == 0:
-        complete = getattr(sys.modules.get(module), "complete", False)
-        os._exit(0 if complete else 1)
-    helper.join(30)
-    exit_code = child_exit_code(pid)
+    exit_code = _fork_once_it_waits(
+        "hold_imports_still",
+        GATE.release,
+        lambda: getattr(sys.modules.get(module), "complete", False) is True,
+    )
     assert producer.flush(10)
     producer.close()
     assert exit_code == 0, "the child got a half-imported module"
@@ -186,19 +197,7 @@ def test_a_fork_waits_for_the_sender_to_finish_building_its_client(
     producer = Producer(URL, journal_dir=tmp_path / "j")
     producer.send("events", {"who": "parent"})
     assert entered.wait(10)  # the sender thread is inside the build now
-    forking = threading.get_ident()
-
-    def release_once_fork_waits() -> None:
-        wait_until(lambda: waiting_in(forking, "before_fork"), timeout=10)
-        release.set()  # also when the fork did not wait: the test then fails, but ends
-
-    helper = threading.Thread(target=release_once_fork_waits)
-    helper.start()
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if built else 1)
-    helper.join(30)
-    exit_code = child_exit_code(pid)
+    exit_code = _fork_once_it_waits("before_fork", release, lambda: bool(built))
     assert producer.flush(10)
     producer.close()
     assert exit_code == 0, "the fork split the client's build"

@@ -118,5 +118,4 @@ def after_fork_in_child() -> None:
     thread that did not come along."""
     global _building
     release_after_fork()
-    _holding.building = False
     _building = threading.Lock()

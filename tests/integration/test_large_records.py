@@ -286,10 +286,11 @@ def test_a_consumer_killed_between_write_and_delete_loses_and_duplicates_nothing
     [key] = bucket_keys(s3_client, payload_bucket)
     sqs_endpoint = os.environ["AWS_ENDPOINT_URL_SQS"].rsplit(":", 1)
     with TcpProxy("127.0.0.1", int(sqs_endpoint[1].strip("/"))) as slow_sqs:
-        # The delete after the write takes seconds: a wide window. Only the delete: every
-        # call held made the consumer's start-up check and long polls time out on a busy
-        # machine, and the record was never written.
-        slow_sqs.delay(3000, requests_containing=b"DeleteMessage")
+        # The delete after the write is held past the kill, so it never reaches SQS while
+        # this consumer lives (a shorter hold could let it through on a busy machine).
+        # Only the delete: holding every call made the consumer's start-up check and long
+        # polls time out there, and the record was never written.
+        slow_sqs.delay(60_000, requests_containing=b"DeleteMessage")
         consumer = Consumer(
             queue.url, mongo_uri, mongo_db.name, tmp_path / "c.log", VISIBILITY,
             extra_env={"INGEST_PAYLOAD_BUCKET": payload_bucket,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import tempfile
 import threading
 import weakref
@@ -263,6 +264,7 @@ class Producer(Closing):
             if not self._started:
                 self._sender.start()
                 self._started = True
+        _close_at_multiprocessing_exit()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -344,6 +346,22 @@ def _close_all_at_exit() -> None:
                 producer.close(timeout=producer.config.exit_flush_timeout)
             except Exception:
                 log.exception("flush at exit failed")
+
+
+_exit_hook_pid: int | None = None
+
+
+def _close_at_multiprocessing_exit() -> None:
+    """A multiprocessing worker leaves through os._exit, which skips atexit, so records
+    it buffered were lost at pool.close(); pool.join() or a Process's end. Its own exit
+    hook closes the producers too. Registered in the process that sends (the registry
+    is emptied in a new worker), and only where multiprocessing is already in use."""
+    global _exit_hook_pid
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is None or _exit_hook_pid == os.getpid():
+        return
+    _exit_hook_pid = os.getpid()
+    mp_util.Finalize(None, _close_all_at_exit, exitpriority=10)
 
 
 def _boto3_client(service: Literal["sqs", "s3"], **config: Any) -> Any:

@@ -167,3 +167,43 @@ def _journal_and_die(url: str, journal: Path, count: int) -> None:
     finally:
         sibling.send_signal(signal.SIGKILL)
         sibling.wait(10)
+
+
+# A script that hands its work to a multiprocessing pool of forked workers, each sending
+# through the Producer it inherited, and ends the pool with close() and join().
+POOL_APP = textwrap.dedent(
+    """
+    import json, multiprocessing, sys
+    from producer import Producer
+
+    url, journal_dir = sys.argv[1:3]
+    producer = Producer(url, journal_dir=journal_dir)
+    producer.send("events", {"_id": "parent"})
+
+    def work(worker):
+        for k in range(25):
+            producer.send("events", {"_id": f"w{worker}-{k}"})
+        return worker
+
+    pool = multiprocessing.get_context("fork").Pool(3)
+    print(json.dumps(pool.map(work, range(6))), flush=True)
+    pool.close()
+    pool.join()
+    producer.close(30)
+    """
+)
+
+
+def test_multiprocessing_pool_workers_deliver_what_they_sent(
+    sqs_client: Any, make_queue: Callable[..., Any], tmp_path: Path
+) -> None:
+    queue = make_queue()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_APP, queue.url, str(tmp_path / "journal")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == list(range(6))
+    received = sorted(str(r.document["_id"]) for r in received_records(sqs_client, queue.url))
+    assert received == sorted(["parent"] + [f"w{w}-{k}" for w in range(6) for k in range(25)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _imp
 import importlib
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -226,3 +227,33 @@ def test_a_child_forked_after_the_wait_gave_up_can_still_build_a_client(
     finally:
         holder_out.set()
         holder.join(30)
+
+
+_pool_producer: list[Producer] = []  # a worker's producer comes along with the fork
+
+
+def _send_twenty(worker: int) -> int:
+    for k in range(20):
+        _pool_producer[0].send("events", {"who": f"w{worker}-{k}"})
+    return worker
+
+
+def test_multiprocessing_pool_workers_flush_at_their_exit(tmp_path: Path) -> None:
+    """A multiprocessing worker leaves through os._exit, which skips atexit: records it
+    buffered were lost when the pool closed. Its own exit hook now closes the producer."""
+    log = tmp_path / "sent.log"
+    producer = Producer(
+        URL, sqs_client=PidLoggingSQS(log), journal_dir=tmp_path / "j", linger_seconds=30
+    )
+    producer.send("events", {"who": "parent"})
+    _pool_producer[:] = [producer]
+    pool = multiprocessing.get_context("fork").Pool(2)
+    try:
+        assert pool.map(_send_twenty, range(4)) == [0, 1, 2, 3]
+        pool.close()  # workers exit when their queue ends, as in pool.close(); pool.join()
+        pool.join()
+    finally:
+        pool.terminate()
+    producer.close()
+    sent = sorted(json.loads(line)[1] for line in log.read_text().splitlines())
+    assert sent == sorted(["parent"] + [f"w{n}-{k}" for n in range(4) for k in range(20)])
